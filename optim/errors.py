@@ -1,0 +1,72 @@
+"""Typed user-facing errors.
+
+Every error a user can cause (bad file, wrong shape, unsupported model) raises a subclass of
+:class:`OptimError` whose message says what happened *and what to do instead*. The UI shows
+``str(err)`` verbatim in ``st.error``; the CLI prints it and exits with status 2. Anything that is
+not an ``OptimError`` is a bug in this project.
+"""
+
+from __future__ import annotations
+
+
+class OptimError(Exception):
+    """Base class: a problem with the user's input, explained in the message."""
+
+
+# --- model loading -------------------------------------------------------------------------------
+class UnknownFormatError(OptimError):
+    """The bytes are not a format we load (ONNX, zip of ONNX + data, TorchScript, .pt2)."""
+
+
+class PickleRefusedError(OptimError):
+    """A pickled nn.Module / state dict: never unpickled, user told how to export to ONNX."""
+
+
+class FileTooLargeError(OptimError):
+    """The upload exceeds the configured size limit."""
+
+
+class TooManyParametersError(OptimError):
+    """The graph declares more parameters than the configured limit."""
+
+
+class MalformedModelError(OptimError):
+    """A file that claims to be a model but cannot be parsed or checked."""
+
+
+class UnsafeArchiveError(OptimError):
+    """A zip member whose path escapes the archive (absolute or ``..``)."""
+
+
+class DynamicShapeError(OptimError):
+    """An input has dynamic dimensions (other than batch) the user must fix."""
+
+
+class MissingInputError(OptimError):
+    """The model needs inputs we cannot synthesise or that the data does not provide."""
+
+
+# --- data ----------------------------------------------------------------------------------------
+class DataFormatError(OptimError):
+    """An evaluation-data file that cannot be read."""
+
+
+class ShapeMismatchError(OptimError):
+    """Data shape or dtype does not fit the model input; the message names both."""
+
+
+# --- passes / sweep ------------------------------------------------------------------------------
+class ConfigError(OptimError):
+    """A pass or sweep configuration value is invalid; the message names the field."""
+
+
+class PassUnavailableError(OptimError):
+    """A pass cannot be applied to this model (e.g. unsupported ops, listed in the message)."""
+
+
+class CancelledError(OptimError):
+    """The user cancelled a long-running job."""
+
+
+class HardwareError(OptimError):
+    """A hardware-catalog or estimator problem (unknown device, invalid catalog entry)."""

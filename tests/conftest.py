@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny models built in code (fast) so unit tests never depend on sample training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from optim.export import torch_to_onnx
+from optim.handle import ModelHandle
+
+
+class TinyCNN(torch.nn.Module):
+    """Conv-BN-ReLU, a residual add, a depthwise conv, global pool, linear: the couplings pruning must respect."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.dw = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.pw = torch.nn.Conv2d(16, 32, 1)
+        self.fc = torch.nn.Linear(32, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = y + torch.relu(self.conv2(y))
+        y = torch.relu(self.pw(self.dw(y)))
+        return self.fc(y.mean((2, 3)))
+
+
+class TinyMLP(torch.nn.Module):
+    def __init__(self, features: int = 12, classes: int = 4) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(features, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
+            torch.nn.Linear(32, classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _randomise_bn(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_module() -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = TinyCNN().eval()
+    _randomise_bn(m, 0)
+    return m
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn(tiny_cnn_module: torch.nn.Module) -> ModelHandle:
+    """ONNX handle of TinyCNN, input 'input' (1, 3, 16, 16), output 'logits' (1, 10)."""
+    proto = torch_to_onnx(tiny_cnn_module, [torch.randn(1, 3, 16, 16)])
+    return ModelHandle(model=proto, name="tiny_cnn", source_format="onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_mlp() -> ModelHandle:
+    """ONNX handle of TinyMLP, input 'input' (1, 12), output 'logits' (1, 4)."""
+    torch.manual_seed(1)
+    proto = torch_to_onnx(TinyMLP().eval(), [torch.randn(1, 12)])
+    return ModelHandle(model=proto, name="tiny_mlp", source_format="onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_images() -> tuple[np.ndarray, np.ndarray]:
+    """(x, y): 200 random images (200, 3, 16, 16) float32 and labels in 0..9."""
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((200, 3, 16, 16)).astype(np.float32), rng.integers(0, 10, 200)
