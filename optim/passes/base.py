@@ -23,6 +23,7 @@ class PassContext:
 
     calib: Any = None  # optim.data.Dataset used for calibration (INT8 static), or None
     train: Any = None  # optim.data.Dataset used for fine-tuning / distillation, or None
+    teacher: Any = None  # ModelHandle of the original model (distillation, fidelity), or None
     progress: Callable[[float, str], None] | None = None
     should_cancel: Callable[[], bool] | None = None
 
