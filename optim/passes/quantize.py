@@ -1,0 +1,200 @@
+"""Quantization pass: FP16, INT8 dynamic, INT8 static (QDQ / QOperator), INT4, simulated 2–8-bit.
+
+Executable variants come from ONNX Runtime's own tools (``onnxruntime.quantization`` and
+``onnxruntime.transformers.float16``), so what we measure is what ORT runs. Simulated variants
+(``executable=False``) fake-quantise FP32 weights: their accuracy is that of the low-bit weights, their
+latency is FP32's, and ``effective_size_bytes`` counts the weights packed at ``bits`` plus scales.
+
+Default INT8 types — why S8S8 (signed activations and weights):
+  On x86 CPUs *without* VNNI the U8S8 kernels multiply-add pairs of u8×s8 products into 16 bits
+  (``vpmaddubsw``), which saturates: on a ResNet-style CNN QDQ U8S8 lost 0.8 points of top-1 while the
+  same model in U8U8 or S8S8 lost nothing (docs/../shared/design/STACK_NOTES.md). On CPUs *with* VNNI
+  (this development machine is a Zen 5 with AVX512-VNNI) all three are exact and within a few % in
+  speed — see ``benchmarks/quantization.py``. S8S8 QDQ is the choice that keeps accuracy on both kinds
+  of CPU, is ORT's recommended format, and runs on ARM too; U8S8 with ``reduce_range`` (7-bit weights)
+  is the other documented way around saturation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from optim.errors import PassUnavailableError
+from optim.handle import ModelHandle
+from optim.passes import quant_int8, quant_lowbit
+from optim.passes.base import PassContext, check_choice, check_range, register
+from optim.passes.quant_core import QuantError, fake_quantize, quantization_error, weight_refs
+
+__all__ = ["QuantizeConfig", "run", "fake_quantize", "quantization_error", "QuantError", "variant_label"]
+
+MODES = ("fp16", "int8_dynamic", "int8_static", "int4", "fake")
+TYPES = ("uint8", "int8")
+
+NOTES = {
+    "fp16": "FP16 weights and compute; on CPU ORT runs most ops through inserted Casts: half the file, no speed-up.",
+    "int8_dynamic": "INT8 weights, activations quantised on the fly per batch (ConvInteger/MatMulInteger): "
+    "small file; convolutions are usually slower than FP32 on CPU.",
+    "int8_static": "INT8 weights and activations with ranges calibrated on sample data; executable by ORT.",
+    "int4": "4-bit block-wise weights (block 32, symmetric) in MatMulNBits, executed by ORT.",
+    "fake": "Simulated: weights rounded to {bits} bits and stored as FP32. Accuracy is that of {bits}-bit "
+    "weights; latency and the file are FP32's; size shown as packed bits + scales.",
+}
+
+
+def _f(help_: str, **meta: object) -> dict[str, object]:
+    return {"help": help_, **meta}
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    mode: str = field(
+        default="int8_static",
+        metadata=_f(
+            "fp16: half-precision weights. int8_dynamic: no calibration data needed. int8_static: best INT8 "
+            "accuracy/speed, needs calibration data. int4: 4-bit weights (MatMul executable, others simulated). "
+            "fake: simulated 2–8-bit weights for teaching.",
+            choices=list(MODES),
+        ),
+    )
+    bits: int = field(default=4, metadata=_f("Weight bits for mode 'fake' (simulated).", min=2, max=8))
+    quant_format: str = field(
+        default="qdq",
+        metadata=_f(
+            "int8_static graph format. qdq: Quantize/DequantizeLinear pairs that ORT fuses into integer kernels "
+            "(recommended). qoperator: explicit QLinearConv/QLinearMatMul nodes.",
+            choices=["qdq", "qoperator"],
+        ),
+    )
+    activation_type: str = field(
+        default="int8",
+        metadata=_f(
+            "INT8 static activation type. Default int8 (S8S8): uint8 activations with int8 weights (U8S8) "
+            "saturate on CPUs without VNNI and lose accuracy.",
+            choices=list(TYPES),
+        ),
+    )
+    weight_type: str = field(
+        default="int8",
+        metadata=_f("INT8 weight type (static and dynamic).", choices=list(TYPES)),
+    )
+    per_channel: bool = field(default=True, metadata=_f("One scale per output channel for weights (more accurate)."))
+    calibration: str = field(
+        default="minmax",
+        metadata=_f(
+            "How activation ranges are chosen from the calibration data: minmax (full range), entropy (KL "
+            "divergence), percentile (clip the top 0.001 %).",
+            choices=["minmax", "entropy", "percentile"],
+        ),
+    )
+    calib_samples: int = field(default=256, metadata=_f("Calibration samples used (INT8 static).", min=1, max=10_000))
+    reduce_range: bool = field(
+        default=False,
+        metadata=_f("Quantise weights to 7 bits: avoids U8S8 saturation on CPUs without VNNI at a small precision cost."),
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, MODES)
+        check_range("bits", self.bits, 2, 8)
+        check_choice("quant_format", self.quant_format, ("qdq", "qoperator"))
+        check_choice("activation_type", self.activation_type, TYPES)
+        check_choice("weight_type", self.weight_type, TYPES)
+        check_choice("calibration", self.calibration, ("minmax", "entropy", "percentile"))
+        check_range("calib_samples", self.calib_samples, 1, 10_000)
+
+
+def variant_label(cfg: QuantizeConfig) -> str:
+    """Short human label, e.g. 'INT8 static QDQ S8S8' or 'fake 3-bit (simulated)'."""
+    t = {"uint8": "U8", "int8": "S8"}
+    if cfg.mode == "int8_static":
+        return f"INT8 static {cfg.quant_format.upper()} {t[cfg.activation_type]}{t[cfg.weight_type]}"
+    if cfg.mode == "int8_dynamic":
+        return f"INT8 dynamic U8{t[cfg.weight_type]}"
+    if cfg.mode == "fake":
+        return f"fake {cfg.bits}-bit (simulated)"
+    return cfg.mode.upper()
+
+
+def _require_weights(model: onnx.ModelProto, mode: str) -> None:
+    if not weight_refs(model):
+        raise PassUnavailableError(
+            f"Mode '{mode}' found no FP32 Conv/Gemm/MatMul weights to quantise (already quantised?). "
+            "Start from the FP32 model."
+        )
+
+
+@register(
+    "quantize",
+    QuantizeConfig,
+    "Quantization",
+    "Store weights (and for INT8 static, activations) in fewer bits: FP16, INT8, INT4 or simulated 2–8-bit.",
+)
+def run(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext | None = None) -> ModelHandle:
+    ctx = ctx or PassContext()
+    src = handle.copy_model()
+    _require_weights(src, config.mode)
+    ctx.report(0.0, f"quantize: {variant_label(config)}")
+    if config.mode in ("int4", "fake"):
+        return _run_lowbit(handle, src, config, ctx)
+    if config.mode == "fp16":
+        out, bits, fmt = quant_int8.to_fp16(src), 16, "fp16"
+    elif config.mode == "int8_dynamic":
+        out = quant_int8.int8_dynamic(src, config.weight_type, config.per_channel, config.reduce_range)
+        bits, fmt = 8, "qoperator"
+    else:
+        out = quant_int8.int8_static(
+            src,
+            ctx.calib,
+            n_samples=config.calib_samples,
+            quant_format=config.quant_format,
+            activation_type=config.activation_type,
+            weight_type=config.weight_type,
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            calibration=config.calibration,
+            tick=lambda f: (ctx.check_cancel(), ctx.report(0.1 + 0.8 * f, "calibrating")),
+        )
+        bits, fmt = 8, config.quant_format
+    ctx.report(1.0, "quantize: done")
+    size = len(out.SerializeToString())
+    return handle.derive(
+        out,
+        f"quantize {variant_label(config)}",
+        bits=bits,
+        executable=True,
+        effective_size_bytes=size,
+        quant_format=fmt,
+        quant_mode=config.mode,
+        quant_note=NOTES[config.mode],
+    )
+
+
+def _run_lowbit(handle: ModelHandle, model: onnx.ModelProto, config: QuantizeConfig, ctx: PassContext) -> ModelHandle:
+    bits = 4 if config.mode == "int4" else config.bits
+    n_nbits = 0
+    if config.mode == "int4":
+        quant_lowbit.gemm_to_matmul(model)
+        model = quant_lowbit.matmul_nbits(model, bits=4)
+        n_nbits = quant_lowbit.count_matmul_nbits(model)
+        ctx.report(0.6, f"MatMulNBits: {n_nbits} layers")
+    stored, packed = quant_lowbit.simulate_weights(model, bits)
+    executable = config.mode == "int4" and stored == 0 and n_nbits > 0
+    size = len(model.SerializeToString())
+    effective = size - stored + packed
+    fmt = "matmulnbits" if executable else ("matmulnbits+simulated" if n_nbits else "simulated")
+    note = NOTES[config.mode].format(bits=bits)
+    if config.mode == "int4" and not executable:
+        note += " Some weight layers have no 4-bit kernel here: the variant is simulated."
+    ctx.report(1.0, "quantize: done")
+    return handle.derive(
+        model,
+        f"quantize {variant_label(config)}",
+        bits=bits,
+        executable=executable,
+        effective_size_bytes=effective,
+        quant_format=fmt,
+        quant_mode=config.mode,
+        quant_note=note,
+        int4_executed_layers=n_nbits,
+    )
