@@ -1,0 +1,158 @@
+"""UI plumbing shared by app.py and pages/*: page setup, the loaded model, the sweep id, error guard.
+
+Streamlit-side only (imports ``optim.api``, never the engine). Caches sit here, in one place:
+``st.cache_resource`` for loaded samples (shared by sessions, never mutated), ``st.cache_data`` for
+DataFrames keyed on content hashes. Uploads live in this session's state only, keyed by content hash.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import streamlit as st
+
+from optim import api
+
+PAGES = {
+    "home": "app.py",
+    "optimize": "pages/1_Optimize.py",
+    "pareto": "pages/2_Pareto.py",
+    "layers": "pages/3_Layers.py",
+    "export": "pages/4_Export.py",
+    "learn": "pages/5_Learn.py",
+}
+LEGEND = ("**Measured** = run here with ONNX Runtime (1 thread) · **estimated** = hardware model of the "
+          "chosen target · **simulated** = precision the runtime cannot execute (fake-quantised weights, "
+          "packed size); open markers.")
+
+
+def setup(title: str, icon: str = "🗜️") -> None:
+    st.set_page_config(page_title=f"{title} · Compression Explorer", page_icon=icon, layout="wide")
+    sid = st.query_params.get("sweep")
+    if sid and sid != st.session_state.get("sweep_id"):
+        st.session_state["sweep_id"] = sid
+    with st.sidebar:
+        loaded = st.session_state.get("model_label")
+        st.caption(f"Model: **{loaded or 'none'}**")
+        if st.session_state.get("sweep_id"):
+            st.caption(f"Sweep: `{st.session_state['sweep_id']}`")
+        st.caption(LEGEND)
+
+
+@contextmanager
+def guard(what: str = "That") -> Iterator[None]:
+    """User errors → st.error with the engine's advice; anything else → short message + details."""
+    try:
+        yield
+    except api.OptimError as err:
+        st.error(str(err))
+    except Exception as err:  # noqa: BLE001 - the page must never show a raw traceback
+        st.error(f"{what} failed unexpectedly ({type(err).__name__}). Try again, or report it with the details.")
+        with st.expander("Details"):
+            st.code("".join(traceback.format_exception(err)), language="text")
+
+
+@st.cache_resource(show_spinner="Loading the sample model…")
+def _sample(name: str) -> api.Loaded:
+    return api.load_sample(name)
+
+
+@st.cache_data(show_spinner=False)
+def samples() -> list[dict[str, Any]]:
+    return api.list_samples()
+
+
+def default_sample() -> str | None:
+    names = [s["name"] for s in samples()]
+    return api.DEMO_SAMPLE if api.DEMO_SAMPLE in names else (names[0] if names else None)
+
+
+def select_sample(name: str) -> None:
+    st.session_state["model_src"] = ("sample", name)
+    st.session_state["model_label"] = name
+
+
+def select_upload(loaded: api.Loaded) -> None:
+    uploads = st.session_state.setdefault("uploads", {})
+    uploads[loaded.key] = loaded
+    st.session_state["model_src"] = ("upload", loaded.key)
+    st.session_state["model_label"] = loaded.label
+
+
+def current_model() -> api.Loaded | None:
+    """This session's model: an upload (kept in session state only) or a cached bundled sample."""
+    src = st.session_state.get("model_src")
+    if src is None:
+        name = default_sample()
+        if name is None:
+            return None
+        select_sample(name)
+        src = ("sample", name)
+    kind, key = src
+    if kind == "upload":
+        return st.session_state.get("uploads", {}).get(key)
+    return _sample(key)
+
+
+@st.cache_data(show_spinner="Summarising the model…", max_entries=16)
+def summary(key: str, _loaded: api.Loaded) -> dict[str, Any]:
+    return api.summarize(_loaded)
+
+
+@st.cache_data(show_spinner="Measuring the baseline (accuracy and latency)…", max_entries=16)
+def baseline(key: str, _loaded: api.Loaded) -> dict[str, Any]:
+    return api.baseline(_loaded)
+
+
+def set_sweep(sweep_id: str | None) -> None:
+    st.session_state["sweep_id"] = sweep_id
+    if sweep_id:
+        st.query_params["sweep"] = sweep_id
+
+
+def current_sweep() -> str | None:
+    return st.query_params.get("sweep") or st.session_state.get("sweep_id")
+
+
+def current_job() -> api.SweepJob | None:
+    job = api.get_job(st.session_state.get("job_id"))
+    return job or api.job_for_sweep(current_sweep())
+
+
+def start(loaded: api.Loaded, req: api.SweepRequest) -> api.SweepJob:
+    job = api.start_sweep(loaded, req)
+    st.session_state["job_id"] = job.id
+    mine = st.session_state.setdefault("my_sweeps", [])
+    if job.sweep_id:
+        set_sweep(job.sweep_id)
+        mine.append(job.sweep_id)
+    return job
+
+
+def progress_panel(job: api.SweepJob) -> None:
+    """Progress bar, ETA and a working cancel button for a background sweep (inside a fragment)."""
+    s = job.snapshot()
+    if s["sweep_id"] and s["sweep_id"] != st.session_state.get("sweep_id"):
+        set_sweep(s["sweep_id"])
+    if s["state"] == "running":
+        eta = f" · about {s['eta_s']:.0f} s left" if s["eta_s"] is not None else ""
+        with st.status(f"Sweep running: {s['done']}/{s['total']} variants{eta}", expanded=True):
+            st.progress(min(max(s["fraction"], 0.0), 1.0), text=s["current"] or "starting…")
+            if st.button("Cancel sweep", key=f"cancel_{s['id']}", help="Stops after the current variant"):
+                job.cancel()
+                st.toast("Cancelling after the current variant…")
+    elif s["state"] == "failed":
+        st.error(f"The sweep stopped: {s['error']}")
+        if s["detail"]:
+            with st.expander("Details"):
+                st.code(s["detail"], language="text")
+    elif s["state"] == "cancelled":
+        st.warning(f"Sweep cancelled after {s['done']} variants; finished variants are kept.")
+
+
+def variant_label(df: Any, vid: str) -> str:
+    row = df[df["variant_id"] == vid]
+    return str(row["label"].iloc[0]) if len(row) and row["label"].iloc[0] else vid

@@ -1,0 +1,175 @@
+"""Plotly figures shared by the dashboard pages and the HTML report (no streamlit here).
+
+One visual language everywhere: colour = bit-width, symbol = pruning kind, open marker = simulated,
+black ring + dashed line = Pareto front, every axis titled with its unit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+BIT_COLORS = {32: "#1f77b4", 16: "#2ca02c", 8: "#ff7f0e", 6: "#8c564b", 4: "#d62728", 2: "#9467bd"}
+KIND_SYMBOLS = {"none": "circle", "structured": "square", "unstructured": "diamond"}
+AXES = {"metric": "Accuracy (top-1, %)", "target_ms": "Latency (ms)", "size_mb": "Size (MB)",
+        "latency_ms": "Latency on this CPU (ms, measured)"}
+FRONT = "Pareto front"
+
+
+def _axis_title(col: str, df: pd.DataFrame, latency_note: str) -> str:
+    if col == "metric" and "metric_name" in df and len(df) and df["metric_name"].iloc[0] != "top-1 accuracy":
+        return "Agreement with baseline (%)"
+    if col == "target_ms":
+        return f"Latency (ms, {latency_note})"
+    return AXES.get(col, col)
+
+
+def _hover(df: pd.DataFrame) -> list[str]:
+    out = []
+    for _, r in df.iterrows():
+        ci = f" [{r['metric_lo']:.1f}–{r['metric_hi']:.1f}]" if pd.notna(r.get("metric_lo")) else ""
+        out.append(
+            f"<b>{r.get('label', r['variant_id'])}</b><br>prune {r['prune_kind']} {float(r['prune_ratio'] or 0):.0%}"
+            f" · {int(r['bits'])}-bit · opt {r.get('opt_level', '')}<br>accuracy {r['metric']:.2f} %{ci}"
+            f"<br>latency {r['target_ms']:.2f} ms · size {r['size_mb']:.2f} MB"
+            + ("<br><i>simulated precision</i>" if r.get("simulated") else "")
+            + (f"<br>⚑ {r['flags']}" if r.get("flags") else ""))
+    return out
+
+
+def _groups(df: pd.DataFrame):
+    for (bits, kind), g in df.groupby(["bits", "prune_kind"], sort=True):
+        yield int(bits), str(kind), g
+
+
+def pareto_2d(df: pd.DataFrame, x: str = "target_ms", y: str = "metric", *, latency_note: str = "measured",
+              max_ms: float | None = None, max_mb: float | None = None, min_metric: float | None = None,
+              best_id: str | None = None, selected_id: str | None = None, title: str = "") -> go.Figure:
+    """2-D projection: one trace per (bits, kind); customdata = variant_id; front joined by a line."""
+    ok = df[df["status"].eq("ok") & df[x].notna() & df[y].notna()]
+    fig = go.Figure()
+    for bits, kind, g in _groups(ok):
+        sym = KIND_SYMBOLS.get(kind, "circle")
+        symbols = [sym + "-open" if s else sym for s in g["simulated"]]
+        err = None
+        if y == "metric" and g["metric_lo"].notna().any():
+            err = dict(type="data", symmetric=False, array=(g["metric_hi"] - g["metric"]).tolist(),
+                       arrayminus=(g["metric"] - g["metric_lo"]).tolist(), thickness=1, width=3)
+        fig.add_trace(go.Scatter(
+            x=g[x], y=g[y], mode="markers", name=f"{bits}-bit · {kind}", error_y=err,
+            customdata=g["variant_id"].tolist(), hovertext=_hover(g), hoverinfo="text",
+            marker=dict(color=BIT_COLORS.get(bits, "#7f7f7f"), symbol=symbols, size=12,
+                        line=dict(width=[3 if p else 1 for p in g["pareto"]], color="black"))))
+    front = ok[ok["pareto"]].sort_values(x)
+    if len(front):
+        fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", name=FRONT, hoverinfo="skip",
+                                 line=dict(color="black", dash="dash", width=1.5)))
+    for vid, style, name in ((best_id, "star", "best under constraints"), (selected_id, "x-thin-open", "selected")):
+        hit = ok[ok["variant_id"] == vid]
+        if vid and len(hit):
+            fig.add_trace(go.Scatter(x=hit[x], y=hit[y], mode="markers", name=name, hoverinfo="skip",
+                                     marker=dict(symbol=style, size=22, color="gold" if style == "star" else "black",
+                                                 line=dict(width=2, color="black"))))
+    _shade_feasible(fig, x, y, max_ms=max_ms, max_mb=max_mb, min_metric=min_metric)
+    fig.update_layout(title=title or f"{_axis_title(y, df, latency_note)} vs {_axis_title(x, df, latency_note)}",
+                      xaxis_title=_axis_title(x, df, latency_note), yaxis_title=_axis_title(y, df, latency_note),
+                      legend_title="bit-width · pruning", height=430, margin=dict(l=10, r=10, t=50, b=10),
+                      clickmode="event+select", dragmode="select")
+    return fig
+
+
+def _shade_feasible(fig: go.Figure, x: str, y: str, **lim: float | None) -> None:
+    bound = {"target_ms": lim.get("max_ms"), "size_mb": lim.get("max_mb"), "metric": lim.get("min_metric")}
+    x0, x1, y0, y1 = None, None, None, None
+    if bound.get(x) is not None:
+        x0, x1 = (bound[x], None) if x == "metric" else (None, bound[x])
+    if bound.get(y) is not None:
+        y0, y1 = (bound[y], None) if y == "metric" else (None, bound[y])
+    if all(v is None for v in (x0, x1, y0, y1)):
+        return
+    fig.add_shape(type="rect", xref="x domain" if x0 is None and x1 is None else "x",
+                  yref="y domain" if y0 is None and y1 is None else "y",
+                  x0=x0 if x0 is not None else (0 if x1 is None else -1e9), x1=x1 if x1 is not None else 1e9,
+                  y0=y0 if y0 is not None else (0 if y1 is None else -1e9), y1=y1 if y1 is not None else 1e9,
+                  fillcolor="rgba(44,160,44,0.10)", line=dict(width=0), layer="below")
+    fig.update_xaxes(autorange=True)
+    fig.update_yaxes(autorange=True)
+
+
+def pareto_3d(df: pd.DataFrame, latency_note: str = "measured", title: str = "") -> go.Figure:
+    """3-D scatter (latency, size, accuracy); Pareto points joined by a line."""
+    ok = df[df["status"].eq("ok") & df["metric"].notna() & df["target_ms"].notna()]
+    fig = go.Figure()
+    for bits, kind, g in _groups(ok):
+        fig.add_trace(go.Scatter3d(
+            x=g["target_ms"], y=g["size_mb"], z=g["metric"], mode="markers", name=f"{bits}-bit · {kind}",
+            customdata=g["variant_id"].tolist(), hovertext=_hover(g), hoverinfo="text",
+            marker=dict(color=BIT_COLORS.get(bits, "#7f7f7f"), size=[9 if p else 5 for p in g["pareto"]],
+                        symbol=[KIND_SYMBOLS.get(kind, "circle") + ("-open" if s else "") for s in g["simulated"]],
+                        line=dict(color="black", width=1))))
+    front = ok[ok["pareto"]].sort_values("target_ms")
+    if len(front) > 1:
+        fig.add_trace(go.Scatter3d(x=front["target_ms"], y=front["size_mb"], z=front["metric"], mode="lines",
+                                   name=FRONT, line=dict(color="black", dash="dash", width=3), hoverinfo="skip"))
+    fig.update_layout(
+        title=title or "Accuracy × latency × size", height=520, margin=dict(l=0, r=0, t=40, b=0),
+        legend_title="bit-width · pruning",
+        scene=dict(xaxis_title=_axis_title("target_ms", df, latency_note), yaxis_title="Size (MB)",
+                   zaxis_title=_axis_title("metric", df, latency_note)))
+    return fig
+
+
+def layer_bars(df: pd.DataFrame, cols: dict[str, str], unit: str, title: str, top: int = 25) -> go.Figure:
+    """Grouped horizontal bars per layer; ``cols`` maps column → legend name (e.g. measured/estimated)."""
+    key = next(iter(cols))
+    d = df.sort_values(key, ascending=False).head(top).iloc[::-1]
+    fig = go.Figure()
+    for col, name in cols.items():
+        if col in d:
+            fig.add_trace(go.Bar(y=d["node"], x=d[col], name=name, orientation="h"))
+    fig.update_layout(title=title, barmode="group", xaxis_title=unit, yaxis_title="layer",
+                      height=max(300, 22 * len(d) * max(1, len(cols)) // 1.5 + 120),
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def op_histogram_chart(ops: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=ops["op_type"], y=ops["count"], marker_color="#1f77b4"))
+    fig.update_layout(title="Operators in the graph", xaxis_title="operator type", yaxis_title="count (nodes)",
+                      height=300, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def quant_error_chart(demo: dict[str, Any]) -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(go.Histogram(x=demo["weights"], name="FP32 weights", opacity=0.6, nbinsx=80))
+    fig.add_trace(go.Histogram(x=demo["quantized"], name=f"after {demo['bits']}-bit", opacity=0.6, nbinsx=80))
+    fig.update_layout(title=f"Weights of {demo['layer']} ({demo['levels']} distinct values after quantization)",
+                      barmode="overlay", xaxis_title="weight value", yaxis_title="count (weights)", height=340,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def sensitivity_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
+    z = np.clip(table.to_numpy(dtype=float), -10, 80)
+    fig = go.Figure(go.Heatmap(z=z, x=list(table.columns), y=list(table.index), colorscale="RdYlGn",
+                               colorbar=dict(title="SQNR (dB)")))
+    fig.update_layout(title=title, xaxis_title="precision", yaxis_title="layer",
+                      height=max(300, 18 * len(table) + 120), margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def roofline_chart(points: pd.DataFrame, peak_gflops: float, bw_gbs: float, device: str) -> go.Figure:
+    """Per-layer roofline: arithmetic intensity (FLOP/byte) vs attainable GFLOP/s, log-log."""
+    ai = np.logspace(-2, 3, 100)
+    fig = go.Figure(go.Scatter(x=ai, y=np.minimum(peak_gflops, ai * bw_gbs), mode="lines",
+                               name=f"roof: {peak_gflops:.0f} GFLOP/s, {bw_gbs:.0f} GB/s", line=dict(color="black")))
+    fig.add_trace(go.Scatter(x=points["intensity"], y=points["gflops"], mode="markers", name="layers (estimated)",
+                             text=points["node"], hoverinfo="text+x+y", marker=dict(size=9, color="#ff7f0e")))
+    fig.update_layout(title=f"Roofline on {device} (estimated)", xaxis_type="log", yaxis_type="log",
+                      xaxis_title="arithmetic intensity (FLOP/byte)", yaxis_title="attainable (GFLOP/s)",
+                      height=380, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
