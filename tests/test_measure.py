@@ -246,3 +246,35 @@ def test_parse_profile_averages_per_run_and_skips_warmup() -> None:
     assert prof.table["ms"].tolist() == pytest.approx([0.025, 0.010])
     assert prof.run_ms == pytest.approx(0.050)
     assert prof.coverage == pytest.approx(0.035 / 0.050)
+
+
+def _two_input_model(batch: int | str) -> ModelHandle:
+    from onnx import TensorProto, helper
+
+    dims = [batch, 4]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "scale"], ["logits"], name="mul")],
+        "two_inputs",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, dims)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    return ModelHandle(model=model, name="two_inputs")
+
+
+def test_predict_synthesises_second_input_when_model_has_two() -> None:
+    pytest.importorskip("optim.model_io")
+    from optim.model_io import synthesize_inputs
+
+    handle = _two_input_model("batch")
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    out = predict(handle, x, batch_size=64)
+    scale = synthesize_inputs(handle.model, batch=3, seed=0)["scale"]
+    np.testing.assert_allclose(out, x * scale)
+
+
+def test_latency_rebatches_multi_input_model() -> None:
+    pytest.importorskip("optim.model_io")
+    lat = latency(_two_input_model(1), batch=4, budget_s=0.01, min_runs=3)
+    assert lat.batch_mode == "rebatched" and lat.runs >= 3
