@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
     logits = None
     if test is not None:
-        logits = predict(handle, test.x)
+        logits = predict(handle, test.x, opt_level=args.opt_level)
         if test.y is not None:
             print(format_accuracy(accuracy(logits, test.y), test.name))
             if "fp32_top1" in handle.meta:

@@ -141,15 +141,18 @@ def _check_x(x: np.ndarray, shape: list[Any], name: str) -> None:
         )
 
 
-def predict(handle: ModelLike, x: np.ndarray, batch_size: int = 64, threads: int = 2) -> np.ndarray:
+def predict(
+    handle: ModelLike, x: np.ndarray, batch_size: int = 64, threads: int = 2, opt_level: str = "all"
+) -> np.ndarray:
     """Run the model's first input over ``x`` and return its first output stacked over samples (N × ...).
 
     Evaluates ``batch_size`` samples per call when the model's batch dim is symbolic; when the model fixes
     the batch (usually to 1) it is fed exactly that many samples per call (the last chunk zero-padded).
-    Any further model inputs are synthesised with ``optim.model_io.synthesize_inputs``.
+    Any further model inputs are synthesised with ``optim.model_io.synthesize_inputs``. ``opt_level``
+    matters for accuracy too: e.g. fused U8S8 int8 kernels saturate on CPUs without VNNI.
     """
     model = _proto(handle)
-    sess = make_session(handle, threads=threads, opt_level="all")
+    sess = make_session(handle, threads=threads, opt_level=opt_level)
     first = sess.get_inputs()[0]
     x = np.asarray(x)
     _check_x(x, first.shape, first.name)
@@ -262,9 +265,11 @@ class Evaluation:
     logits: np.ndarray
 
 
-def evaluate(handle: ModelLike, dataset: Any, reference_logits: np.ndarray | None = None) -> Evaluation:
+def evaluate(
+    handle: ModelLike, dataset: Any, reference_logits: np.ndarray | None = None, opt_level: str = "all"
+) -> Evaluation:
     """Predict ``dataset.x``; accuracy when the dataset has labels, fidelity when a reference is given."""
-    logits = predict(handle, dataset.x)
+    logits = predict(handle, dataset.x, opt_level=opt_level)
     acc = accuracy(logits, dataset.y) if getattr(dataset, "y", None) is not None else None
     fid = fidelity(reference_logits, logits) if reference_logits is not None else None
     return Evaluation(acc, fid, logits)
