@@ -1,0 +1,125 @@
+"""Unstructured (magnitude) pruning: zero the smallest weights, per layer or globally.
+
+Works directly on the ONNX initializers with NumPy, so it applies to any graph we can load (no torch
+conversion needed). Zeros do not make dense kernels faster — ONNX Runtime's CPU Conv/Gemm do the same
+work on a zero as on any other number — and the file keeps its size; the gain is in how well the file
+compresses (``compressed_bytes``, zlib level 9), which matters for downloads and storage, and in what
+a sparse-aware runtime could exploit. The pass says so in its ``note``.
+
+``torch.nn.utils.prune`` does the same ranking on torch modules; we avoid the ONNX→torch round trip
+because a mask on initializers is a few lines of NumPy and keeps the graph byte-for-byte otherwise.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from optim.errors import PassUnavailableError
+from optim.handle import ModelHandle
+from optim.passes.base import PassContext, check_choice, check_range, register
+from optim.passes.quant_core import replace_initializers, weight_refs
+
+NOTE = (
+    "Unstructured sparsity: weights are zeroed but the tensors stay dense, so the file size and the latency "
+    "on dense CPU kernels do not change; only the compressed (zip) size shrinks."
+)
+
+
+@dataclass(frozen=True)
+class PruneUnstructuredConfig:
+    ratio: float = field(default=0.5, metadata={"help": "Fraction of prunable weights set to zero.", "min": 0.0, "max": 0.99})
+    scope: str = field(
+        default="layer",
+        metadata={
+            "help": "layer: each layer loses `ratio` of its weights. global: the smallest weights of the whole "
+            "model go first (layers with small weights lose more).",
+            "choices": ["layer", "global"],
+        },
+    )
+    include_classifier: bool = field(
+        default=False, metadata={"help": "Also prune the last weight layer (the classifier); usually hurts accuracy."}
+    )
+
+    def __post_init__(self) -> None:
+        check_range("ratio", self.ratio, 0.0, 0.99)
+        check_choice("scope", self.scope, ("layer", "global"))
+
+
+def compressed_size(model_bytes: bytes) -> int:
+    """Bytes after zlib level 9 (what a zip/gzip download of the file would take, within a few bytes)."""
+    return len(zlib.compress(model_bytes, 9))
+
+
+def prunable_weights(model: onnx.ModelProto, include_classifier: bool = False) -> dict[str, np.ndarray]:
+    """Conv/Gemm/MatMul weight tensors (not biases) by initializer name; the last layer only if asked."""
+    refs = weight_refs(model)
+    if refs and not include_classifier:
+        refs = refs[:-1]
+    inits = {t.name: t for t in model.graph.initializer}
+    return {r.name: numpy_helper.to_array(inits[r.name]) for r in refs}
+
+
+def magnitude_masks(weights: dict[str, np.ndarray], ratio: float, scope: str) -> dict[str, np.ndarray]:
+    """Boolean keep-masks zeroing exactly ``round(ratio · n)`` smallest-|w| entries (per layer or overall)."""
+    if scope == "layer":
+        return {k: _keep_mask(np.abs(w).ravel(), ratio).reshape(w.shape) for k, w in weights.items()}
+    flat = np.concatenate([np.abs(w).ravel() for w in weights.values()]) if weights else np.zeros(0)
+    keep = _keep_mask(flat, ratio)
+    masks, pos = {}, 0
+    for k, w in weights.items():
+        masks[k] = keep[pos : pos + w.size].reshape(w.shape)
+        pos += w.size
+    return masks
+
+
+def _keep_mask(mag: np.ndarray, ratio: float) -> np.ndarray:
+    k = int(round(ratio * mag.size))
+    keep = np.ones(mag.size, dtype=bool)
+    if k > 0:
+        keep[np.argpartition(mag, k - 1)[:k]] = False
+    return keep
+
+
+@register(
+    "prune_unstructured",
+    PruneUnstructuredConfig,
+    "Unstructured pruning",
+    "Zero the smallest-magnitude weights (per layer or global). Smaller when compressed; not faster on dense kernels.",
+)
+def run(handle: ModelHandle, config: PruneUnstructuredConfig, ctx: PassContext | None = None) -> ModelHandle:
+    ctx = ctx or PassContext()
+    model = handle.copy_model()
+    weights = prunable_weights(model, config.include_classifier)
+    if not weights:
+        raise PassUnavailableError(
+            "No prunable FP32 Conv/Gemm/MatMul weights (the only weight layer is the classifier, or the model is "
+            "already quantised). Enable include_classifier or prune before quantizing."
+        )
+    ctx.report(0.1, f"unstructured pruning {config.ratio:.0%} ({config.scope})")
+    masks = magnitude_masks(weights, config.ratio, config.scope)
+    pruned = {k: np.where(masks[k], w, 0).astype(w.dtype) for k, w in weights.items()}
+    replace_initializers(model, pruned)
+    ctx.check_cancel()
+    total = sum(w.size for w in pruned.values())
+    zeros = sum(int((w == 0).sum()) for w in pruned.values())
+    layer_sparsity = {k: float((w == 0).mean()) for k, w in pruned.items()}
+    ctx.report(0.8, "compressing")
+    compressed = compressed_size(model.SerializeToString())
+    ctx.report(1.0, "unstructured pruning: done")
+    return handle.derive(
+        model,
+        f"prune_unstructured {config.ratio:g} {config.scope}",
+        prune_ratio=config.ratio,
+        prune_kind="unstructured",
+        prune_scope=config.scope,
+        sparsity=zeros / total,
+        layer_sparsity=layer_sparsity,
+        compressed_bytes=compressed,
+        compressed_bytes_before=compressed_size(handle.model_bytes),
+        note=NOTE,
+    )

@@ -1,0 +1,73 @@
+"""Helpers shared by the quantization / pruning / graph-optimisation tests (models with real weight mass)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from optim.export import torch_to_onnx
+from optim.handle import ModelHandle
+
+try:  # the project's Dataset; a stand-in with the same fields keeps these tests independent of it
+    from optim.data import Dataset
+except ImportError:  # pragma: no cover
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Dataset:  # type: ignore[no-redef]
+        x: np.ndarray
+        y: np.ndarray | None
+        name: str
+        class_names: list[str] | None = None
+
+
+class WideCNN(torch.nn.Module):
+    """Conv-BN-ReLU ×3 + linear, ~240 k parameters: enough weight mass for size ratios to mean something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+            torch.nn.Conv2d(32, 64, 3, stride=2, padding=1), torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+            torch.nn.Conv2d(64, 128, 3, padding=1), torch.nn.BatchNorm2d(128), torch.nn.ReLU(),
+            torch.nn.Conv2d(128, 128, 3, padding=1), torch.nn.BatchNorm2d(128), torch.nn.ReLU(),
+        )
+        self.fc = torch.nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def wide_cnn(dynamic_batch: bool = True) -> ModelHandle:
+    torch.manual_seed(3)
+    proto = torch_to_onnx(WideCNN().eval(), [torch.randn(1, 3, 16, 16)], dynamic_batch=dynamic_batch)
+    return ModelHandle(model=proto, name="wide_cnn")
+
+
+def wide_mlp() -> ModelHandle:
+    torch.manual_seed(4)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
+    ).eval()
+    return ModelHandle(model=torch_to_onnx(net, [torch.randn(1, 64)], dynamic_batch=True), name="wide_mlp")
+
+
+def dataset(x: np.ndarray) -> Dataset:
+    return Dataset(x=x.astype(np.float32), y=None, name="calib")
+
+
+def run_model(handle: ModelHandle, x: np.ndarray) -> np.ndarray:
+    """Logits for ``x``, fed one sample at a time when the model fixes batch 1."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(handle.model_bytes, so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    if isinstance(inp.shape[0], int) and inp.shape[0] == 1:
+        return np.concatenate([sess.run(None, {inp.name: x[i : i + 1]})[0] for i in range(len(x))])
+    return sess.run(None, {inp.name: x})[0]
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(1) == b.argmax(1)).mean())

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import numpy_helper
+from quant_helpers import run_model, wide_cnn
+
+from optim.errors import ConfigError, PassUnavailableError
+from optim.handle import ModelHandle
+from optim.passes.base import get_pass
+from optim.passes.prune_unstructured import PruneUnstructuredConfig, magnitude_masks, prunable_weights, run
+from optim.passes.quant_core import weight_refs
+
+
+@pytest.fixture(scope="module")
+def cnn() -> ModelHandle:
+    return wide_cnn()
+
+
+def _arrays(handle: ModelHandle) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in handle.model.graph.initializer}
+
+
+def test_run_does_not_mutate_input(tiny_cnn: ModelHandle) -> None:
+    before = tiny_cnn.content_hash
+    out = run(tiny_cnn, PruneUnstructuredConfig(ratio=0.5))
+    assert ModelHandle(model=tiny_cnn.model, name="x").content_hash == before
+    assert out.content_hash != before
+
+
+def test_run_is_registered_as_prune_unstructured() -> None:
+    assert get_pass("prune_unstructured").config_cls is PruneUnstructuredConfig
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("ratio", [0.3, 0.7])
+def test_run_sparsity_matches_ratio(cnn: ModelHandle, scope: str, ratio: float) -> None:
+    out = run(cnn, PruneUnstructuredConfig(ratio=ratio, scope=scope))
+    assert out.meta["sparsity"] == pytest.approx(ratio, abs=0.01)
+    assert out.meta["prune_kind"] == "unstructured" and out.meta["prune_ratio"] == ratio
+    if scope == "layer":
+        assert all(s == pytest.approx(ratio, abs=0.01) for s in out.meta["layer_sparsity"].values())
+
+
+def test_run_compressed_size_shrinks_while_file_size_stays(cnn: ModelHandle) -> None:
+    out = run(cnn, PruneUnstructuredConfig(ratio=0.6))
+    assert out.meta["compressed_bytes"] < 0.75 * out.meta["compressed_bytes_before"]
+    assert abs(out.size_bytes - cnn.size_bytes) < 0.01 * cnn.size_bytes
+    assert "not" in out.meta["note"] and "latency" in out.meta["note"]
+
+
+def test_run_leaves_biases_and_classifier_untouched_by_default(cnn: ModelHandle) -> None:
+    before, after = _arrays(cnn), _arrays(run(cnn, PruneUnstructuredConfig(ratio=0.8)))
+    classifier = weight_refs(cnn.model)[-1].name
+    pruned = set(prunable_weights(cnn.model))
+    assert classifier not in pruned
+    for name, arr in before.items():
+        if name not in pruned:
+            np.testing.assert_array_equal(after[name], arr)
+
+
+def test_run_prunes_classifier_when_asked(cnn: ModelHandle) -> None:
+    classifier = weight_refs(cnn.model)[-1].name
+    after = _arrays(run(cnn, PruneUnstructuredConfig(ratio=0.5, include_classifier=True)))
+    assert (after[classifier] == 0).mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_magnitude_masks_zero_the_smallest_weights() -> None:
+    w = {"a": np.array([[0.1, -5.0], [0.2, 3.0]], np.float32), "b": np.array([[-0.05, 4.0]], np.float32)}
+    layer = magnitude_masks(w, 0.5, "layer")
+    np.testing.assert_array_equal(layer["a"], [[False, True], [False, True]])
+    glob = magnitude_masks(w, 0.5, "global")  # 3 of 6 zeroed: 0.05, 0.1, 0.2
+    assert glob["a"].sum() + glob["b"].sum() == 3 and not glob["b"][0, 0]
+
+
+def test_run_global_scope_prunes_small_weight_layers_harder(cnn: ModelHandle) -> None:
+    per_layer = run(cnn, PruneUnstructuredConfig(ratio=0.5, scope="global")).meta["layer_sparsity"]
+    assert max(per_layer.values()) - min(per_layer.values()) > 0.05
+
+
+def test_run_zero_ratio_keeps_outputs(cnn: ModelHandle) -> None:
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    out = run(cnn, PruneUnstructuredConfig(ratio=0.0))
+    np.testing.assert_allclose(run_model(out, x), run_model(cnn, x), rtol=1e-5, atol=1e-6)
+
+
+def test_run_raises_when_only_classifier_has_weights() -> None:
+    import torch
+
+    from optim.export import torch_to_onnx
+
+    h = ModelHandle(torch_to_onnx(torch.nn.Linear(4, 2), [torch.randn(1, 4)]), "lin")
+    with pytest.raises(PassUnavailableError, match="include_classifier"):
+        run(h, PruneUnstructuredConfig())
+
+
+def test_config_rejects_ratio_out_of_range() -> None:
+    with pytest.raises(ConfigError, match="ratio"):
+        PruneUnstructuredConfig(ratio=1.0)
