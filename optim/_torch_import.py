@@ -108,10 +108,11 @@ def _iter_pickles(zf: zipfile.ZipFile, max_bytes: int) -> Iterator[tuple[str, by
     for info in zf.infolist():
         if info.is_dir() or info.file_size > max_bytes:
             continue
-        head = zf.open(info).read(4)
-        if head[:1] == b"\x80" or info.filename.endswith(".pkl"):
+        # raw tensor storages (data/0, weight_0) may start with any byte: only named pickles are scanned
+        if info.filename.endswith("pkl"):
             yield info.filename, zf.read(info)
-        elif head == b"PK\x03\x04":  # a torch.save zip nested in a .pt2 (e.g. sample inputs)
+        elif info.filename.endswith(".pt") and zf.open(info).read(4) == b"PK\x03\x04":
+            # a torch.save zip nested in a .pt2 (e.g. its sample inputs)
             with zipfile.ZipFile(io.BytesIO(zf.read(info))) as inner:
                 for name, data in _iter_pickles(inner, max_bytes):
                     yield f"{info.filename}!{name}", data
