@@ -1,0 +1,98 @@
+"""What the estimator needs from the ONNX graph beyond the summary's per-node counts.
+
+- ``op_class`` per node: conv, dwconv (groups == input channels), gemm, elementwise or shape (pure
+  metadata/view ops that deployment runtimes make free);
+- ``fused`` per node: activations, BatchNorm, residual Adds and Q/DQ nodes that runtimes fuse into the
+  producing conv/gemm (TensorRT, TFLite, ONNX Runtime at ORT_ENABLE_ALL all do this);
+- the variant's precision when the handle does not say (``meta["bits"]`` missing), read from the ops.
+"""
+
+from __future__ import annotations
+
+import onnx
+import pandas as pd
+
+CONV_OPS = {"Conv", "ConvTranspose", "QLinearConv", "ConvInteger"}
+GEMM_OPS = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "MatMulNBits", "FusedMatMul"}
+SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Constant", "Dropout",
+             "ConstantOfShape", "Size"}
+FUSABLE_OPS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "BatchNormalization",
+               "Add", "Mul", "QuantizeLinear", "DequantizeLinear", "Tanh", "Gelu", "Erf", "Div"}
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def _conv_is_depthwise(node: onnx.NodeProto) -> bool:
+    groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return groups > 1
+
+
+def op_classes(model: onnx.ModelProto) -> dict[str, str]:
+    """Node name → op class."""
+    out: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type in CONV_OPS:
+            out[node.name] = "dwconv" if _conv_is_depthwise(node) else "conv"
+        elif node.op_type in GEMM_OPS:
+            out[node.name] = "gemm"
+        elif node.op_type in SHAPE_OPS:
+            out[node.name] = "shape"
+        else:
+            out[node.name] = "elementwise"
+    return out
+
+
+def fused_nodes(model: onnx.ModelProto) -> set[str]:
+    """Names of nodes a fusing runtime folds into the conv/gemm that produces their input.
+
+    A node is fused when it is a fusable op and one of its inputs comes from a conv/gemm or from a node
+    already fused into one (chains such as Conv → BN → Add → Relu). Q/DQ nodes are always absorbed by
+    the quantised kernels. Walks the graph in its (topological) order.
+    """
+    inits = {i.name for i in model.graph.initializer}
+    producer: dict[str, onnx.NodeProto] = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    fused: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type in QDQ_OPS:
+            fused.add(node.name)
+            continue
+        if node.op_type not in FUSABLE_OPS:
+            continue
+        for inp in node.input:
+            if inp in inits or inp not in producer or consumers.get(inp, 0) != 1:
+                continue
+            src = producer[inp]
+            if src.op_type in CONV_OPS | GEMM_OPS or src.name in fused:
+                fused.add(node.name)
+                break
+    return fused
+
+
+def infer_precision_bits(model: onnx.ModelProto) -> int:
+    """Best guess of a variant's precision from its ops and weights (for handles without ``bits``)."""
+    ops = {n.op_type for n in model.graph.node}
+    if "MatMulNBits" in ops:
+        return 4
+    if ops & {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QuantizeLinear"}:
+        return 8
+    dtypes = [i.data_type for i in model.graph.initializer if len(i.dims) > 1]
+    if dtypes and dtypes.count(onnx.TensorProto.FLOAT16) * 2 > len(dtypes):
+        return 16
+    return 32
+
+
+def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool) -> pd.DataFrame:
+    """Add ``op_class`` and ``fused`` columns to a summary layers table."""
+    classes = op_classes(model)
+    fused = fused_nodes(model) if fuses else set()
+    df = layers.copy()
+    df["op_class"] = [classes.get(n, "elementwise") for n in df["node"]]
+    df.loc[df["op_type"].isin(CONV_OPS), "op_class"] = df.loc[df["op_type"].isin(CONV_OPS), "op_class"].where(
+        df.loc[df["op_type"].isin(CONV_OPS), "op_class"].isin(["conv", "dwconv"]), "conv")
+    df.loc[df["op_type"].isin(GEMM_OPS), "op_class"] = "gemm"
+    df.loc[df["op_type"].isin(SHAPE_OPS), "op_class"] = "shape"
+    df["fused"] = [n in fused for n in df["node"]]
+    return df
