@@ -1,0 +1,220 @@
+"""How a sweep builds its variants: pass composition, shared intermediate results, the executor.
+
+A variant is built as prune → quantize → optimize_graph. Pruned models are shared by every bit-width
+of the same (kind, ratio) and quantised models by every optimisation level, so each intermediate
+model is built once (memoised, one lock per key so parallel builders never duplicate work).
+
+The executor is a small interface so a cluster engine can replace :class:`LocalExecutor` later:
+``map_builds(build, items)`` yields ``(item, result_or_exception)`` in submission order, and
+``quiet()`` is a context manager the sweep holds while it times latency, during which no build
+runs on this machine. The local executor builds ahead in a thread pool (passes spend their time in
+ORT/torch native code, which releases the GIL) while accuracy is evaluated, and pauses for latency.
+
+Written here because it is glue between our passes and our store; a general task library (Ray,
+Dask) would add a heavy dependency for one machine with two cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from optim.errors import CancelledError, ConfigError, OptimError
+from optim.handle import ModelHandle
+from optim.passes.base import PassContext, get_pass
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Which registered pass plays each role; tests swap in fakes through this mapping.
+PASS_NAMES: dict[str, str] = {
+    "structured": "prune_structured",
+    "unstructured": "prune_unstructured",
+    "quantize": "quantize",
+    "optimize": "optimize_graph",
+}
+BIT_LABELS = {32: "FP32", 16: "FP16", 8: "INT8", 4: "INT4"}
+KIND_LABELS = {"none": "dense", "structured": "struct", "unstructured": "unstruct"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One grid point. ``prune_kind`` is "none" exactly when ``ratio`` is 0."""
+
+    prune_kind: str
+    ratio: float
+    bits: int
+    opt_level: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.prune_kind}:{self.ratio:g}:{self.bits}:{self.opt_level}"
+
+    def label(self, with_level: bool = False) -> str:
+        bits = BIT_LABELS.get(self.bits, f"INT{self.bits} sim")
+        head = "dense" if self.ratio == 0 else f"{KIND_LABELS[self.prune_kind]} {self.ratio:.0%}"
+        return f"{head} · {bits}" + (f" · opt {self.opt_level}" if with_level else "")
+
+
+def error_text(err: BaseException) -> str:
+    """What a failed variant shows: the user-facing message, or the exception type and message."""
+    return str(err) if isinstance(err, OptimError) else f"{type(err).__name__}: {err}"
+
+
+# --- executors -----------------------------------------------------------------------------------
+class Executor(Protocol):
+    def map_builds(self, build: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[T, R | BaseException]]:
+        """Run ``build`` on each item; yield (item, result or the exception it raised) in item order."""
+        ...
+
+    def quiet(self) -> AbstractContextManager[None]:
+        """While held, no build runs on the machine that measures latency."""
+        ...
+
+
+class SerialExecutor:
+    """Builds each variant just before it is measured, in the calling thread."""
+
+    def map_builds(self, build: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[T, R | BaseException]]:
+        for item in items:
+            try:
+                yield item, build(item)
+            except Exception as err:  # noqa: BLE001 - failures are data in a sweep
+                yield item, err
+
+    def quiet(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+class LocalExecutor:
+    """Builds up to ``lookahead`` variants ahead in ``workers`` threads; builds pause during ``quiet()``."""
+
+    def __init__(self, workers: int = 1, lookahead: int = 2) -> None:
+        if workers < 1 or lookahead < 1:
+            raise ConfigError(f"workers and lookahead must be ≥ 1, got {workers} and {lookahead}.")
+        self.workers, self.lookahead = workers, lookahead
+        self._gate = threading.Lock()
+
+    def _guarded(self, build: Callable[[T], R], item: T) -> R:
+        with self._gate:
+            return build(item)
+
+    def map_builds(self, build: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[T, R | BaseException]]:
+        pending: deque[tuple[T, Future[R]]] = deque()
+        todo = iter(items)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="optim-build") as pool:
+            try:
+                while True:
+                    while len(pending) < self.lookahead and (item := next(todo, _END)) is not _END:
+                        pending.append((item, pool.submit(self._guarded, build, item)))
+                    if not pending:
+                        return
+                    item, fut = pending.popleft()
+                    err = fut.exception()
+                    yield item, (err if err is not None else fut.result())
+            finally:  # consumer stopped early (cancel): drop what has not started
+                for _, fut in pending:
+                    fut.cancel()
+
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        with self._gate:
+            yield
+
+
+_END: Any = object()
+
+
+# --- building ------------------------------------------------------------------------------------
+def make_config(pass_name: str, **wanted: Any) -> Any:
+    """The pass's config with the values it has fields for (aliases: ratio/amount, level/opt_level)."""
+    spec = get_pass(pass_name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    aliases = {"ratio": ("ratio", "pruning_ratio", "amount", "sparsity"), "level": ("level", "opt_level")}
+    values: dict[str, Any] = {}
+    for key, value in wanted.items():
+        for name in aliases.get(key, (key,)):
+            if name in fields:
+                values[name] = value
+                break
+    return spec.config_cls(**values)
+
+
+def quant_settings(bits: int, has_calib: bool, quant_format: str) -> dict[str, Any] | None:
+    """Quantize-pass settings for a bit-width (None for 32 = no quantization)."""
+    if bits == 32:
+        return None
+    if bits == 16:
+        return {"mode": "fp16"}
+    if bits == 8:
+        return {"mode": "int8_static", "quant_format": quant_format} if has_calib else {"mode": "int8_dynamic"}
+    if bits == 4:
+        return {"mode": "int4"}
+    return {"mode": "fake", "bits": bits}
+
+
+class VariantBuilder:
+    """Builds variants of one base model, sharing pruned and quantised intermediates between them."""
+
+    def __init__(self, base: ModelHandle, calib: Any, importance: str, quant_format: str,
+                 should_cancel: Callable[[], bool] | None = None) -> None:  # fmt: skip
+        self.base, self.calib = base, calib
+        self.importance, self.quant_format = importance, quant_format
+        self.ctx = PassContext(calib=calib, train=calib, teacher=base, should_cancel=should_cancel)
+        self._memo: dict[tuple[Any, ...], ModelHandle] = {}
+        self._locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _once(self, key: tuple[Any, ...], make: Callable[[], ModelHandle]) -> ModelHandle:
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._memo:
+                self.ctx.check_cancel()
+                self._memo[key] = make()
+            return self._memo[key]
+
+    def pruned(self, kind: str, ratio: float) -> ModelHandle:
+        if ratio == 0:
+            return self.base
+        cfg = make_config(PASS_NAMES[kind], ratio=ratio, importance=self.importance)
+        return self._once(("prune", kind, ratio), lambda: get_pass(PASS_NAMES[kind]).run(self.base, cfg, self.ctx))
+
+    def quantized(self, kind: str, ratio: float, bits: int) -> ModelHandle:
+        settings = quant_settings(bits, self.calib is not None, self.quant_format)
+        if settings is None:
+            return self.pruned(kind, ratio)
+
+        def make() -> ModelHandle:
+            cfg = make_config(PASS_NAMES["quantize"], **settings)
+            return get_pass(PASS_NAMES["quantize"]).run(self.pruned(kind, ratio), cfg, self.ctx)
+
+        return self._once(("quant", kind, ratio, bits), make)
+
+    def build(self, v: Variant) -> ModelHandle:
+        """prune → quantize → optimize_graph ("disable" skips the graph pass)."""
+        handle = self.quantized(v.prune_kind, v.ratio, v.bits)
+        if v.opt_level != "disable" and has_pass(PASS_NAMES["optimize"]):
+            cfg = make_config(PASS_NAMES["optimize"], level=v.opt_level)
+            handle = get_pass(PASS_NAMES["optimize"]).run(handle, cfg, self.ctx)
+        self.ctx.check_cancel()
+        return handle
+
+
+def has_pass(name: str) -> bool:
+    """Whether ``name`` is registered (without the graph pass, ORT applies the level at session start)."""
+    try:
+        get_pass(name)
+    except ConfigError:
+        return False
+    return True
+
+
+def is_cancel(err: BaseException) -> bool:
+    return isinstance(err, CancelledError)

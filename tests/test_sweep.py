@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import _sweep_fakes as fakes
+import numpy as np
+import onnx
+import pytest
+
+from optim import sweep_exec
+from optim.data import Dataset
+from optim.errors import ConfigError
+from optim.handle import ModelHandle
+from optim.passes import base
+from optim.store import Store
+from optim.sweep import SweepConfig, SweepProgress, run_sweep, sweep_id_for
+from optim.sweep_exec import LocalExecutor, SerialExecutor, Variant, quant_settings
+
+FAST = dict(latency_budget_s=0.02, profile_runs=2)
+GRID = SweepConfig(ratios=(0, 0.5), bits=(32, 8, 4), prune_kinds=("structured", "unstructured"), **FAST)
+
+
+@pytest.fixture
+def fake_passes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Swap the sweep's passes for fast fakes; returns the file each pass call is logged to."""
+    base.list_passes()  # import the real passes first so they cannot overwrite the fakes later
+    for name, spec in fakes.specs().items():
+        monkeypatch.setitem(base._REGISTRY, name, spec)
+    for role, name in fakes.FAKE_NAMES.items():
+        monkeypatch.setitem(sweep_exec.PASS_NAMES, role, name)
+    counter = tmp_path / "calls.log"
+    monkeypatch.setenv("OPTIM_FAKE_COUNTER", str(counter))
+    return counter
+
+
+@pytest.fixture
+def mlp_data() -> tuple[Dataset, Dataset]:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((60, 12)).astype(np.float32)
+    return Dataset(x[:40], rng.integers(0, 4, 40), "test"), Dataset(x[40:], None, "calib")
+
+
+def _calls(path: Path, prefix: str = "") -> list[str]:
+    return [ln for ln in path.read_text().splitlines() if ln.startswith(prefix)] if path.exists() else []
+
+
+def test_sweep_config_variants_lists_baseline_first_and_dedupes_ratio_zero() -> None:
+    grid = SweepConfig().variants()
+    assert grid[0] == Variant("none", 0.0, 32, "all")
+    assert len(grid) == 4 + 3 * 2 * 4 == 28
+    assert len({v.key for v in grid}) == len(grid)
+    two_levels = SweepConfig(ratios=(0, 0.5), bits=(32, 8), prune_kinds=("structured",), opt_levels=("disable", "all"))
+    assert len(two_levels.variants()) == (1 + 1) * 2 * 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"ratios": (0, 1.5)}, "ratios"), ({"bits": (32, 9)}, "bits"), ({"prune_kinds": ("random",)}, "prune_kinds"),
+     ({"opt_levels": ("max",)}, "opt_levels"), ({"ratios": ()}, "ratios"), ({"eval_limit": 0}, "eval_limit")],
+)  # fmt: skip
+def test_sweep_config_raises_config_error_naming_field_when_invalid(kwargs: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        SweepConfig(**kwargs)
+
+
+def test_quant_settings_maps_bits_to_modes() -> None:
+    assert quant_settings(32, True, "qdq") is None
+    assert quant_settings(16, True, "qdq") == {"mode": "fp16"}
+    assert quant_settings(8, True, "qoperator") == {"mode": "int8_static", "quant_format": "qoperator"}
+    assert quant_settings(8, False, "qdq") == {"mode": "int8_dynamic"}
+    assert quant_settings(4, True, "qdq") == {"mode": "int4"}
+    assert quant_settings(3, True, "qdq") == {"mode": "fake", "bits": 3}
+
+
+def test_variant_label_reads_like_the_ui() -> None:
+    assert Variant("structured", 0.5, 8, "all").label() == "struct 50% · INT8"
+    assert Variant("none", 0.0, 3, "basic").label(with_level=True) == "dense · INT3 sim · opt basic"
+
+
+def test_run_sweep_stores_every_variant_with_measurements_and_failures(
+    fake_passes: Path, tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    test, calib = mlp_data
+    store = Store(tmp_path / "store")
+    seen: list[SweepProgress] = []
+    sid = run_sweep(tiny_mlp, test, calib, GRID, store, progress=seen.append)
+    df = store.variants(sid).set_index("variant_key")
+    assert len(df) == 9 and store.sweep(sid)["status"] == "done"
+    failed = df[df["status"] == "failed"]
+    assert sorted(failed["bits"]) == [4, 4, 4] and failed["error"].str.contains("try 8 bits").all()
+    ok = df[df["status"] == "ok"]
+    base_row = df.loc["none:0:32:all"]
+    assert base_row["agreement"] == 1.0 and base_row["rel_error"] < 1e-5
+    assert (ok["latency_ms"] > 0).all() and (ok["top1_lo"] <= ok["top1"]).all() and (ok["top1"] <= ok["top1_hi"]).all()
+    assert (ok["n_eval"] == 40).all() and ok["params"].notna().all()
+    assert df.loc["structured:0.5:8:all", "effective_size_bytes"] < base_row["effective_size_bytes"]
+    assert all(Path(p).exists() for p in ok["artifact_path"])
+    assert "fake prune" in df.loc["structured:0.5:32:all", "meta_json"]
+    assert not store.layers(base_row["variant_id"]).empty
+    assert [p.done for p in seen] == sorted(p.done for p in seen) and seen[-1].fraction == 1.0
+    assert seen[-1].done == seen[-1].total == 9 and seen[-1].sweep_id == sid
+    assert len(_calls(fake_passes, "prune")) == 2  # one prune per (kind, ratio), shared across bits
+
+
+def test_run_sweep_returns_stored_results_instantly_when_rerun(
+    fake_passes: Path, tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    test, calib = mlp_data
+    store = Store(tmp_path / "store")
+    sid = run_sweep(tiny_mlp, test, calib, GRID, store)
+    first = store.variants(sid)
+    n_calls = len(_calls(fake_passes))
+    t0 = time.perf_counter()
+    assert run_sweep(tiny_mlp, test, calib, GRID, Store(tmp_path / "store")) == sid
+    assert time.perf_counter() - t0 < 1.0
+    assert len(_calls(fake_passes)) == n_calls
+    assert store.variants(sid)["latency_ms"].fillna(-1).tolist() == first["latency_ms"].fillna(-1).tolist()
+    other = SweepConfig(ratios=(0, 0.5), bits=(32, 8), prune_kinds=("structured",), **FAST)
+    assert sweep_id_for(tiny_mlp, test, calib, other) != sid
+
+
+def test_run_sweep_stops_after_current_variant_when_cancelled_and_resumes(
+    fake_passes: Path, tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    test, calib = mlp_data
+    store = Store(tmp_path / "store")
+    started: list[str] = []
+    sid = run_sweep(tiny_mlp, test, calib, GRID, store, progress=lambda p: started.append(p.current),
+                    cancel=lambda: len(store.variants(sweep_id_for(tiny_mlp, test, calib, GRID))) >= 3)  # fmt: skip
+    first = store.variants(sid).set_index("variant_key")
+    assert store.sweep(sid)["status"] == "cancelled" and len(first) == 3
+    before = len(_calls(fake_passes, "optimize"))
+    run_sweep(tiny_mlp, test, calib, GRID, store)
+    df = store.variants(sid).set_index("variant_key")
+    assert len(df) == 9 and store.sweep(sid)["status"] == "done"
+    new_ok = int(((df["status"] == "ok") & ~df.index.isin(first.index)).sum())
+    assert len(_calls(fake_passes, "optimize")) - before == new_ok  # finished variants were not rebuilt
+    assert df.loc[first.index, "latency_ms"].fillna(-1).tolist() == first["latency_ms"].fillna(-1).tolist()
+
+
+CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np, onnx
+import _sweep_fakes
+_sweep_fakes.install_globally()
+from optim.data import Dataset
+from optim.handle import ModelHandle
+from optim.store import Store
+from optim.sweep import SweepConfig, run_sweep
+from optim.sweep_exec import SerialExecutor
+d = np.load({data!r})
+handle = ModelHandle(onnx.load({model!r}), "tiny_mlp")
+cfg = SweepConfig(ratios=(0, 0.5), bits=(32, 8, 4), prune_kinds=("structured", "unstructured"),
+                  latency_budget_s=0.02, profile_runs=2)
+run_sweep(handle, Dataset(d["x"], d["y"], "test"), None, cfg, Store({store!r}), executor=SerialExecutor())
+"""
+
+
+@pytest.mark.slow
+def test_run_sweep_resumes_without_recomputing_when_killed_with_sigkill(
+    tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset], tmp_path: Path
+) -> None:
+    test, _ = mlp_data
+    onnx.save(tiny_mlp.model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=test.x, y=test.y)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(tests=str(Path(__file__).parent), data=str(tmp_path / "d.npz"),
+                                   model=str(tmp_path / "m.onnx"), store=str(tmp_path / "store")))  # fmt: skip
+    counter = tmp_path / "calls.log"
+    env = {**os.environ, "OPTIM_FAKE_COUNTER": str(counter), "OPTIM_FAKE_DELAY": "0.3"}
+    store = Store(tmp_path / "store")
+    proc = subprocess.Popen([sys.executable, str(script)], env=env)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:
+            n = store.sweeps()["n_ok"].fillna(0).sum() + store.sweeps()["n_failed"].fillna(0).sum()
+            if n >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "child finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    sid = store.sweeps()["sweep_id"].iloc[0]
+    assert store.sweep(sid)["status"] == "running"  # never finished: killed
+    with sqlite3.connect(store.db_path) as conn:
+        before = dict(conn.execute("SELECT variant_key, created FROM variants").fetchall())
+    assert 3 <= len(before) < 9
+    calls_before = len(_calls(counter, "optimize"))
+    env["OPTIM_FAKE_DELAY"] = "0"
+    subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=120)
+    df = store.variants(sid).set_index("variant_key")
+    assert len(df) == 9 and store.sweep(sid)["status"] == "done"
+    with sqlite3.connect(store.db_path) as conn:
+        after = dict(conn.execute("SELECT variant_key, created FROM variants").fetchall())
+    assert {k: after[k] for k in before} == before  # finished rows untouched: not recomputed, none lost
+    new_ok = int(((df["status"] == "ok") & ~df.index.isin(list(before))).sum())
+    assert len(_calls(counter, "optimize")) - calls_before == new_ok
+
+
+def test_local_executor_yields_in_order_with_errors_as_values() -> None:
+    def build(i: int) -> int:
+        if i == 2:
+            raise ValueError("two")
+        time.sleep(0.01 * (5 - i))
+        return i * 10
+
+    out = list(LocalExecutor(workers=2, lookahead=3).map_builds(build, range(5)))
+    assert [i for i, _ in out] == [0, 1, 2, 3, 4]
+    assert [r for _, r in out if not isinstance(r, BaseException)] == [0, 10, 30, 40]
+    assert isinstance(out[2][1], ValueError)
+    assert [r for _, r in SerialExecutor().map_builds(lambda i: i + 1, [1, 2])] == [2, 3]
+
+
+def test_local_executor_quiet_holds_builds_until_released() -> None:
+    ex = LocalExecutor(workers=1, lookahead=2)
+    started = threading.Event()
+
+    def build(i: int) -> float:
+        started.set()
+        return time.perf_counter()
+
+    with ex.quiet():
+        gen = ex.map_builds(build, [1])
+        t_release = None
+        consumer = threading.Thread(target=lambda: results.extend(gen))
+        results: list = []
+        consumer.start()
+        time.sleep(0.1)
+        assert not started.is_set()
+        t_release = time.perf_counter()
+    consumer.join(5)
+    assert results and results[0][1] >= t_release
+
+
+def test_run_sweep_raises_shape_error_when_data_does_not_fit(
+    fake_passes: Path, tiny_mlp: ModelHandle, tmp_path: Path
+) -> None:
+    from optim.errors import OptimError
+
+    bad = Dataset(np.zeros((4, 7), np.float32), np.zeros(4, np.int64), "bad")
+    with pytest.raises(OptimError):
+        run_sweep(tiny_mlp, bad, None, GRID, Store(tmp_path))
