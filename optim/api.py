@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,8 @@ def list_devices() -> pd.DataFrame:
         from optim.hardware import catalog
 
         for d in catalog.list_devices():
+            if d.id == "host_measured":  # the sweep already measures this CPU
+                continue
             row = dataclasses.asdict(d) if dataclasses.is_dataclass(d) else dict(vars(d))
             rows.append({"id": row.get("id"), "name": row.get("name", row.get("id")),
                          "kind": row.get("kind", "estimated")} | {k: v for k, v in row.items()
@@ -267,7 +270,12 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
         return sweep.run_sweep(loaded.handle, loaded.test, loaded.calib, config, st,
                                progress=progress, cancel=cancel)
 
-    return start_job(work, label=f"{loaded.label}: {req.n_variants} variants", total=req.n_variants)
+    sid = sweep.sweep_id_for(loaded.handle, loaded.test, loaded.calib, config)
+    running = job_for_sweep(sid)
+    if running is not None and running.state == "running":
+        return running  # the same sweep is already running (another tab): follow it
+    return start_job(work, label=f"{loaded.label}: {len(config.variants())} variants",
+                     total=len(config.variants()), sweep_id=sid)
 
 
 # --- results --------------------------------------------------------------------------------------
@@ -275,6 +283,11 @@ def _store() -> Any:
     from optim import store as store_mod
 
     return store_mod.Store()
+
+
+def sweep_info(sweep_id: str) -> dict[str, Any] | None:
+    """The sweep's stored row (model_name, config, status, total, …) or None."""
+    return _store().sweep(sweep_id)
 
 
 def sweep_exists(sweep_id: str) -> bool:
@@ -288,11 +301,12 @@ def variants(sweep_id: str, device_id: str | None = None) -> pd.DataFrame:
     """Variants of a sweep with UI columns: pct accuracy, MB, flags, Pareto membership, target latency."""
     df = _store().variants(sweep_id)
     df = add_flags(df, vnni=cpu_has_vnni())
+    df["target_ms"], df["target_source"] = df["latency_ms"], "measured"
     if device_id and device_id != MEASURED_DEVICE:
-        est = [_estimate_ms(a, device_id) for a in df.get("artifact_path", pd.Series([None] * len(df)))]
-        df["target_ms"] = est
-    else:
-        df["target_ms"] = df["latency_ms"]
+        est = pd.Series([_estimate_ms(a, device_id) for a in df["artifact_path"]], index=df.index, dtype=float)
+        has = est.notna()
+        df.loc[has, "target_ms"] = est[has]
+        df.loc[has, "target_source"] = "estimated"
     df["pareto"] = _pareto(df)
     return df
 
@@ -304,6 +318,7 @@ def _pareto(df: pd.DataFrame) -> pd.Series:
     return pareto.pareto_mask(df, objectives).astype(bool)
 
 
+@lru_cache(maxsize=4096)
 def _estimate_ms(artifact: Any, device_id: str) -> float | None:
     if not isinstance(artifact, str) or not Path(artifact).exists():
         return None
@@ -353,3 +368,56 @@ def cpu_has_vnni() -> bool:
     except OSError:
         return False
     return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+# --- one variant, layer by layer ------------------------------------------------------------------
+def layer_view(sweep_id: str, variant_id: str, device_id: str | None = None) -> dict[str, Any]:
+    """Everything the Layers page shows for one variant: its row, the baseline's, the per-layer table."""
+    from optim.variant_view import layer_comparison
+
+    df = variants(sweep_id)
+    hit = df[df["variant_id"] == variant_id]
+    if hit.empty:
+        raise OptimError(f"Variant {variant_id} is not part of sweep {sweep_id}: pick one on the Pareto page.")
+    row, base = hit.iloc[0], baseline_row(df)
+    var_layers = variant_layers(variant_id)
+    base_layers = variant_layers(base["variant_id"]) if base is not None else var_layers.iloc[0:0]
+    est, notes, est_total = None, [], None
+    if device_id and device_id != MEASURED_DEVICE and isinstance(row["artifact_path"], str):
+        e = estimate_layers(row["artifact_path"], device_id)
+        est, notes, est_total = e["layers"], e["notes"], e["total_ms"]
+    table = layer_comparison(base_layers, var_layers, est, int(row["bits"]))
+    return {"row": row, "base": base, "table": table, "est_layers": est, "est_total_ms": est_total,
+            "notes": notes, "layers": var_layers}
+
+
+def graph_changes(base_artifact: str, var_artifact: str) -> dict[str, Any]:
+    from optim.variant_view import graph_changes as _changes
+
+    return _changes(base_artifact, var_artifact)
+
+
+def runtime_fusion(artifact: str) -> pd.DataFrame:
+    from optim.variant_view import runtime_fusion as _fusion
+
+    return _fusion(artifact)
+
+
+def sensitivity(artifact: str) -> pd.DataFrame:
+    """Weight SQNR per layer × precision of a stored model (proxy for quantization sensitivity)."""
+    from optim.variant_view import handle_of
+
+    return sensitivity_table(handle_of(artifact))
+
+
+def roofline(artifact: str, device_id: str) -> dict[str, Any] | None:
+    """Per-layer roofline points on a catalog device (estimated), or None for the measured CPU."""
+    from optim.hardware import estimator
+    from optim.variant_view import handle_of
+
+    if not device_id or device_id == MEASURED_DEVICE:
+        return None
+    r = estimator.roofline_points(handle_of(artifact), device_id)
+    pts = r["layers"].rename(columns={"attained_gops": "gflops"})
+    return {"points": pts, "peak_gflops": r["peak_gops"], "bw_gbs": r["bandwidth_gbs"], "device": r["device_name"],
+            "precision": r["precision_path"]}

@@ -95,11 +95,13 @@ def _run(job: SweepJob, work: WorkFn) -> None:
             _BY_SWEEP[job.sweep_id] = job.id
 
 
-def start_job(work: WorkFn, label: str, total: int) -> SweepJob:
+def start_job(work: WorkFn, label: str, total: int, sweep_id: str | None = None) -> SweepJob:
     """Run ``work(progress, should_cancel) -> sweep_id`` in a daemon thread and register the job."""
-    job = SweepJob(label=label, total=total)
+    job = SweepJob(label=label, total=total, sweep_id=sweep_id)
     with _LOCK:
         _JOBS[job.id] = job
+        if sweep_id:
+            _BY_SWEEP[sweep_id] = job.id
     job._thread = threading.Thread(target=_run, args=(job, work), name=f"sweep-{job.id}", daemon=True)
     job._thread.start()
     return job

@@ -1,0 +1,80 @@
+"""Per-layer view of one stored variant against the baseline: time, bytes, MACs, graph changes, roofline.
+
+Joins the store's per-node rows (measured ORT profile + summary columns) with the hardware estimate
+of the chosen target, and diffs the two ONNX graphs. Used by the Layers page and the HTML report.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+
+from optim.errors import OptimError
+from optim.handle import ModelHandle
+from optim.views import graph_diff
+
+EST_TIME_COLUMNS = ("est_ms", "ms", "time_ms", "latency_ms", "total_ms")
+
+
+@lru_cache(maxsize=32)
+def handle_of(artifact: str) -> ModelHandle:
+    """The ONNX artifact of a variant as a handle (content-addressed files: safe to cache by path)."""
+    if not artifact or not Path(artifact).exists():
+        raise OptimError("This variant's ONNX file is missing from the store; re-run the sweep to rebuild it.")
+    return ModelHandle(model=onnx.load(artifact), name=Path(artifact).stem)
+
+
+def graph_ops(artifact: str) -> list[tuple[str, str]]:
+    return [(n.name or f"{n.op_type}_{i}", n.op_type) for i, n in enumerate(handle_of(artifact).model.graph.node)]
+
+
+def graph_changes(base_artifact: str, var_artifact: str) -> dict[str, Any]:
+    return graph_diff(graph_ops(base_artifact), graph_ops(var_artifact))
+
+
+@lru_cache(maxsize=16)
+def runtime_fusion(artifact: str) -> pd.DataFrame:
+    """Kernels ONNX Runtime runs with all optimisations vs the graph's nodes, per op type (measured)."""
+    from optim import measure
+
+    prof = measure.profile_nodes(handle_of(artifact), opt_level="all", runs=5).table
+    graph = pd.Series([op for _, op in graph_ops(artifact)]).value_counts().rename("graph nodes")
+    kernels = prof["op_type"].value_counts().rename("runtime kernels")
+    out = pd.concat([graph, kernels], axis=1).fillna(0).astype(int)
+    out.index.name = "op_type"
+    return out.reset_index().sort_values("graph nodes", ascending=False)
+
+
+def _time_col(df: pd.DataFrame) -> str | None:
+    return next((c for c in EST_TIME_COLUMNS if c in df.columns), None)
+
+
+def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | None = None,
+                     bits: int = 32) -> pd.DataFrame:
+    """One row per layer: measured ms (baseline, variant), estimated ms, MACs/params/bytes and ratios."""
+    keep = ["node", "op_type", "ms", "macs", "params", "weight_bytes"]
+    b = base[[c for c in keep if c in base]].add_prefix("base_").rename(columns={"base_node": "node"})
+    v = var[[c for c in keep if c in var]].rename(columns={"op_type": "op_type_v"})
+    df = v.merge(b, on="node", how="outer")
+    df["op_type"] = df["op_type_v"].fillna(df.get("base_op_type"))
+    df = df.drop(columns=[c for c in ("op_type_v", "base_op_type") if c in df])
+    if est is not None and len(est) and "node" in est:
+        col = _time_col(est)
+        if col is not None:
+            df = df.merge(est[["node", col]].rename(columns={col: "est_ms"}), on="node", how="left")
+    if "est_ms" not in df:
+        df["est_ms"] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["applied_ratio"] = 1 - df["params"] / df["base_params"].where(df["base_params"] > 0)
+    df["bits"] = bits
+    df["status"] = np.where(df["base_ms"].isna() & df["ms"].notna(), "gained",
+                            np.where(df["ms"].isna() & df["base_ms"].notna(), "lost", "kept"))
+    order = ["node", "op_type", "status", "base_ms", "ms", "est_ms", "base_macs", "macs", "base_params", "params",
+             "applied_ratio", "base_weight_bytes", "weight_bytes", "bits"]
+    df = df[[c for c in order if c in df]]
+    return df.sort_values("ms", ascending=False, na_position="last").reset_index(drop=True)

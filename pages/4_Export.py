@@ -1,0 +1,58 @@
+"""Export: the selected variant's ONNX, the results CSV and a self-contained HTML report."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import dashboard as ui
+from optim import api
+
+ui.setup("Export")
+st.title("📦 Export")
+sid = ui.current_sweep()
+if sid is None:
+    st.info("No sweep yet: run one on the Optimize page, or try the demo from Home.")
+    st.stop()
+
+with ui.guard("Preparing the downloads"):
+    device = st.session_state.get("target_device", api.MEASURED_DEVICE)
+    df = api.variants(sid, device)
+    ok = df[df["status"].eq("ok")]
+    if ok.empty:
+        st.warning("This sweep has no finished variants yet.")
+        st.stop()
+    ids = ok["variant_id"].tolist()
+    cur = st.session_state.get("selected_variant")
+    vid = st.selectbox("Variant", ids, index=ids.index(cur) if cur in ids else 0,
+                       format_func=lambda v: ui.variant_label(df, v), key="export_variant")
+    row = ok[ok["variant_id"] == vid].iloc[0]
+    c = st.columns(3)
+    with c[0].container(border=True):
+        st.markdown("**Model (ONNX)**")
+        if row["simulated"]:
+            st.caption("Simulated precision: the file holds fake-quantised FP32 weights (accuracy is real, the "
+                       "packed size is not this file's size).")
+        path = row["artifact_path"]
+        if isinstance(path, str):
+            st.download_button("Download .onnx", api.artifact_bytes(path), file_name=f"{row['label']}.onnx"
+                               .replace(" ", "_").replace("·", "-"), mime="application/octet-stream",
+                               key="dl_onnx")
+        else:
+            st.caption("No artifact stored for this variant.")
+    with c[1].container(border=True):
+        st.markdown("**Results (CSV)**")
+        st.caption(f"{len(df)} variants, every measured column plus flags.")
+        st.download_button("Download results.csv", api.results_csv(df), file_name=f"sweep_{sid}.csv",
+                           mime="text/csv", key="dl_csv")
+    with c[2].container(border=True):
+        st.markdown("**Report (HTML, opens offline)**")
+        st.caption("The model, the front, the recommended variant and its per-layer view; interactive charts "
+                   "with plotly.js embedded (~4.5 MB).")
+        if st.button("Build report", key="build_report"):
+            st.session_state["report_html"] = (sid, vid, api.report_html(
+                sid, vid, device_id=device, model_label=st.session_state.get("model_label", "")))
+        rep = st.session_state.get("report_html")
+        if rep and rep[0] == sid and rep[1] == vid:
+            st.download_button("Download report.html", rep[2].encode(), file_name=f"report_{sid}.html",
+                               mime="text/html", key="dl_report")
+    st.caption(f"Share this sweep: add `?sweep={sid}` to the dashboard's address (results come from the store).")
