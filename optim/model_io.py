@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -335,15 +336,33 @@ def _validate(model: onnx.ModelProto) -> None:
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise MalformedModelError(f"The ONNX model fails onnx's checker: {str(exc).splitlines()[0]}. "
                                   "Re-export it with a current exporter.") from exc
+    try:
+        _open_session(model)
+    except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidGraph/NotImplemented/RuntimeException
+        newest = re.search(r"max supported IR version: (\d+)", str(exc))
+        if newest is None or model.ir_version <= int(newest.group(1)):
+            raise _runtime_error(exc) from exc
+        # Written by a newer onnx than this runtime reads; the opsets decide the semantics, so retry
+        # with the runtime's newest IR version (what `onnx.helper.make_model` users usually need).
+        model.ir_version = int(newest.group(1))
+        try:
+            _open_session(model)
+        except Exception as exc2:  # noqa: BLE001
+            raise _runtime_error(exc2) from exc2
+
+
+def _open_session(model: onnx.ModelProto) -> None:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    try:
-        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidGraph/NotImplemented/RuntimeException
-        reason = str(exc).strip().splitlines()[-1][:500]
-        raise MalformedModelError(f"ONNX Runtime cannot open this model: {reason}. Check for custom or "
-                                  "unsupported operators, or re-export with opset 17.") from exc
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _runtime_error(exc: Exception) -> MalformedModelError:
+    text = str(exc).strip().splitlines()[-1]
+    reason = re.sub(r"/onnxruntime_src/\S+ [^)]*\)\s*", "", text)[:500]
+    return MalformedModelError(f"ONNX Runtime cannot open this model: {reason}. Check for custom or "
+                               "unsupported operators, or re-export with opset 17.")
 
 
 def _load_zip(data: bytes, filename: str, max_bytes: int, max_params: int,
