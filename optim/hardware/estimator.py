@@ -148,7 +148,11 @@ def _measured_total(handle: ModelHandle, device: Device, batch: int) -> float:
 
 def estimate(handle: ModelHandle, device_id: str, batch: int = 1) -> Estimate:
     """Latency (ms), per-layer table, memory fit and rough energy of ``handle`` on ``device_id``."""
-    device = get_device(device_id)
+    return estimate_with_device(handle, get_device(device_id), batch)
+
+
+def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1) -> Estimate:
+    """:func:`estimate` for a Device object (e.g. the host under a profile not yet saved)."""
     layers, path, _ = _roofline_layers(handle, device, batch)
     fits, fit_notes, info = memory_fit(layers, device, path)
     _, notes = _sparsity_notes(handle, device)

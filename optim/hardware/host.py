@@ -84,6 +84,9 @@ def _host_specs(facts: dict[str, Any], profile: dict[str, Any] | None) -> dict[s
         1.0, "no VNNI: INT8 measured ~as fast as FP32 on AVX2 (STACK_NOTES.md)")
     specs["peak_int8"] = Spec(round(specs["peak_fp32"].value * int8_ratio, 2), "GOPS",
                               "derived" if vnni else "assumed", f"peak_fp32 x {int8_ratio:g} ({int8_src})")
+    if profile and "graph_opt_factor" in profile:
+        specs["graph_opt_factor"] = Spec(round(float(profile["graph_opt_factor"]), 4), "fraction", "fitted",
+                                         "measured ORT_ENABLE_ALL latency / fitted un-fused node sum (median)")
     if "avx512_fp16" in facts["flags"]:
         specs["peak_fp16"] = Spec(round(specs["peak_fp32"].value * 2, 2), "GFLOPS", "derived",
                                   "peak_fp32 x 2 (AVX512-FP16 packs twice the lanes)")
