@@ -73,6 +73,9 @@ with ui.guard("Reading the sweep"):
         st.dataframe(df[["label", "flags"]], hide_index=True)
         st.stop()
     metric_name = ok["metric_name"].iloc[0]
+    if device != api.MEASURED_DEVICE and not ok["target_source"].eq("estimated").any():
+        st.warning(f"No estimate is available for {dev_names[device]}: latency below is measured on this CPU.")
+        note = "measured on this CPU"
     with st.container(border=True):
         st.markdown("**Constraints** — the shaded region is feasible; ★ marks the best variant inside it")
         c = st.columns(3)
@@ -91,6 +94,7 @@ with ui.guard("Reading the sweep"):
     selected = st.session_state.get("selected_variant")
     lim = dict(max_ms=max_ms, max_mb=max_mb, min_metric=min_acc, best_id=best_id, selected_id=selected,
                latency_note=note)
+    st.caption(f"Latency axis: {note}.")
     tabs = st.tabs(["Accuracy vs latency", "Accuracy vs size", "Size vs latency", "3-D"])
     views = [("target_ms", "metric"), ("size_mb", "metric"), ("target_ms", "size_mb")]
     for tab, (x, y) in zip(tabs, views, strict=False):

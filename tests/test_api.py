@@ -1,0 +1,180 @@
+"""optim.api and the views it serves: flags, constraints, background sweeps, layer view, report."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optim import api
+from optim.data import Dataset
+from optim.errors import OptimError
+
+
+def _row(vid: str, **kw: object) -> dict:
+    base = dict(variant_id=vid, label=vid, status="ok", error=None, prune_kind="none", prune_ratio=0.0, bits=32,
+                opt_level="all", executable=True, top1=0.95, top1_lo=0.93, top1_hi=0.97, agreement=1.0,
+                latency_ms=1.0, size_bytes=4_000_000, effective_size_bytes=4_000_000, artifact_path=None)
+    return base | kw
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory):
+    old = os.environ.get("OPTIM_DATA_DIR")
+    os.environ["OPTIM_DATA_DIR"] = str(tmp_path_factory.mktemp("store"))
+    yield os.environ["OPTIM_DATA_DIR"]
+    if old is None:
+        os.environ.pop("OPTIM_DATA_DIR", None)
+    else:
+        os.environ["OPTIM_DATA_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_cnn, tiny_images) -> api.Loaded:
+    x, y = tiny_images
+    ds = Dataset(x=x, y=y, name="tiny")
+    return api.Loaded(handle=tiny_cnn, test=ds, calib=ds.subset(32), origin="upload", label="tiny_cnn")
+
+
+@pytest.fixture(scope="module")
+def sweep_id(loaded: api.Loaded, store_dir: str) -> str:
+    req = api.SweepRequest(ratios=(0.0, 0.5), bits=(32, 8, 4), prune_kinds=("unstructured",), eval_limit=60,
+                           latency_budget_s=0.05)
+    job = api.start_sweep(loaded, req)
+    assert job.wait(120), "tiny sweep did not finish in 120 s"
+    assert job.state == "done", job.error
+    return job.sweep_id
+
+
+def test_add_flags_marks_simulated_and_not_significant() -> None:
+    df = pd.DataFrame([_row("base"), _row("q4", bits=4, executable=False, top1=0.94, top1_lo=0.92, top1_hi=0.96,
+                                          effective_size_bytes=500_000)])
+    out = api.add_flags(df).set_index("variant_id")
+    assert "simulated" in out.loc["q4", "flags"]
+    assert "difference not significant" in out.loc["q4", "flags"]
+    assert out.loc["base", "flags"] == ""
+    assert out.loc["q4", "size_mb"] == pytest.approx(0.5)
+    assert out.loc["q4", "metric"] == pytest.approx(94.0)
+
+
+def test_add_flags_explains_slower_variant_when_int8_or_unstructured() -> None:
+    df = pd.DataFrame([_row("base"), _row("int8", bits=8, latency_ms=2.0, top1=0.80, top1_lo=0.78, top1_hi=0.82),
+                       _row("un", prune_kind="unstructured", prune_ratio=0.5, latency_ms=1.3)])
+    out = api.add_flags(df, vnni=False).set_index("variant_id")
+    assert "slower than baseline — INT8 kernels without VNNI" in out.loc["int8", "flags"]
+    assert "not significant" not in out.loc["int8", "flags"]
+    assert "unstructured sparsity" in out.loc["un", "flags"]
+
+
+def test_add_flags_reports_failure_reason_when_variant_failed() -> None:
+    df = pd.DataFrame([_row("base"), _row("bad", status="failed", error="Unsupported op Foo", top1=None)])
+    out = api.add_flags(df).set_index("variant_id")
+    assert out.loc["bad", "flags"] == "failed: Unsupported op Foo"
+
+
+def test_apply_constraints_returns_best_feasible_variant() -> None:
+    df = api.add_flags(pd.DataFrame([_row("a", latency_ms=1.0, top1=0.95), _row("b", latency_ms=0.5, top1=0.90),
+                                     _row("c", latency_ms=0.4, top1=0.70)]))
+    df["target_ms"] = df["latency_ms"]
+    out, best = api.apply_constraints(df, max_ms=0.6, min_metric=80)
+    assert best["variant_id"] == "b"
+    assert out.set_index("variant_id")["feasible"].to_dict() == {"a": False, "b": True, "c": False}
+    _, none = api.apply_constraints(df, max_ms=0.1)
+    assert none is None
+
+
+def test_graph_diff_lists_lost_gained_and_op_changes() -> None:
+    d = api.graph_diff([("c1", "Conv"), ("r1", "Relu")], [("c1", "Conv"), ("q", "QuantizeLinear")])
+    assert d["lost"]["node"].tolist() == ["r1"]
+    assert d["gained"]["node"].tolist() == ["q"]
+    assert dict(zip(d["ops"]["op_type"], d["ops"]["change"], strict=True)) == {"QuantizeLinear": 1, "Relu": -1}
+
+
+def test_quant_demo_levels_shrink_with_bits(tiny_cnn) -> None:
+    layer = api.weight_layers(tiny_cnn)["node"].iloc[0]
+    q8, q4 = api.quant_demo(tiny_cnn, layer, 8), api.quant_demo(tiny_cnn, layer, 4)
+    assert q4["levels"] <= 16 < q8["levels"] <= 256
+    assert q8["sqnr_db"] > q4["sqnr_db"]
+
+
+def test_prune_demo_drops_lowest_norm_channels(tiny_cnn) -> None:
+    layer = api.weight_layers(tiny_cnn)["node"].iloc[0]
+    p = api.prune_demo(tiny_cnn, layer, 0.5)
+    norms = p["channel_norms"]
+    assert len(p["dropped_channels"]) == len(norms) // 2
+    kept = np.setdiff1d(np.arange(len(norms)), p["dropped_channels"])
+    assert norms[p["dropped_channels"]].max() <= norms[kept].min()
+    assert p["kept_fraction"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_load_upload_raises_optim_error_when_bytes_are_not_a_model() -> None:
+    with pytest.raises(OptimError):
+        api.load_upload(b"this is not a model", "bad.onnx")
+
+
+def test_start_sweep_stores_every_variant_with_flags(sweep_id: str) -> None:
+    df = api.variants(sweep_id)
+    assert len(df) == 6
+    assert df["status"].eq("ok").all()
+    assert df["pareto"].any()
+    assert df.loc[df["bits"] == 4, "flags"].str.contains("simulated").all()
+    assert (df["target_source"] == "measured").all()
+
+
+def test_start_sweep_returns_running_job_when_same_sweep_already_runs(loaded: api.Loaded, store_dir: str) -> None:
+    req = api.SweepRequest(ratios=(0.0, 0.3), bits=(32, 8), prune_kinds=("unstructured",), eval_limit=40,
+                           latency_budget_s=0.05)
+    first = api.start_sweep(loaded, req)
+    second = api.start_sweep(loaded, req)
+    assert first.wait(120)
+    assert second.id == first.id or second.state == "done"
+
+
+def test_job_cancel_stops_before_all_variants(loaded: api.Loaded, store_dir: str) -> None:
+    req = api.SweepRequest(ratios=(0.0, 0.2, 0.4, 0.6), bits=(32, 16, 8), prune_kinds=("unstructured",),
+                           eval_limit=40, latency_budget_s=0.2)
+    job = api.start_sweep(loaded, req)
+    deadline = time.time() + 60
+    while job.done < 1 and time.time() < deadline and job.state == "running":
+        time.sleep(0.05)
+    job.cancel()
+    assert job.wait(60)
+    assert job.state == "cancelled"
+    assert 0 < len(api.variants(job.sweep_id)) < job.total
+
+
+def test_layer_view_compares_variant_with_baseline(sweep_id: str) -> None:
+    df = api.variants(sweep_id)
+    vid = df[(df["bits"] == 8) & (df["prune_ratio"] > 0)]["variant_id"].iloc[0]
+    view = api.layer_view(sweep_id, vid)
+    t = view["table"]
+    assert {"node", "op_type", "base_ms", "ms", "macs", "params", "applied_ratio"} <= set(t.columns)
+    assert t["ms"].notna().any() and t["base_ms"].notna().any()
+    assert view["base"]["bits"] == 32
+
+
+def test_layer_view_raises_when_variant_not_in_sweep(sweep_id: str) -> None:
+    with pytest.raises(OptimError, match="not part of sweep"):
+        api.layer_view(sweep_id, "nope")
+
+
+def test_report_html_embeds_plotly_and_needs_no_network(sweep_id: str) -> None:
+    html = api.report_html(sweep_id, None, model_label="tiny_cnn")
+    assert html.startswith("<!DOCTYPE html>")
+    assert "Compression report: tiny_cnn" in html
+    assert re.search(r"<script[^>]*\ssrc=", html) is None  # no external script: opens offline
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inline
+    assert "Recommended variant" in html and "simulated" in html
+
+
+def test_pareto_2d_has_one_point_per_ok_variant(sweep_id: str) -> None:
+    df = api.variants(sweep_id)
+    fig = api.pareto_2d(df)
+    points = sum(len(t.customdata) for t in fig.data if t.customdata is not None)
+    assert points == int(df["status"].eq("ok").sum())
+    assert fig.layout.xaxis.title.text.startswith("Latency (ms")
+    assert fig.layout.yaxis.title.text == "Accuracy (top-1, %)"
