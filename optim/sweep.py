@@ -2,8 +2,8 @@
 
 Grid: pruning ratios × bit-widths × pruning kinds × optimisation levels. Ratio 0 means "not pruned" and
 appears once per bit-width (kind "none"); the baseline (ratio 0, 32 bits) always comes first and its
-logits are the reference for every variant's fidelity. Each variant is built (prune → quantize →
-optimize_graph, see :mod:`optim.sweep_exec`), measured (accuracy ± Wilson interval, fidelity, latency
+logits are the reference for every variant's fidelity. Each variant is built (prune → quantize, see
+:mod:`optim.sweep_exec`; the optimisation level is the ORT session level of its latency), measured (accuracy ± Wilson interval, fidelity, latency
 with one intra-op thread, bytes, parameters, MACs, per-node profile) and committed to the store in
 its own transaction, so a killed sweep resumes where it stopped and an identical re-run is instant.
 

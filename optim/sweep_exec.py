@@ -1,8 +1,9 @@
 """How a sweep builds its variants: pass composition, shared intermediate results, the executor.
 
-A variant is built as prune → quantize → optimize_graph. Pruned models are shared by every bit-width
-of the same (kind, ratio) and quantised models by every optimisation level, so each intermediate
-model is built once (memoised, one lock per key so parallel builders never duplicate work).
+A variant is built as prune → quantize; its optimisation level is the ONNX Runtime session level its
+latency is measured at (ORT applies the same rewrite ``optimize_graph`` would save to a file). Pruned
+models are shared by every bit-width of the same (kind, ratio) and quantised models by every
+optimisation level, so each intermediate model is built once (memoised, one lock per key so parallel builders never duplicate work).
 
 The executor is a small interface so a cluster engine can replace :class:`LocalExecutor` later:
 ``map_builds(build, items)`` yields ``(item, result_or_exception)`` in submission order, and
@@ -37,7 +38,6 @@ PASS_NAMES: dict[str, str] = {
     "structured": "prune_structured",
     "unstructured": "prune_unstructured",
     "quantize": "quantize",
-    "optimize": "optimize_graph",
 }
 BIT_LABELS = {32: "FP32", 16: "FP16", 8: "INT8", 4: "INT4"}
 KIND_LABELS = {"none": "dense", "structured": "struct", "unstructured": "unstruct"}
@@ -198,22 +198,12 @@ class VariantBuilder:
         return self._once(("quant", kind, ratio, bits), make)
 
     def build(self, v: Variant) -> ModelHandle:
-        """prune → quantize → optimize_graph ("disable" skips the graph pass)."""
+        """prune → quantize. The optimisation level is applied by ONNX Runtime when the latency session
+        opens (the same rewrite ``optimize_graph`` saves to a file), so the stored artifact stays
+        portable and its node names stay those of the ONNX graph the profile and summary describe."""
         handle = self.quantized(v.prune_kind, v.ratio, v.bits)
-        if v.opt_level != "disable" and has_pass(PASS_NAMES["optimize"]):
-            cfg = make_config(PASS_NAMES["optimize"], level=v.opt_level)
-            handle = get_pass(PASS_NAMES["optimize"]).run(handle, cfg, self.ctx)
         self.ctx.check_cancel()
         return handle
-
-
-def has_pass(name: str) -> bool:
-    """Whether ``name`` is registered (without the graph pass, ORT applies the level at session start)."""
-    try:
-        get_pass(name)
-    except ConfigError:
-        return False
-    return True
 
 
 def is_cancel(err: BaseException) -> bool:

@@ -17,8 +17,7 @@ from optim.errors import PassUnavailableError
 from optim.handle import ModelHandle
 from optim.passes import base
 
-FAKE_NAMES = {"structured": "fake_prune_s", "unstructured": "fake_prune_u", "quantize": "fake_quantize",
-              "optimize": "fake_optimize"}  # fmt: skip
+FAKE_NAMES = {"structured": "fake_prune_s", "unstructured": "fake_prune_u", "quantize": "fake_quantize"}
 
 
 def _log(event: str) -> None:
@@ -86,22 +85,11 @@ def fake_quantize(handle: ModelHandle, cfg: FakeQuantConfig, ctx: base.PassConte
                          calibrated=ctx is not None and ctx.calib is not None)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class FakeOptConfig:
-    level: str = "all"
-
-
-def fake_optimize(handle: ModelHandle, cfg: FakeOptConfig, ctx: base.PassContext | None = None) -> ModelHandle:
-    _log(f"optimize {cfg.level}")
-    return handle.derive(handle.copy_model(), f"fake optimize {cfg.level}", opt_level=cfg.level)
-
-
 def specs() -> dict[str, base.PassSpec]:
     return {
         FAKE_NAMES["structured"]: base.PassSpec(FAKE_NAMES["structured"], "t", "d", FakePruneConfig, fake_prune("structured")),
         FAKE_NAMES["unstructured"]: base.PassSpec(FAKE_NAMES["unstructured"], "t", "d", FakePruneConfig, fake_prune("unstructured")),
         FAKE_NAMES["quantize"]: base.PassSpec(FAKE_NAMES["quantize"], "t", "d", FakeQuantConfig, fake_quantize),
-        FAKE_NAMES["optimize"]: base.PassSpec(FAKE_NAMES["optimize"], "t", "d", FakeOptConfig, fake_optimize),
     }  # fmt: skip
 
 

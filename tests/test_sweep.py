@@ -51,6 +51,10 @@ def _calls(path: Path, prefix: str = "") -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln.startswith(prefix)] if path.exists() else []
 
 
+def _n_quantized(df, exclude) -> int:  # noqa: ANN001
+    return int(((df["bits"] != 32) & ~df.index.isin(exclude)).sum())
+
+
 def test_sweep_config_variants_lists_baseline_first_and_dedupes_ratio_zero() -> None:
     grid = SweepConfig().variants()
     assert grid[0] == Variant("none", 0.0, 32, "all")
@@ -136,12 +140,12 @@ def test_run_sweep_stops_after_current_variant_when_cancelled_and_resumes(
                     cancel=lambda: len(store.variants(sweep_id_for(tiny_mlp, test, calib, GRID))) >= 3)  # fmt: skip
     first = store.variants(sid).set_index("variant_key")
     assert store.sweep(sid)["status"] == "cancelled" and len(first) == 3
-    before = len(_calls(fake_passes, "optimize"))
+    before = len(_calls(fake_passes, "quantize"))
     run_sweep(tiny_mlp, test, calib, GRID, store)
     df = store.variants(sid).set_index("variant_key")
     assert len(df) == 9 and store.sweep(sid)["status"] == "done"
-    new_ok = int(((df["status"] == "ok") & ~df.index.isin(first.index)).sum())
-    assert len(_calls(fake_passes, "optimize")) - before == new_ok  # finished variants were not rebuilt
+    # one quantize call per remaining quantised variant: finished variants were not rebuilt
+    assert len(_calls(fake_passes, "quantize")) - before == _n_quantized(df, exclude=first.index)
     assert df.loc[first.index, "latency_ms"].fillna(-1).tolist() == first["latency_ms"].fillna(-1).tolist()
 
 
@@ -196,7 +200,7 @@ def test_run_sweep_resumes_without_recomputing_when_killed_with_sigkill(
     with sqlite3.connect(store.db_path) as conn:
         before = dict(conn.execute("SELECT variant_key, created FROM variants").fetchall())
     assert 3 <= len(before) < 9
-    calls_before = len(_calls(counter, "optimize"))
+    calls_before = len(_calls(counter, "quantize"))
     env["OPTIM_FAKE_DELAY"] = "0"
     subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=120)
     df = store.variants(sid).set_index("variant_key")
@@ -204,8 +208,7 @@ def test_run_sweep_resumes_without_recomputing_when_killed_with_sigkill(
     with sqlite3.connect(store.db_path) as conn:
         after = dict(conn.execute("SELECT variant_key, created FROM variants").fetchall())
     assert {k: after[k] for k in before} == before  # finished rows untouched: not recomputed, none lost
-    new_ok = int(((df["status"] == "ok") & ~df.index.isin(list(before))).sum())
-    assert len(_calls(counter, "optimize")) - calls_before == new_ok
+    assert len(_calls(counter, "quantize")) - calls_before == _n_quantized(df, exclude=list(before))
 
 
 def test_local_executor_yields_in_order_with_errors_as_values() -> None:
@@ -251,3 +254,37 @@ def test_run_sweep_raises_shape_error_when_data_does_not_fit(
     bad = Dataset(np.zeros((4, 7), np.float32), np.zeros(4, np.int64), "bad")
     with pytest.raises(OptimError):
         run_sweep(tiny_mlp, bad, None, GRID, Store(tmp_path))
+
+
+def test_cli_sweep_prints_pareto_writes_csv_and_reuses_store_when_rerun(
+    fake_passes: Path, tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import pandas as pd
+
+    from optim.__main__ import main
+
+    test, _ = mlp_data
+    onnx.save(tiny_mlp.model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=test.x, y=test.y)
+    argv = ["sweep", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "d.npz"), "--ratios", "0,0.5",
+            "--bits", "32,8", "--kinds", "structured", "--budget", "0.02", "--store", str(tmp_path / "s"),
+            "--csv", str(tmp_path / "out.csv")]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "Pareto set" in out and "4/4" in err
+    df = pd.read_csv(tmp_path / "out.csv")
+    assert len(df) == 4 and df["pareto"].any() and set(df["status"]) == {"ok"}
+    table = out.split("Pareto set")[1]
+    assert all((label in table) == on_front for label, on_front in zip(df["label"], df["pareto"], strict=True))
+    n_calls = len(_calls(fake_passes))
+    assert main(argv) == 0
+    assert len(_calls(fake_passes)) == n_calls
+    assert capsys.readouterr().out.splitlines()[0].startswith("sweep ")
+
+
+def test_cli_sweep_exits_2_with_message_when_model_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    from optim.__main__ import main
+
+    assert main(["sweep", "no_such_model_xyz"]) == 2
+    assert "no_such_model_xyz" in capsys.readouterr().err
