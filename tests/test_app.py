@@ -1,0 +1,151 @@
+"""AppTest over app.py and every page: no exception; sweep → Pareto → Layers flow; upload errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from optim import api
+from optim.data import Dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))
+
+
+@pytest.fixture(autouse=True)
+def store_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTIM_DATA_DIR", str(tmp_path_factory.getbasetemp() / "app_store"))
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+
+
+def _tiny(tiny_cnn, tiny_images) -> api.Loaded:
+    x, y = tiny_images
+    ds = Dataset(x=x, y=y, name="tiny")
+    return api.Loaded(handle=tiny_cnn, test=ds, calib=ds.subset(32), origin="upload", label="tiny_cnn")
+
+
+def _with_model(loaded: api.Loaded) -> AppTest:
+    at = _app()
+    at.session_state["uploads"] = {loaded.key: loaded}
+    at.session_state["model_src"] = ("upload", loaded.key)
+    at.session_state["model_label"] = loaded.label
+    return at
+
+
+def _decode(arr: object) -> np.ndarray:
+    if isinstance(arr, dict) and "bdata" in arr:
+        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"]))
+    return np.asarray(arr)
+
+
+def _chart_points(at: AppTest, index: int = 0) -> int:
+    spec = json.loads(at.get("plotly_chart")[index].proto.spec)
+    return sum(len(_decode(t["customdata"])) for t in spec["data"] if t.get("customdata") is not None)
+
+
+def _wait_for_job(at: AppTest, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    job = api.get_job(at.session_state["job_id"])
+    assert job is not None
+    assert job.wait(timeout), "sweep did not finish"
+    while time.time() < deadline and job.state == "running":
+        time.sleep(0.2)
+    at.run()
+
+
+def test_home_renders_without_exception() -> None:
+    at = _app().run()
+    assert not at.exception
+    assert at.title[0].value.startswith("🗜️ Model Compression")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_without_exception_when_nothing_loaded(page: str) -> None:
+    at = _app().run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_without_exception_with_uploaded_model(page: str, tiny_cnn, tiny_images) -> None:
+    at = _with_model(_tiny(tiny_cnn, tiny_images)).run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_bad_upload_shows_its_specific_error() -> None:
+    at = _app().run()
+    at.file_uploader(key="upload_model").set_value(("model.onnx", b"definitely not onnx", "application/octet-stream"))
+    at.run()
+    at.button(key="load_upload").click().run()
+    assert not at.exception
+    assert at.error, "expected an st.error for a bad upload"
+    msg = at.error[0].value
+    assert "failed unexpectedly" not in msg and len(msg) > 20
+
+
+def test_sweep_flow_reaches_pareto_points_and_layers_table(tiny_cnn, tiny_images) -> None:
+    at = _with_model(_tiny(tiny_cnn, tiny_images)).run()
+    at.switch_page("pages/1_Optimize.py").run()
+    at.multiselect(key="kinds").set_value(["unstructured"])
+    at.multiselect(key="bits").set_value([32, 8])
+    at.slider(key="ratio_one").set_value(0.5)
+    at.number_input(key="eval_limit").set_value(50)
+    at.slider(key="lat_budget").set_value(0.1)
+    at.run()
+    at.button(key="run_sweep").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    _wait_for_job(at)
+    sid = at.session_state["sweep_id"]
+    n_ok = int(api.variants(sid)["status"].eq("ok").sum())
+    assert n_ok == 4  # baseline, INT8, unstructured 50 % × (FP32, INT8)
+
+    at.switch_page("pages/2_Pareto.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _chart_points(at, 0) == n_ok
+    target = [v for v in api.variants(sid)["variant_id"] if v != api.baseline_row(api.variants(sid))["variant_id"]][0]
+    at.selectbox(key="pick_variant").set_value(target).run()
+    at.button(key="open_layers").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="layers_variant").value == target
+    tables = [d.value for d in at.dataframe if {"node", "ms", "base_ms"} <= set(d.value.columns)]
+    assert tables and len(tables[0]) > 0
+    assert tables[0]["ms"].notna().any()
+
+
+def test_pareto_reopens_sweep_from_url_query(tiny_cnn, tiny_images) -> None:
+    loaded = _tiny(tiny_cnn, tiny_images)
+    job = api.start_sweep(loaded, api.SweepRequest(ratios=(0.0,), bits=(32, 8), eval_limit=40,
+                                                    latency_budget_s=0.05))
+    assert job.wait(120) and job.state == "done"
+    at = _app()
+    at.query_params["sweep"] = job.sweep_id
+    at.run()
+    at.switch_page("pages/2_Pareto.py").run()
+    assert not at.exception
+    assert _chart_points(at, 0) == 2
+
+
+@pytest.mark.slow
+def test_demo_on_resnet_sample_lands_on_pareto_with_points() -> None:
+    if not any(s["name"] == api.DEMO_SAMPLE for s in api.list_samples()):
+        if os.environ.get("CI") == "true":
+            pytest.fail("bundled sample resnet_digits missing in CI")
+        pytest.skip("bundled samples not built yet")
+    at = _app().run()
+    at.button(key="demo").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    _wait_for_job(at, timeout=180)
+    at.switch_page("pages/2_Pareto.py").run()
+    assert not at.exception
+    assert _chart_points(at, 0) >= 5
