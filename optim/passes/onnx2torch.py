@@ -157,6 +157,8 @@ class OnnxModule(nn.Module):
         for n in g.node:
             if n.op_type == "Constant" and "value" in attrs(n):
                 consts[n.output[0]] = attrs(n)["value"]
+            elif n.op_type == "Identity" and n.input[0] in consts:
+                consts[n.output[0]] = consts[n.input[0]]
         self._consts = consts
         nodes = _topo_sort(list(g.node), set(self.input_names) | inits)
         consumers: dict[str, int] = {}

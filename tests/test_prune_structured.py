@@ -1,0 +1,153 @@
+"""Structured pruning pass: sizes drop as expected, graphs stay valid, inputs stay untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import helper, numpy_helper
+from test_onnx2torch import tiny_vit_proto
+
+from optim.errors import ConfigError
+from optim.handle import ModelHandle
+from optim.passes.base import PassContext, get_pass
+from optim.passes.onnx2torch import UnsupportedOpsError, example_inputs
+from optim.passes.prune_structured import StructuredPruneConfig, run
+
+
+def _ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def _params(model: onnx.ModelProto) -> int:
+    return sum(numpy_helper.to_array(t).size for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+
+
+def _conv_macs(model: onnx.ModelProto) -> int:
+    """MACs of Conv/Gemm/MatMul from ONNX shape inference (independent of the pass's own counting)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    weights = {t.name: t.dims for t in model.graph.initializer}
+    macs = 0
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "Gemm", "MatMul") and n.input[1] in weights:
+            w = weights[n.input[1]]
+            out = shapes[n.output[0]]
+            if n.op_type == "Conv":
+                macs += int(np.prod(out)) * int(np.prod(w[1:]))
+            else:
+                macs += int(np.prod(out)) * int(w[1] if n.op_type == "Gemm" else w[0])
+    return macs
+
+
+def test_prune_structured_registered_and_config_validates_fields() -> None:
+    assert get_pass("prune_structured").config_cls is StructuredPruneConfig
+    with pytest.raises(ConfigError, match="ratio"):
+        StructuredPruneConfig(ratio=0.99)
+    with pytest.raises(ConfigError, match="importance"):
+        StructuredPruneConfig(importance="magic")
+
+
+def test_prune_structured_does_not_mutate_input(tiny_cnn: ModelHandle) -> None:
+    before, meta = tiny_cnn.content_hash, dict(tiny_cnn.meta)
+    model_bytes = tiny_cnn.model.SerializeToString()
+    out = run(tiny_cnn, StructuredPruneConfig(ratio=0.5))
+    assert tiny_cnn.model.SerializeToString() == model_bytes
+    assert ModelHandle(tiny_cnn.model, "x").content_hash == before and tiny_cnn.meta == meta
+    assert out.content_hash != before
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5])
+def test_prune_structured_params_and_macs_drop_quadratically_when_uniform(tiny_cnn: ModelHandle,
+                                                                          ratio: float) -> None:
+    out = run(tiny_cnn, StructuredPruneConfig(ratio=ratio, recalibrate=False))
+    onnx.checker.check_model(out.model)
+    conv_w = [t for t in out.model.graph.initializer if len(t.dims) == 4]
+    conv_w0 = [t for t in tiny_cnn.model.graph.initializer if len(t.dims) == 4]
+    conv_params = sum(np.prod(t.dims) for t in conv_w if t.dims[1] != 1 and t.dims[1] != 3)
+    conv_params0 = sum(np.prod(t.dims) for t in conv_w0 if t.dims[1] != 1 and t.dims[1] != 3)
+    expected = (1 - ratio) ** 2  # inner convs lose input and output channels
+    assert conv_params / conv_params0 == pytest.approx(expected, rel=0.2)
+    macs_ratio = _conv_macs(out.model) / _conv_macs(tiny_cnn.model)
+    assert (1 - ratio) ** 2 * 0.8 < macs_ratio < (1 - ratio) * 1.05
+    assert out.meta["prune_kind"] == "structured" and out.meta["prune_ratio"] == ratio
+    assert _params(out.model) < _params(tiny_cnn.model)
+
+
+def test_prune_structured_keeps_output_shape_and_runs_in_onnxruntime(tiny_cnn: ModelHandle,
+                                                                      tiny_images: tuple) -> None:
+    out = run(tiny_cnn, StructuredPruneConfig(ratio=0.5, importance="l1", round_to=4))
+    logits = _ort(out.model, tiny_images[0][:1])
+    assert logits.shape == (1, 10) and np.isfinite(logits).all()
+    assert [i.name for i in out.model.graph.input] == ["input"]
+    assert [o.name for o in out.model.graph.output] == ["logits"]
+
+
+def test_prune_structured_ratio_zero_keeps_the_function(tiny_cnn: ModelHandle, tiny_images: tuple) -> None:
+    out = run(tiny_cnn, StructuredPruneConfig(ratio=0.0))
+    x = tiny_images[0][:1]
+    np.testing.assert_allclose(_ort(out.model, x), _ort(tiny_cnn.model, x), atol=1e-4)
+
+
+@pytest.mark.parametrize("importance", ["random", "taylor"])
+def test_prune_structured_global_scope_shrinks_mlp(tiny_mlp: ModelHandle, importance: str) -> None:
+    cfg = StructuredPruneConfig(ratio=0.5, scope="global", importance=importance)
+    out = run(tiny_mlp, cfg)
+    assert _params(out.model) < 0.75 * _params(tiny_mlp.model)
+    assert _ort(out.model, np.zeros((1, 12), np.float32)).shape == (1, 4)
+
+
+def test_prune_structured_prunes_only_mlp_hidden_units_when_transformer() -> None:
+    proto = tiny_vit_proto(dynamic_batch=True)
+    handle = ModelHandle(proto, "vit")
+    out = run(handle, StructuredPruneConfig(ratio=0.5))
+    shapes = sorted(tuple(t.dims) for t in out.model.graph.initializer if len(t.dims) == 2)
+    assert (32, 32) in shapes and (32, 96) in shapes  # attention width untouched
+    assert (32, 64) not in shapes and ((32, 32) in shapes)  # MLP 32→64→32 became 32→32→32
+    x = example_inputs(proto, seed=1)[0].numpy()
+    assert _ort(out.model, x).shape == (1, 10)
+
+
+def test_prune_structured_raises_unsupported_ops_error_listing_the_op(tiny_cnn: ModelHandle) -> None:
+    model = tiny_cnn.copy_model()
+    model.graph.node.append(helper.make_node("Resize", ["logits"], ["extra"]))
+    with pytest.raises(UnsupportedOpsError, match="Resize"):
+        run(ModelHandle(model, "bad"), StructuredPruneConfig(ratio=0.3))
+
+
+def test_prune_structured_reports_progress_and_honours_cancel(tiny_cnn: ModelHandle) -> None:
+    seen: list[float] = []
+    run(tiny_cnn, StructuredPruneConfig(ratio=0.3), PassContext(progress=lambda f, m: seen.append(f)))
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    from optim.errors import CancelledError
+
+    with pytest.raises(CancelledError):
+        run(tiny_cnn, StructuredPruneConfig(ratio=0.3), PassContext(should_cancel=lambda: True))
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+@pytest.mark.slow
+def test_prune_structured_recalibration_improves_fidelity_when_trained_sample() -> None:
+    try:
+        from optim.samples import load_sample
+
+        handle, test, train = load_sample("resnet_digits")
+    except Exception as exc:  # sample artifacts not committed yet
+        pytest.skip(f"resnet_digits sample unavailable: {exc}")
+    ctx = PassContext(calib=train)
+    x = np.asarray(test.x[:300], np.float32)
+    ref = np.concatenate([_ort(handle.model, x[i:i + 1]) for i in range(len(x))])
+    scores = {}
+    for recal in (False, True):
+        out = run(handle, StructuredPruneConfig(ratio=0.3, recalibrate=recal, calib_samples=256), ctx)
+        logits = np.concatenate([_ort(out.model, x[i:i + 1]) for i in range(len(x))])
+        scores[recal] = _agreement(ref, logits)
+    assert scores[True] > scores[False] + 0.05, scores
+    torch.manual_seed(0)
