@@ -127,14 +127,14 @@ def format_pareto(df: pd.DataFrame) -> str:
 
     front = pareto_front(df)
     knee = knee_point(df)
-    lines = [f"{'variant':<30} {'top-1':>7} {'95% interval':>16} {'latency ms':>11} {'size MB':>8} {'MACs M':>8}"]
+    lines = [f"{'variant':<36} {'top-1':>7} {'95% interval':>16} {'latency ms':>11} {'size MB':>8} {'MACs M':>8}"]
     for r in front.itertuples(index=False):
         top1 = f"{100 * r.top1:6.2f}%" if pd.notna(r.top1) else "   n/a"
         ci = f"[{100 * r.top1_lo:5.1f}, {100 * r.top1_hi:5.1f}]" if pd.notna(r.top1_lo) else ""
         macs = f"{r.macs / 1e6:8.2f}" if pd.notna(r.macs) else "     n/a"
         sim = "" if r.executable else " (sim)"
         mark = " ← knee" if knee is not None and r.variant_id == knee["variant_id"] else ""
-        lines.append(f"{(r.label + sim):<30} {top1:>7} {ci:>16} {r.latency_ms:11.3f} "
+        lines.append(f"{(r.label + sim):<36} {top1:>7} {ci:>16} {r.latency_ms:11.3f} "
                      f"{r.effective_size_bytes / 1e6:8.3f} {macs}{mark}")  # fmt: skip
     return "\n".join(lines)
 

@@ -57,7 +57,7 @@ class Variant:
         return f"{self.prune_kind}:{self.ratio:g}:{self.bits}:{self.opt_level}"
 
     def label(self, with_level: bool = False) -> str:
-        bits = BIT_LABELS.get(self.bits, f"INT{self.bits} sim")
+        bits = BIT_LABELS.get(self.bits, f"INT{self.bits}")
         head = "dense" if self.ratio == 0 else f"{KIND_LABELS[self.prune_kind]} {self.ratio:.0%}"
         return f"{head} · {bits}" + (f" · opt {self.opt_level}" if with_level else "")
 

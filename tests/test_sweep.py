@@ -85,7 +85,7 @@ def test_quant_settings_maps_bits_to_modes() -> None:
 
 def test_variant_label_reads_like_the_ui() -> None:
     assert Variant("structured", 0.5, 8, "all").label() == "struct 50% · INT8"
-    assert Variant("none", 0.0, 3, "basic").label(with_level=True) == "dense · INT3 sim · opt basic"
+    assert Variant("none", 0.0, 3, "basic").label(with_level=True) == "dense · INT3 · opt basic"
 
 
 def test_run_sweep_stores_every_variant_with_measurements_and_failures(
