@@ -288,3 +288,25 @@ def test_cli_sweep_exits_2_with_message_when_model_unknown(capsys: pytest.Captur
 
     assert main(["sweep", "no_such_model_xyz"]) == 2
     assert "no_such_model_xyz" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_sweep_composes_real_passes_on_tiny_cnn(
+    tiny_cnn: ModelHandle, tiny_images: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    x, y = tiny_images
+    test, calib = Dataset(x[:80], y[:80], "test"), Dataset(x[80:144], None, "calib")
+    config = SweepConfig(ratios=(0, 0.5), bits=(32, 8, 3), prune_kinds=("structured", "unstructured"), **FAST)
+    store = Store(tmp_path)
+    df = store.variants(run_sweep(tiny_cnn, test, calib, config, store)).set_index("variant_key")
+    assert len(df) == 9
+    assert (df["status"] == "ok").all(), df.loc[df["status"] != "ok", "error"].tolist()
+    dense, pruned = df.loc["none:0:32:all"], df.loc["structured:0.5:32:all"]
+    assert pruned["params"] < dense["params"] and pruned["macs"] < dense["macs"]
+    assert df.loc["none:0:8:all", "size_bytes"] < dense["size_bytes"]
+    assert not df.loc["none:0:3:all", "executable"]
+    assert df.loc["none:0:3:all", "effective_size_bytes"] < df.loc["none:0:3:all", "size_bytes"]
+    history = df.loc["structured:0.5:8:all", "meta_json"]
+    assert "prune" in history and "quantize" in history  # composed: prune → quantize
+    layers = store.layers(dense["variant_id"])
+    assert layers["ms"].notna().any() and layers["macs"].notna().any()
