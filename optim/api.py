@@ -253,6 +253,8 @@ def sweep_config(req: SweepRequest) -> Any:
                   opt_levels=tuple(req.opt_levels), importance=req.importance, eval_limit=req.eval_limit,
                   latency_budget_s=req.latency_budget_s, target_device=target,
                   distill=req.distill, distill_budget_s=req.distill_budget_s)
+    if req.distill and "distill" not in names:
+        raise ConfigError("Distillation is installed but the sweep cannot schedule it yet: switch it off to run.")
     return sweep.SweepConfig(**{k: v for k, v in values.items() if k in names})
 
 
@@ -328,6 +330,7 @@ def _estimate_ms(artifact: Any, device_id: str) -> float | None:
         return None
 
 
+@lru_cache(maxsize=256)
 def estimate_layers(artifact: str, device_id: str) -> dict[str, Any]:
     """Hardware estimate of one ONNX artifact on a catalog device: total_ms, layers, notes."""
     import onnx

@@ -138,6 +138,15 @@ def test_pareto_reopens_sweep_from_url_query(tiny_cnn, tiny_images) -> None:
     assert _chart_points(at, 0) == 2
 
 
+def test_pareto_warns_when_sweep_in_url_is_unknown() -> None:
+    at = _app()
+    at.query_params["sweep"] = "no-such-sweep"
+    at.run()
+    at.switch_page("pages/2_Pareto.py").run()
+    assert not at.exception
+    assert any("no stored variants" in w.value for w in at.warning)
+
+
 @pytest.mark.slow
 def test_demo_on_resnet_sample_lands_on_pareto_with_points() -> None:
     if not any(s["name"] == api.DEMO_SAMPLE for s in api.list_samples()):
