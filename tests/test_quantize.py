@@ -162,3 +162,25 @@ def test_quantize_config_rejects_bits_outside_2_to_8() -> None:
         QuantizeConfig(mode="fake", bits=1)
     with pytest.raises(ConfigError, match="mode"):
         QuantizeConfig(mode="int3")
+
+
+def _sample(name: str):
+    try:
+        from optim.samples import load_sample
+
+        return load_sample(name)
+    except Exception as exc:  # noqa: BLE001 - sample artifacts may not be built in this checkout
+        pytest.skip(f"sample {name} not available: {exc}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet_digits", "mobilenetv2_digits"])
+def test_int8_static_default_meets_targets_on_bundled_cnn(name: str) -> None:
+    from optim import measure
+
+    handle, test, train = _sample(name)
+    out = run(handle, QuantizeConfig(), PassContext(calib=train))
+    assert out.size_bytes / handle.size_bytes <= 0.26
+    ref = measure.accuracy(measure.predict(handle, test.x), test.y).top1
+    got = measure.accuracy(measure.predict(out, test.x), test.y).top1
+    assert ref - got <= 0.003
