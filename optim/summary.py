@@ -9,8 +9,8 @@ run on a weight-stripped copy of the graph, with the symbolic batch dimension se
   FLOPs = 2 × MACs (+ one add per output for a bias); elementwise and normalisation ops count FLOPs
   per output element; pooling counts its window; data movement (Reshape, Transpose, ...) is free.
 * Parameters: elements of float initializers, and of integer initializers that are quantized weights
-  (behind DequantizeLinear or in a quantized op's weight slot). Shape/axis constants are not
-  parameters. A weight reached through DequantizeLinear / Transpose / Reshape / Cast counts once, at
+  (behind DequantizeLinear or in a quantized op's weight slot). Shape/axis constants and scalar
+  constants outside MAC ops (epsilons, dynamic-quantization scales) are not counted. A weight reached through DequantizeLinear / Transpose / Reshape / Cast counts once, at
   its *stored* dtype, on the node that consumes it; scales and zero points add to weight bytes.
 * Sub-graphs of If/Loop/Scan are not descended into.
 
@@ -40,6 +40,7 @@ _QUANT_SLOTS = {
     "QLinearConv": ({3, 8}, {1, 2, 4, 5, 6, 7}), "QLinearMatMul": ({0, 3}, {1, 2, 4, 5, 6, 7}),
     "MatMulInteger": ({0, 1}, {2, 3}), "ConvInteger": ({1}, {2, 3}), "MatMulNBits": ({1, 5}, {2, 3, 4}),
 }
+_MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", *_QUANT_SLOTS}
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "Pow",
                 "Sqrt", "Exp", "Log", "Erf", "Abs", "Neg", "Max", "Min", "Sum", "HardSigmoid", "HardSwish",
                 "Elu", "Selu", "Gelu", "Mish", "Softplus", "Reciprocal", "Where", "Equal", "Less", "Greater",
@@ -170,8 +171,9 @@ def _node_weights(node: onnx.NodeProto, w: _Weights) -> tuple[int, int, str]:
             continue
         t = w.inits[stored]
         is_qparam = idx in qparam_slots
+        count = _elems(tuple(t.dims))
         is_weight = (idx in weight_slots) if weight_slots is not None else (
-            t.data_type in _FLOAT_TYPES or bool(qparams))
+            (t.data_type in _FLOAT_TYPES or bool(qparams)) and (count > 1 or node.op_type in _MAC_OPS))
         if not (is_weight or is_qparam) or stored in w.claimed:
             continue
         nbytes += w.claim([stored, *qparams])
@@ -180,7 +182,7 @@ def _node_weights(node: onnx.NodeProto, w: _Weights) -> tuple[int, int, str]:
                 attrs = {a.name: a.i for a in node.attribute}
                 params += attrs.get("K", 0) * attrs.get("N", 0)
             else:
-                params += _elems(tuple(t.dims))
+                params += count
             dtype = dtype or _dtype_name(t.data_type)
     return params, nbytes, dtype
 
