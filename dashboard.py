@@ -17,7 +17,7 @@ import streamlit as st
 from optim import api
 
 PAGES = {
-    "home": "app.py",
+    "home": "pages/0_Home.py",
     "optimize": "pages/1_Optimize.py",
     "pareto": "pages/2_Pareto.py",
     "layers": "pages/3_Layers.py",
@@ -29,14 +29,14 @@ LEGEND = ("**Measured** = run here with ONNX Runtime (1 thread) · **estimated**
           "packed size); open markers.")
 
 
-def setup(title: str, icon: str = "🗜️") -> None:
-    st.set_page_config(page_title=f"{title} · Compression Explorer", page_icon=icon, layout="wide")
+def setup() -> None:
+    """Sidebar and URL state shared by every page (called once per run by app.py)."""
     sid = st.query_params.get("sweep")
     if sid and sid != st.session_state.get("sweep_id"):
         st.session_state["sweep_id"] = sid
     with st.sidebar:
-        loaded = st.session_state.get("model_label")
-        st.caption(f"Model: **{loaded or 'none'}**")
+        label = st.session_state.get("model_label") or default_sample()
+        st.caption(f"Model: **{label or 'none'}**")
         if st.session_state.get("sweep_id"):
             st.caption(f"Sweep: `{st.session_state['sweep_id']}`")
         st.caption(LEGEND)

@@ -73,7 +73,7 @@ def pareto_2d(df: pd.DataFrame, x: str = "target_ms", y: str = "metric", *, late
             fig.add_trace(go.Scatter(x=hit[x], y=hit[y], mode="markers", name=name, hoverinfo="skip",
                                      marker=dict(symbol=style, size=22, color="gold" if style == "star" else "black",
                                                  line=dict(width=2, color="black"))))
-    _shade_feasible(fig, x, y, max_ms=max_ms, max_mb=max_mb, min_metric=min_metric)
+    _shade_feasible(fig, ok, x, y, max_ms=max_ms, max_mb=max_mb, min_metric=min_metric)
     fig.update_layout(title=title or f"{_axis_title(y, df, latency_note)} vs {_axis_title(x, df, latency_note)}",
                       xaxis_title=_axis_title(x, df, latency_note), yaxis_title=_axis_title(y, df, latency_note),
                       legend_title="bit-width · pruning", height=430, margin=dict(l=10, r=10, t=50, b=10),
@@ -81,22 +81,28 @@ def pareto_2d(df: pd.DataFrame, x: str = "target_ms", y: str = "metric", *, late
     return fig
 
 
-def _shade_feasible(fig: go.Figure, x: str, y: str, **lim: float | None) -> None:
+def _span(values: pd.Series, limit: float | None) -> list[float]:
+    vals = [float(v) for v in values.dropna()] + ([float(limit)] if limit is not None else [])
+    if not vals:
+        return [0.0, 1.0]
+    lo, hi = min(vals), max(vals)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 1.0
+    return [lo - pad, hi + pad]
+
+
+def _shade_feasible(fig: go.Figure, ok: pd.DataFrame, x: str, y: str, **lim: float | None) -> None:
+    """Fix both axis ranges to the data (and limits) and shade the feasible rectangle inside them."""
     bound = {"target_ms": lim.get("max_ms"), "size_mb": lim.get("max_mb"), "metric": lim.get("min_metric")}
-    x0, x1, y0, y1 = None, None, None, None
-    if bound.get(x) is not None:
-        x0, x1 = (bound[x], None) if x == "metric" else (None, bound[x])
-    if bound.get(y) is not None:
-        y0, y1 = (bound[y], None) if y == "metric" else (None, bound[y])
-    if all(v is None for v in (x0, x1, y0, y1)):
+    ycols = [ok[y]] + ([ok["metric_lo"], ok["metric_hi"]] if y == "metric" and "metric_lo" in ok else [])
+    xr, yr = _span(ok[x], bound.get(x)), _span(pd.concat(ycols), bound.get(y))
+    fig.update_xaxes(range=xr)
+    fig.update_yaxes(range=yr)
+    if bound.get(x) is None and bound.get(y) is None:
         return
-    fig.add_shape(type="rect", xref="x domain" if x0 is None and x1 is None else "x",
-                  yref="y domain" if y0 is None and y1 is None else "y",
-                  x0=x0 if x0 is not None else (0 if x1 is None else -1e9), x1=x1 if x1 is not None else 1e9,
-                  y0=y0 if y0 is not None else (0 if y1 is None else -1e9), y1=y1 if y1 is not None else 1e9,
-                  fillcolor="rgba(44,160,44,0.10)", line=dict(width=0), layer="below")
-    fig.update_xaxes(autorange=True)
-    fig.update_yaxes(autorange=True)
+    rx = xr if bound.get(x) is None else ([bound[x], xr[1]] if x == "metric" else [xr[0], bound[x]])
+    ry = yr if bound.get(y) is None else ([bound[y], yr[1]] if y == "metric" else [yr[0], bound[y]])
+    fig.add_shape(type="rect", x0=rx[0], x1=rx[1], y0=ry[0], y1=ry[1], fillcolor="rgba(44,160,44,0.10)",
+                  line=dict(width=1, color="rgba(44,160,44,0.5)", dash="dot"), layer="below")
 
 
 def pareto_3d(df: pd.DataFrame, latency_note: str = "measured", title: str = "") -> go.Figure:
@@ -163,13 +169,13 @@ def sensitivity_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
 
 
 def roofline_chart(points: pd.DataFrame, peak_gflops: float, bw_gbs: float, device: str) -> go.Figure:
-    """Per-layer roofline: arithmetic intensity (FLOP/byte) vs attainable GFLOP/s, log-log."""
+    """Per-layer roofline: arithmetic intensity (ops/byte) vs attained G ops/s, log-log."""
     ai = np.logspace(-2, 3, 100)
     fig = go.Figure(go.Scatter(x=ai, y=np.minimum(peak_gflops, ai * bw_gbs), mode="lines",
-                               name=f"roof: {peak_gflops:.0f} GFLOP/s, {bw_gbs:.0f} GB/s", line=dict(color="black")))
+                               name=f"roof: {peak_gflops:.0f} G ops/s, {bw_gbs:.0f} GB/s", line=dict(color="black")))
     fig.add_trace(go.Scatter(x=points["intensity"], y=points["gflops"], mode="markers", name="layers (estimated)",
                              text=points["node"], hoverinfo="text+x+y", marker=dict(size=9, color="#ff7f0e")))
     fig.update_layout(title=f"Roofline on {device} (estimated)", xaxis_type="log", yaxis_type="log",
-                      xaxis_title="arithmetic intensity (FLOP/byte)", yaxis_title="attainable (GFLOP/s)",
+                      xaxis_title="arithmetic intensity (ops/byte)", yaxis_title="attained (G ops/s)",
                       height=380, margin=dict(l=10, r=10, t=50, b=10))
     return fig

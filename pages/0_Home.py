@@ -1,4 +1,4 @@
-"""Home: pick a bundled sample or upload a model (and data); see its summary and measured baseline."""
+"""Home (default page): pick a bundled sample or upload a model (and data); see its summary and measured baseline."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
-ui.setup("Home")
-st.title("🗜️ Model Compression Trade-off Explorer")
+st.title(":material/compress: Model Compression Trade-off Explorer")
 st.write("Prune and quantize a model, **measure** what each variant costs and buys — accuracy, latency, "
          "size — and see where the time goes, layer by layer.")
 
@@ -91,7 +90,7 @@ with ui.guard("Summarising the model"):
             c[0].metric("Baseline accuracy", "n/a", help="No labelled data: variants are compared by agreement")
         c[1].metric("Latency (measured, batch 1)", f"{b['latency_ms']:.2f} ms")
         c[1].caption(f"median of {b['runs']} runs, p90 {b['latency_p90_ms']:.2f} ms, {b['threads']} thread")
-        c[2].page_link(ui.PAGES["optimize"], label="Next: choose the knobs →", icon="🎛️")
+        c[2].page_link(ui.PAGES["optimize"], label="Next: choose the knobs →", icon=":material/tune:")
     t1, t2 = st.tabs(["Per-layer table", "Operator histogram"])
     with t1:
         st.dataframe(summ["layers"], hide_index=True, height=320)

@@ -8,12 +8,11 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
-ui.setup("Optimize")
-st.title("🎛️ Optimize")
+st.title(":material/tune: Optimize")
 loaded = ui.current_model()
 if loaded is None:
     st.info("Load a model on the Home page first.")
-    st.page_link(ui.PAGES["home"], label="Go to Home", icon="🏠")
+    st.page_link(ui.PAGES["home"], label="Go to Home", icon=":material/home:")
     st.stop()
 st.caption(f"Model: **{loaded.label}** · evaluation on {len(loaded.test) if loaded.test is not None else 0} "
            f"{'labelled' if loaded.has_labels else 'unlabelled (agreement only)'} samples")
@@ -96,7 +95,7 @@ def live() -> None:
                                         "size_mb": st.column_config.NumberColumn("size MB", format="%.3f")})
     if job.state == "done":
         st.success(f"Sweep finished: {job.done} variants.")
-        st.page_link(ui.PAGES["pareto"], label="See the Pareto front →", icon="📈")
+        st.page_link(ui.PAGES["pareto"], label="See the Pareto front →", icon=":material/scatter_plot:")
     seen = st.session_state.setdefault("seen_jobs", set())
     if job.state != "running" and job.id not in seen:
         seen.add(job.id)

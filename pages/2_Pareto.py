@@ -10,15 +10,14 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
-ui.setup("Pareto")
-st.title("📈 Pareto front")
+st.title(":material/scatter_plot: Pareto front")
 if st.query_params.get("job") and not st.session_state.get("job_id"):
     st.session_state["job_id"] = st.query_params["job"]
 sid = ui.current_sweep()
 job = ui.current_job()
 if sid is None and job is None:
     st.info("No sweep yet. Run one on the Optimize page, or try the demo from Home.")
-    st.page_link(ui.PAGES["optimize"], label="Go to Optimize", icon="🎛️")
+    st.page_link(ui.PAGES["optimize"], label="Go to Optimize", icon=":material/tune:")
     st.stop()
 
 devices = api.list_devices()

@@ -9,8 +9,7 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
-ui.setup("Learn")
-st.title("📚 Learn")
+st.title(":material/school: Learn")
 loaded = ui.current_model()
 if loaded is None:
     st.info("Load a model on the Home page: every illustration here uses its real weights.")

@@ -66,7 +66,8 @@ def _wait_for_job(at: AppTest, timeout: float = 120) -> None:
 def test_home_renders_without_exception() -> None:
     at = _app().run()
     assert not at.exception
-    assert at.title[0].value.startswith("🗜️ Model Compression")
+    assert "Model Compression Trade-off Explorer" in at.title[0].value
+    assert at.button(key="demo")
 
 
 @pytest.mark.parametrize("page", PAGES)
