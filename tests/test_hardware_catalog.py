@@ -87,13 +87,13 @@ def test_host_device_uses_profile_factors_when_calibrated() -> None:
     profile = {"peak_fp32": {"value": 50.0, "unit": "GFLOPS", "tag": "measured", "source": "test"},
                "bandwidth": {"value": 20.0, "unit": "GB/s", "tag": "measured", "source": "test"},
                "classes": {"conv": {"eff_compute": 0.5, "eff_memory": 0.8, "overhead_us": 3.0}},
-               "graph_opt_factor": 0.9}
+               "run_overhead_us": 12.0}
     dev = host_device(profile)
     assert dev.peak("fp32") == pytest.approx(50e9)
     assert dev.specs["bandwidth"].tag == "measured"
     assert dev.factors("conv").overhead_s == pytest.approx(3e-6)
     assert dev.factors("gemm").eff_compute == dev.spec("eff_compute")  # uncalibrated class: device default
-    assert dev.specs["graph_opt_factor"].tag == "fitted"
+    assert dev.specs["run_overhead_us"].tag == "fitted"
 
 
 def test_host_device_falls_back_to_priors_when_uncalibrated() -> None:

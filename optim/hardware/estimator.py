@@ -160,7 +160,8 @@ def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1) ->
     if path.mode != "native":
         notes.insert(0, path.text)
     transfer = _transfer_ms(layers, device, info, _io_bytes(handle, path, batch))
-    total = float(layers["ms"].sum()) + transfer
+    run_over = device.spec("run_overhead_us") * 1e3 if "run_overhead_us" in device.specs else 0.0
+    total = float(layers["ms"].sum()) + transfer + run_over
     if transfer:
         notes.append(f"host link transfer {transfer:.2f} ms (inputs/outputs and uncached weights)")
     measured = device.flag("measured")

@@ -67,13 +67,13 @@ def _host_specs(facts: dict[str, Any], profile: dict[str, Any] | None) -> dict[s
     peak = facts["ghz"] * fpc
     specs = {
         "peak_fp32": Spec(round(peak, 2), "GFLOPS", "derived", f"1 thread: {facts['ghz']:.2f} GHz x {fpc} FLOP/cycle ({isa})"),
-        "bandwidth": Spec(10.0, "GB/s", "assumed", "uncalibrated default for one core; run `python -m optim hardware calibrate`"),
+        "bandwidth": Spec(20.0, "GB/s", "assumed", "uncalibrated default for one core; run `python -m optim hardware calibrate`"),
         "memory": Spec(round(facts["mem_bytes"] / 1e9, 2), "GB", "measured", "/proc/meminfo MemTotal"),
         "onchip": Spec(round(facts["cache_bytes"] / 2**20, 2), "MiB", "measured", "largest cache level in /sys/devices/system/cpu"),
         "power": Spec(5.0, "W", "assumed", "rough prior: ~5 W per busy core (one thread)"),
         "eff_compute": Spec(0.3, "fraction", "assumed", "uncalibrated CPU prior"),
-        "eff_memory": Spec(0.6, "fraction", "assumed", "uncalibrated CPU prior"),
-        "overhead_us": Spec(5.0, "us", "assumed", "uncalibrated CPU prior: ONNX Runtime per-node dispatch"),
+        "eff_memory": Spec(1.0, "fraction", "assumed", "uncalibrated CPU prior (small layers stay in cache)"),
+        "overhead_us": Spec(2.0, "us", "assumed", "uncalibrated CPU prior: ONNX Runtime per-node dispatch"),
     }
     if profile:
         for key in ("peak_fp32", "bandwidth"):
@@ -84,9 +84,9 @@ def _host_specs(facts: dict[str, Any], profile: dict[str, Any] | None) -> dict[s
         1.0, "no VNNI: INT8 measured ~as fast as FP32 on AVX2 (STACK_NOTES.md)")
     specs["peak_int8"] = Spec(round(specs["peak_fp32"].value * int8_ratio, 2), "GOPS",
                               "derived" if vnni else "assumed", f"peak_fp32 x {int8_ratio:g} ({int8_src})")
-    if profile and "graph_opt_factor" in profile:
-        specs["graph_opt_factor"] = Spec(round(float(profile["graph_opt_factor"]), 4), "fraction", "fitted",
-                                         "measured ORT_ENABLE_ALL latency / fitted un-fused node sum (median)")
+    if profile and "run_overhead_us" in profile:
+        specs["run_overhead_us"] = Spec(round(float(profile["run_overhead_us"]), 2), "us", "fitted",
+                                        "median of measured latency minus fitted kernel sum (calibration models)")
     if "avx512_fp16" in facts["flags"]:
         specs["peak_fp16"] = Spec(round(specs["peak_fp32"].value * 2, 2), "GFLOPS", "derived",
                                   "peak_fp32 x 2 (AVX512-FP16 packs twice the lanes)")
@@ -122,7 +122,7 @@ def host_device(profile: dict[str, Any] | None) -> Device:
     precisions = _host_precisions(facts["flags"])
     if profile:
         note = (f"calibrated {profile.get('created', '?')} on {', '.join(profile.get('calibration_models', []))}; "
-                f"fit error {profile.get('fit_error_pct', float('nan')):.1f} % (median, calibration models)")
+                f"fit error {profile.get('fit_error_pct', float('nan')):.1f} % (median over calibration models)")
     else:
         note = "uncalibrated: efficiency/overhead are priors; run `python -m optim hardware calibrate`"
     return Device("host", f"This machine (estimated) — {facts['model']}", "cpu", "ONNX Runtime CPU, 1 thread",

@@ -95,8 +95,7 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
         t_c = np.where(is_compute, t_c / 2, t_c)
     t_m = total_bytes / (bw * eff_m)
     free = df["fused"].astype(bool) | ((df["op_class"] == "shape") & ("shape" not in device.class_factors))
-    scale = device.specs["graph_opt_factor"].value if "graph_opt_factor" in device.specs else 1.0
-    t = np.where(free, 0.0, (np.maximum(t_c, t_m) + over) * scale)
+    t = np.where(free, 0.0, np.maximum(t_c, t_m) + over)
     out = pd.DataFrame({
         "node": df["node"], "op_type": df["op_type"], "op_class": df["op_class"],
         "macs": df["macs"].astype(float) * batch, "ops": ops, "weight_bytes": w_bytes, "act_bytes": a_bytes,
