@@ -175,6 +175,10 @@ def _sniff(data: bytes, filename: str) -> str:
                                      "(.onnx), a zip of ONNX + external data, TorchScript (.pt) or a .pt2.")
     if filename.lower().endswith(_PICKLE_SUFFIXES):
         raise tio.refuse_pickle(f"named {filename!r} but is neither TorchScript nor ONNX (an old-style pickle?)")
+    if "." in filename and not filename.lower().endswith(".onnx") and data[:1] != b"\x08":
+        # ONNX files start with field 1 (ir_version): tag byte 0x08. Other names/bytes: not ours.
+        raise UnknownFormatError(f"{filename} is not a format we load. Upload an ONNX file (.onnx), a zip of "
+                                 "ONNX + external data, TorchScript (.pt) or a torch.export program (.pt2).")
     return "onnx"
 
 
@@ -398,7 +402,7 @@ def load(source: Path | str | bytes, filename: str | None = None, *, max_bytes: 
     """Load ONNX / zip(ONNX + data) / TorchScript / .pt2 from a path or bytes into a checked handle.
 
     The result has weights embedded, constant sub-graphs folded (:mod:`optim._onnx_fold`), a symbolic
-    batch dimension kept symbolic, every other input dimension static, passes ``onnx.checker`` and opens
+    batch dimension kept symbolic (also when ``input_shapes`` gives a value for it), every other input dimension static, passes ``onnx.checker`` and opens
     in ONNX Runtime. ``filename`` names uploaded bytes (used for messages and the handle name).
     """
     data, path_name = _read_source(source, max_bytes)

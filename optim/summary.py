@@ -10,8 +10,9 @@ run on a weight-stripped copy of the graph, with the symbolic batch dimension se
   per output element; pooling counts its window; data movement (Reshape, Transpose, ...) is free.
 * Parameters: elements of float initializers, and of integer initializers that are quantized weights
   (behind DequantizeLinear or in a quantized op's weight slot). Shape/axis constants and scalar
-  constants outside MAC ops (epsilons, dynamic-quantization scales) are not counted. A weight reached through DequantizeLinear / Transpose / Reshape / Cast counts once, at
-  its *stored* dtype, on the node that consumes it; scales and zero points add to weight bytes.
+  constants outside MAC ops (epsilons, dynamic-quantization scales) are not counted. A weight reached
+  through DequantizeLinear / Transpose / Reshape / Cast counts once, at its *stored* dtype, on the
+  node that consumes it; scales and zero points add to weight bytes.
 * Sub-graphs of If/Loop/Scan are not descended into.
 
 Existing counters (onnx-tool, thop, fvcore) either need torch modules or are not dependencies here and

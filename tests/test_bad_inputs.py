@@ -177,3 +177,20 @@ def test_load_bad_inputs_leave_working_directory_untouched(tmp_path: Path, tiny_
         with pytest.raises(OptimError):
             load(data, name)
     assert os.listdir(tmp_path) == []
+
+
+def test_load_raises_unknown_format_when_text_file_uploaded():
+    with pytest.raises(UnknownFormatError, match="not a format we load"):
+        load(b"hello, this is a readme\n", "notes.txt")
+
+
+def test_torch_jit_load_itself_refuses_foreign_globals(tiny_cnn_module, sentinel: Path):
+    """Verifies the claim in optim._torch_import: TorchScript's C++ unpickler resolves no Python globals."""
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(tiny_cnn_module), buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    evil = pickle.dumps(_CreatesFile(sentinel), protocol=2)
+    members = {i.filename: evil if i.filename.endswith("/data.pkl") else src.read(i) for i in src.infolist()}
+    with pytest.raises(RuntimeError, match="Unknown type name"):
+        torch.jit.load(io.BytesIO(_zip(members)))
+    assert not sentinel.exists()

@@ -260,3 +260,16 @@ def test_load_lowers_ir_version_when_newer_than_runtime_supports():
     handle = load(model.SerializeToString(), "m.onnx", input_shapes={"x": (1, 3, 8, 8)})
     assert handle.model.ir_version < 14
     assert _run(handle.model, {"x": np.ones((2, 3, 8, 8), np.float32)})[0].shape == (2, 4, 8, 8)
+
+
+@pytest.mark.parametrize("opset", [9, 13, 21])
+def test_load_accepts_onnx_opsets_9_to_21(tiny_cnn, tiny_cnn_module, opset: int):
+    if opset <= 17:
+        model = torch_to_onnx(tiny_cnn_module, [torch.randn(1, 3, 16, 16)], opset=opset)
+    else:
+        model = onnx.version_converter.convert_version(tiny_cnn.model, opset)
+    handle = load(model.SerializeToString(), f"op{opset}.onnx")
+    assert max(o.version for o in handle.model.opset_import if o.domain in ("", "ai.onnx")) == opset
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(_run(handle.model, {"input": x})[0], _run(tiny_cnn.model, {"input": x})[0],
+                               rtol=1e-4, atol=1e-5)
