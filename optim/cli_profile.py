@@ -132,7 +132,8 @@ def format_latency(lat: Latency) -> str:
 def format_profile(prof: NodeProfile, top: int = SLOWEST) -> str:
     head = (f"slowest layers (batch 1, opt_level {prof.opt_level}: names are the ONNX node names; mean of "
             f"{prof.runs} runs; nodes sum to {prof.node_sum_ms:.3f} ms = {100 * prof.coverage:.0f} % of "
-            f"the {prof.run_ms:.3f} ms run)")
+            f"the {prof.run_ms:.3f} ms run" + (f"; {prof.dropped_runs} stalled run(s) dropped" if prof.dropped_runs else "")
+            + ")")
     rows = prof.table.head(top)
     width = max([4, *(len(str(n)) for n in rows["node"])])
     lines = [head, f"  {'node':<{width}}  {'op_type':<16} {'ms':>8}  {'share':>6}"]

@@ -10,7 +10,10 @@ the batch is timed as that many single-sample runs ("sequential") and the mode i
 Per-node profile: ``SessionOptions.enable_profiling`` writes a Chrome trace; node events
 (``cat == "Node"``, name ``<node>_kernel_time``, ``dur`` in µs, ``args.op_name``, ``args.provider``) are
 averaged per run and reconciled with the ``model_run`` events: ``coverage = node_sum_ms / run_ms``
-(≈ 0.9–1.0; the rest is executor overhead between kernels). The first run is a warm-up and is dropped.
+(≈ 0.9–1.0 on real models; the rest is executor overhead between kernels, a larger share on tiny
+models). The first run is a warm-up and is dropped; so are runs slower than 3× the median run, which on a
+shared machine are runs where another process took the core (a 12 ms stall inside a 0.08 ms run was seen):
+they would make the mean run time, and so the coverage, meaningless. ``dropped_runs`` counts them.
 With ``opt_level="disable"`` (the default here) node names equal the ONNX node names.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,8 @@ import pandas as pd
 
 from optim.errors import ConfigError, DynamicShapeError
 from optim.measure import ModelLike, _is_symbolic, _np_dtype, _other_inputs, _proto, make_session
+
+OUTLIER_FACTOR = 3.0  # a profiled run slower than this × the median run was disturbed (preempted): dropped
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class NodeProfile:
     runs: int = 0
     threads: int = 1
     opt_level: str = "disable"
+    dropped_runs: int = 0
 
 
 def _first_input_feed(sess: ort.InferenceSession, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -183,9 +189,11 @@ def _run_windows(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
 
 def parse_profile(events: list[dict[str, Any]], skip_runs: int = 1) -> NodeProfile:
     """Aggregate a Chrome-trace event list into a per-node table (mean ms per run, slowest first)."""
-    windows = _run_windows(events)[skip_runs:]
-    if not windows:
+    measured = _run_windows(events)[skip_runs:]
+    if not measured:
         raise ConfigError("profile: the trace holds no measured model_run; increase runs.")
+    limit = OUTLIER_FACTOR * float(np.median([hi - lo for lo, hi in measured]))
+    windows = [(lo, hi) for lo, hi in measured if hi - lo <= limit]
     suffix = "_kernel_time"
     rows: dict[str, dict[str, Any]] = {}
     for e in events:
@@ -211,7 +219,8 @@ def parse_profile(events: list[dict[str, Any]], skip_runs: int = 1) -> NodeProfi
     table = table[["node", "op_type", "ms", "share", "provider"]]
     table = table.sort_values(["ms", "node"], ascending=[False, True], kind="stable").reset_index(drop=True)
     coverage = node_sum / run_ms if run_ms > 0 else 0.0
-    return NodeProfile(table=table, node_sum_ms=node_sum, run_ms=run_ms, coverage=coverage, runs=n)
+    return NodeProfile(table=table, node_sum_ms=node_sum, run_ms=run_ms, coverage=coverage, runs=n,
+                       dropped_runs=len(measured) - n)
 
 
 def profile_nodes(
@@ -231,4 +240,4 @@ def profile_nodes(
             sess.run(None, feeds)
         events = _load_trace(sess.end_profiling())
     prof = parse_profile(events, skip_runs=1)
-    return NodeProfile(prof.table, prof.node_sum_ms, prof.run_ms, prof.coverage, prof.runs, threads, opt_level)
+    return replace(prof, threads=threads, opt_level=opt_level)

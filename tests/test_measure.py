@@ -227,7 +227,7 @@ def test_profile_nodes_lists_every_onnx_node_when_opt_level_disable(tiny_cnn: Mo
     assert all(ops[n.name] == n.op_type for n in tiny_cnn.model.graph.node)
 
 
-def test_parse_profile_averages_per_run_and_skips_warmup() -> None:
+def test_parse_profile_averages_per_run_and_skips_warmup_and_stalled_runs() -> None:
     def node(name: str, ts: float, dur: float) -> dict:
         return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur,
                 "args": {"op_name": "Conv", "provider": "CPUExecutionProvider"}}
@@ -240,8 +240,11 @@ def test_parse_profile_averages_per_run_and_skips_warmup() -> None:
         {"cat": "Node", "name": "a_fence_before", "ts": 204, "dur": 1},
         {"cat": "Session", "name": "model_run", "ts": 300, "dur": 50},
         node("a", 305, 20), node("b", 330, 10),
+        {"cat": "Session", "name": "model_run", "ts": 400, "dur": 5000},  # preempted run: dropped
+        node("a", 405, 4000), node("b", 4500, 10),
     ]
     prof = parse_profile(events)
+    assert prof.runs == 2 and prof.dropped_runs == 1
     assert list(prof.table["node"]) == ["a", "b"]
     assert prof.table["ms"].tolist() == pytest.approx([0.025, 0.010])
     assert prof.run_ms == pytest.approx(0.050)
