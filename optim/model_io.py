@@ -31,6 +31,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from optim import _torch_import as tio
+from optim import _zip_io as zio
 from optim._onnx_fold import fold_constants
 from optim.errors import (
     ConfigError,
@@ -182,41 +183,6 @@ def _sniff(data: bytes, filename: str) -> str:
     return "onnx"
 
 
-def _zip_members(zf: zipfile.ZipFile, max_bytes: int) -> list[zipfile.ZipInfo]:
-    infos = zf.infolist()
-    for info in infos:
-        tio.ensure_inside(info.filename)
-    total = sum(i.file_size for i in infos)
-    if total > max_bytes:
-        raise FileTooLargeError(f"The archive unpacks to {total / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB "
-                                "limit. Upload a smaller model or raise the limit.")
-    return infos
-
-
-def _read_member(zf: zipfile.ZipFile, name: str, max_bytes: int) -> bytes:
-    with zf.open(name) as fh:  # bounded read: never trust the declared size alone
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise FileTooLargeError(f"{name} in the archive unpacks past the {max_bytes / 2**20:.0f} MB limit.")
-    return data
-
-
-def _kind_of_zip(names: list[str]) -> str:
-    roots = {n.split("/", 1)[0] for n in names}
-    has = lambda suffix: any(n.endswith(suffix) or f"/{suffix}" in f"/{n}" for n in names)  # noqa: E731
-    if any(n.lower().endswith(".onnx") for n in names):
-        return "onnx-zip"
-    if any(n.endswith("archive_format") for n in names) or any("/models/" in f"/{n}" and n.endswith(".json")
-                                                                for n in names):
-        return "pt2"
-    if has("data.pkl") and any("/code/" in f"/{n}" for n in names) and has("constants.pkl"):
-        return "torchscript"
-    if has("data.pkl"):
-        return "torch.save"
-    raise UnknownFormatError(f"The zip holds no .onnx model, TorchScript or .pt2 program (top folders: "
-                             f"{', '.join(sorted(roots)[:5])}). Put model.onnx (and its data files) in the zip.")
-
-
 def _parse_onnx(data: bytes, filename: str) -> onnx.ModelProto:
     model = onnx.ModelProto()
     try:
@@ -247,32 +213,6 @@ def _check_params(model: onnx.ModelProto, max_params: int) -> None:
     if n > max_params:
         raise TooManyParametersError(f"The graph declares {n:,} parameters, over the {max_params:,} limit. "
                                      "Use a smaller model or raise max_params.")
-
-
-def _inline_external(model: onnx.ModelProto, zf: zipfile.ZipFile | None, base: str, max_bytes: int) -> None:
-    """Copy external-data tensors from zip members into the model (no files touched)."""
-    cache: dict[str, bytes] = {}
-    for t in model.graph.initializer:
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        info = {e.key: e.value for e in t.external_data}
-        if zf is None:
-            raise MalformedModelError(f"Weight {t.name!r} lives in an external file ({info.get('location')}). "
-                                      "Upload a zip holding the .onnx and its data file(s), or re-export "
-                                      "with external_data=False.")
-        location = info.get("location", "")
-        tio.ensure_inside(location)
-        member = posixpath.normpath(posixpath.join(base, location))
-        if member not in zf.namelist():
-            raise MalformedModelError(f"Weight {t.name!r} refers to {location!r}, which is not in the zip. "
-                                      "Add the data file next to the .onnx in the archive.")
-        if member not in cache:
-            cache[member] = _read_member(zf, member, max_bytes)
-        offset, length = int(info.get("offset", 0)), info.get("length")
-        blob = cache[member][offset: offset + int(length) if length else None]
-        t.raw_data = blob
-        del t.external_data[:]
-        t.data_location = onnx.TensorProto.DEFAULT
 
 
 def _check_opset(model: onnx.ModelProto) -> None:
@@ -376,8 +316,8 @@ def _load_zip(data: bytes, filename: str, max_bytes: int, max_params: int,
     except (zipfile.BadZipFile, ValueError) as exc:
         raise MalformedModelError(f"{filename or 'The file'} looks like a zip but cannot be opened ({exc}).") from exc
     with zf:
-        infos = _zip_members(zf, max_bytes)
-        kind = _kind_of_zip([i.filename for i in infos])
+        infos = zio.zip_members(zf, max_bytes)
+        kind = zio.kind_of_zip([i.filename for i in infos])
         if kind == "torch.save":
             raise tio.refuse_pickle("a torch.save archive (pickled module or state dict)")
         if kind == "torchscript":
@@ -391,9 +331,9 @@ def _load_zip(data: bytes, filename: str, max_bytes: int, max_params: int,
         if len(onnx_names) != 1:
             raise MalformedModelError(f"The zip holds {len(onnx_names)} .onnx files ({', '.join(onnx_names)}); "
                                       "put exactly one model (plus its data files) in the archive.")
-        model = _parse_onnx(_read_member(zf, onnx_names[0], max_bytes), onnx_names[0])
+        model = _parse_onnx(zio.read_member(zf, onnx_names[0], max_bytes), onnx_names[0])
         _check_params(model, max_params)
-        _inline_external(model, zf, posixpath.dirname(onnx_names[0]), max_bytes)
+        zio.inline_external(model, zf, posixpath.dirname(onnx_names[0]), max_bytes)
         return model, kind
 
 
@@ -413,7 +353,7 @@ def load(source: Path | str | bytes, filename: str | None = None, *, max_bytes: 
     else:
         model, fmt = _parse_onnx(data, filename), "onnx"
         _check_params(model, max_params)
-        _inline_external(model, None, "", max_bytes)
+        zio.inline_external(model, None, "", max_bytes)
     _check_opset(model)
     folded = fold_constants(model)
     _check_params(model, max_params)
