@@ -7,8 +7,6 @@ ModelProto with its weights embedded. Nothing here edits the caller's ModelProto
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -159,19 +157,19 @@ def int8_static(
     with scratch_dir() as d:
         pre = _preprocess(model, d)
         out = d / "q.onnx"
-        with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress
-            quantize_static(
-                pre,
-                str(out),
-                ArrayReader(name, x, batch, tick),
-                quant_format=FORMATS[quant_format],
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                activation_type=QUANT_TYPES[activation_type],
-                weight_type=QUANT_TYPES[weight_type],
-                calibrate_method=CALIB_METHODS[calibration],
-                extra_options=extra,
-            )
+        # (ORT's histogram calibrators print progress to stdout; redirecting it is not thread-safe)
+        quantize_static(
+            pre,
+            str(out),
+            ArrayReader(name, x, batch, tick),
+            quant_format=FORMATS[quant_format],
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=QUANT_TYPES[activation_type],
+            weight_type=QUANT_TYPES[weight_type],
+            calibrate_method=CALIB_METHODS[calibration],
+            extra_options=extra,
+        )
         return _compact(load_embedded(out))
 
 
