@@ -156,25 +156,31 @@ class MobileNetV2Digits(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
+    """Multi-head self-attention from explicit q/k/v/proj Linears.
+
+    Reshapes use constant sizes (batch as -1) so the exported graph is plain MatMul/Add/Softmax/
+    Reshape/Transpose without Shape/Gather chains.
+    """
+
+    def __init__(self, dim: int, heads: int, tokens: int) -> None:
         super().__init__()
-        self.heads, self.head_dim = heads, dim // heads
+        self.dim, self.heads, self.head_dim, self.tokens = dim, heads, dim // heads, tokens
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(-1, self.tokens, self.heads, self.head_dim).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(b, n, self.heads, self.head_dim).transpose(1, 2)
-        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
         att = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * (self.head_dim ** -0.5), dim=-1)
-        return self.proj(torch.matmul(att, v).transpose(1, 2).reshape(b, n, d))
+        return self.proj(torch.matmul(att, v).transpose(1, 2).reshape(-1, self.tokens, self.dim))
 
 
 class EncoderBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: int) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, tokens: int) -> None:
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads, tokens)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim))
 
@@ -188,15 +194,17 @@ class ViTDigits(nn.Module):
 
     def __init__(self, classes: int = 10, dim: int = 96, depth: int = 4, heads: int = 4, mlp_ratio: int = 2):
         super().__init__()
+        self.dim, self.patches = dim, 64
         self.patch = nn.Conv2d(3, dim, 4, 4)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.randn(1, 65, dim) * 0.02)
-        self.blocks = nn.Sequential(*[EncoderBlock(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[EncoderBlock(dim, heads, mlp_ratio, 65) for _ in range(depth)])
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.patch(x).flatten(2).transpose(1, 2)
-        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1) + self.pos
+        t = self.patch(x).reshape(-1, self.dim, self.patches).transpose(1, 2)
+        cls = t[:, :1] * 0.0 + self.cls  # batch-sized class token without Shape/Expand ops
+        t = torch.cat([cls, t], dim=1) + self.pos
         return self.head(self.norm(self.blocks(t))[:, 0])
 
 
@@ -271,9 +279,9 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
 # ---------------------------------------------------------------- builders -----------------------
 DIGIT_MODELS = {
     # name: (factory, arch, epochs, max lr, batch size, description)
-    "resnet_digits": (ResNetDigits, "ResNet-10 (BasicBlocks 32/64/128/256, BatchNorm)", 8, 4e-3, 64,
+    "resnet_digits": (ResNetDigits, "ResNet-10 (BasicBlocks 32/64/128/256, BatchNorm)", 6, 4e-3, 64,
                       "ResNet-style CNN with BatchNorm residual blocks on 32×32 digits"),
-    "mobilenetv2_digits": (MobileNetV2Digits, "MobileNetV2 (inverted residuals, depthwise, ReLU6)", 10, 6e-3, 64,
+    "mobilenetv2_digits": (MobileNetV2Digits, "MobileNetV2 (inverted residuals, depthwise, ReLU6)", 6, 6e-3, 64,
                            "MobileNetV2-style CNN: inverted residuals with depthwise convolutions"),
     "vit_digits": (ViTDigits, "ViT (4×4 patches, 4 blocks, d=96, 4 heads)", 14, 2e-3, 64,
                    "Small Vision Transformer: 4×4 patches, 4 encoder blocks, 4-head attention"),
@@ -339,9 +347,18 @@ def export_and_record(name: str, model: nn.Module, arch: str, desc: str, x_te: n
             "params": int(params), "macs": int(macs), "seed": SEED, **extra}
 
 
+def write_manifest(path: Path, entries: dict[str, dict]) -> None:
+    """Merge ``entries`` into the manifest at ``path`` (kept in canonical model order)."""
+    old = {e["name"]: e for e in json.loads(path.read_text())["models"]} if path.exists() else {}
+    merged = {**old, **entries}
+    models = [merged[n] for n in [*DIGIT_MODELS, "mlp_tabular"] if n in merged]
+    path.write_text(json.dumps({"version": 1, "models": models}, indent=2, ensure_ascii=False) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="*", default=None, help="build only these samples (others kept)")
+    ap.add_argument("--only", nargs="*", default=None, choices=[*DIGIT_MODELS, "mlp_tabular"],
+                    help="build only these samples (others kept in the manifest)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it)")
     ap.add_argument("--out", type=Path, default=ROOT)
     args = ap.parse_args(argv)
@@ -350,26 +367,21 @@ def main(argv: list[str] | None = None) -> None:
     t_all = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out / MANIFEST_NAME
-    old = {e["name"]: e for e in json.loads(manifest_path.read_text())["models"]} if manifest_path.exists() else {}
     names = args.only or [*DIGIT_MODELS, "mlp_tabular"]
-    entries: dict[str, dict] = {}
     digits = digits_data(SEED)
     pix = digits["x_tr"].astype(np.float64) / 255.0
     pre = {**DIGITS_PRE, "mean": [round(float(pix.mean()), 4)] * 3, "std": [round(float(pix.std()), 4)] * 3}
     for name in DIGIT_MODELS:
         if name in names:
             print(f"== {name}", flush=True)
-            entries[name] = build_digit_model(name, digits, pre, args.out, SEED)
+            write_manifest(manifest_path, {name: build_digit_model(name, digits, pre, args.out, SEED)})
     if "mlp_tabular" in names:
         print("== mlp_tabular", flush=True)
         tab = tabular_data(SEED)
         tpre = {"kind": "tabular", "stored_as": "float32_raw", "standardize": True,
                 "mean": [float(v) for v in tab["x_tr"].mean(0)], "std": [float(v) for v in tab["x_tr"].std(0)],
                 "features": [f"f{i}" for i in range(tab["x_tr"].shape[1])]}
-        entries["mlp_tabular"] = build_mlp(tab, tpre, args.out, SEED)
-    order = [*DIGIT_MODELS, "mlp_tabular"]
-    models = [entries.get(n, old.get(n)) for n in order if n in entries or n in old]
-    manifest_path.write_text(json.dumps({"version": 1, "models": models}, indent=2, ensure_ascii=False) + "\n")
+        write_manifest(manifest_path, {"mlp_tabular": build_mlp(tab, tpre, args.out, SEED)})
     print(f"done in {time.perf_counter() - t_all:.1f} s", flush=True)
 
 
