@@ -1,0 +1,61 @@
+"""Host calibration: the fits recover known factors, and calibrating lowers the error on a held-out model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optim.handle import ModelHandle
+from optim.hardware import calibrate
+from optim.hardware.catalog import load_host_profile
+from optim.hardware.reference_models import reference_model
+
+
+def test_fit_class_recovers_known_factors_from_synthetic_nodes() -> None:
+    rng = np.random.default_rng(0)
+    peak, bw = 100e9, 20e9
+    ops = 10 ** rng.uniform(4, 8, 40)
+    nbytes = 10 ** rng.uniform(3, 6, 40)
+    ms = (np.maximum(ops / (peak * 0.6), nbytes / (bw * 1.5)) + 3e-6) * 1e3
+    fit = calibrate.fit_class(pd.DataFrame({"ops": ops, "bytes": nbytes, "ms": ms}), peak, bw, prior_weight=0.0)
+    assert fit["eff_compute"] == pytest.approx(0.6, rel=0.05)
+    assert fit["eff_memory"] == pytest.approx(1.5, rel=0.05)
+    assert fit["overhead_us"] == pytest.approx(3.0, rel=0.1)
+
+
+def test_fit_whole_model_recovers_profiler_cost_and_run_overhead() -> None:
+    counts = np.array([10.0, 30.0, 60.0, 5.0])
+    true_kernels = np.array([0.05, 0.3, 1.2, 0.02])
+    sums = true_kernels + counts * 0.002  # every profiled kernel inflated by 2 us
+    measured = true_kernels + 0.015  # 15 us per run
+    delta, run_over = calibrate.fit_whole_model(sums, counts, measured, max_delta_ms=0.01)
+    assert delta == pytest.approx(0.002, rel=1e-3)
+    assert run_over == pytest.approx(0.015, rel=1e-3)
+
+
+def test_map_fused_nodes_maps_nchwc_kernel_to_its_conv(tiny_cnn: ModelHandle) -> None:
+    graph = tiny_cnn.model.graph
+    conv = next(n for n in graph.node if n.op_type == "Conv")
+    relu = next(n for n in graph.node if n.op_type == "Relu" and conv.output[0] in n.input)
+    mapping = calibrate.map_fused_nodes(tiny_cnn.model, [f"{relu.output[0]}_nchwc", conv.name, "ReorderOutput"])
+    assert mapping[conv.name] == conv.name
+    assert graph.node[[n.name for n in graph.node].index(mapping[f"{relu.output[0]}_nchwc"])].op_type == "Conv"
+    assert "ReorderOutput" not in mapping
+
+
+@pytest.mark.slow
+def test_calibrate_lowers_error_on_held_out_model(tmp_path: Path) -> None:
+    train = [reference_model("resnet8", 0.5), reference_model("ds_cnn", 0.5), reference_model("resnet8", 1.0)]
+    held_out = reference_model("mobilenet_v1_025", 1.0)
+    out = tmp_path / "host.json"
+    profile = calibrate.calibrate(train, out=out, repeats=2, runs=5)
+    assert load_host_profile(out) == json.loads(out.read_text())
+    assert set(profile["calibration_models"]) == {h.name for h in train}
+    measured = calibrate.measured_latency_ms(held_out)
+    err_cal = abs(calibrate.estimate_host(held_out, profile) / measured - 1)
+    err_uncal = abs(calibrate.estimate_host(held_out, None) / measured - 1)
+    assert err_cal < err_uncal
