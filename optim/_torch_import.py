@@ -33,10 +33,8 @@ import zipfile
 from collections.abc import Iterator, Sequence
 
 import onnx
-import torch
 
 from optim.errors import DynamicShapeError, MalformedModelError, PickleRefusedError, UnsafeArchiveError
-from optim.export import torch_to_onnx
 
 EXPORT_HINT = (
     "Export the model to ONNX in your own environment instead: "
@@ -171,6 +169,8 @@ def pt2_to_onnx(data: bytes) -> onnx.ModelProto:
     An ExportedProgram can only go through the dynamo exporter (the legacy one needs an eager module);
     symbolic dimensions stay symbolic in the ONNX graph and are handled like any ONNX input.
     """
+    import torch  # lazy: loading ONNX files should not pay for importing torch
+
     try:
         with _weights_only_loads(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -184,6 +184,10 @@ def pt2_to_onnx(data: bytes) -> onnx.ModelProto:
 
 def torchscript_to_onnx(data: bytes, input_shapes: dict[str, Sequence[int]] | None) -> onnx.ModelProto:
     """Load a TorchScript archive (C++ unpickler, see module docstring) and export it to ONNX."""
+    import torch
+
+    from optim.export import torch_to_onnx
+
     try:
         module = torch.jit.load(io.BytesIO(data), map_location="cpu")
     except Exception as exc:  # noqa: BLE001
