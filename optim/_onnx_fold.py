@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 _NOT_FOLDED = {
@@ -29,6 +29,22 @@ _NOT_FOLDED = {
     "Multinomial", "Bernoulli", "If", "Loop", "Scan",
 }
 _BIG = 16 * 2**20
+
+
+class _LazyConstants(dict):
+    """name → array; initializers are converted to NumPy only when a fold needs them (saves memory)."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        super().__init__()
+        self._protos = {t.name: t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL}
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self._protos
+
+    def __missing__(self, name: str) -> np.ndarray:
+        value = numpy_helper.to_array(self._protos[name])
+        self[name] = value
+        return value
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
@@ -64,10 +80,7 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
 def fold_constants(model: onnx.ModelProto, max_growth: float = 4.0) -> int:
     """Fold constant sub-graphs of ``model`` (in place) into initializers; returns nodes removed."""
     graph = model.graph
-    consts: dict[str, np.ndarray] = {}
-    for init in graph.initializer:
-        if init.data_location != onnx.TensorProto.EXTERNAL:
-            consts[init.name] = numpy_helper.to_array(init)
+    consts = _LazyConstants(graph)
     outputs = {o.name for o in graph.output}
     opset = _opset(model)
     keep: list[onnx.NodeProto] = []
@@ -96,7 +109,7 @@ def fold_constants(model: onnx.ModelProto, max_growth: float = 4.0) -> int:
     return removed
 
 
-def _try_fold(node: onnx.NodeProto, consts: dict[str, np.ndarray], outputs: set[str], opset: int,
+def _try_fold(node: onnx.NodeProto, consts: _LazyConstants, outputs: set[str], opset: int,
               max_growth: float) -> dict[str, np.ndarray] | None:
     if node.domain not in ("", "ai.onnx") or node.op_type in _NOT_FOLDED or node.op_type == "Constant":
         return None
@@ -127,7 +140,3 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
         inputs = [i for i in graph.input if i.name not in dropped]
         del graph.input[:]
         graph.input.extend(inputs)
-
-
-def make_value_info(name: str, arr: np.ndarray) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), arr.shape)

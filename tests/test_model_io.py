@@ -273,3 +273,18 @@ def test_load_accepts_onnx_opsets_9_to_21(tiny_cnn, tiny_cnn_module, opset: int)
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
     np.testing.assert_allclose(_run(handle.model, {"input": x})[0], _run(tiny_cnn.model, {"input": x})[0],
                                rtol=1e-4, atol=1e-5)
+
+
+def test_fold_constants_skips_folds_that_would_blow_up_the_file():
+    from optim._onnx_fold import fold_constants
+
+    n = helper.make_node
+    nodes = [n("Constant", [], ["shape"], value_ints=[4096, 4096]),
+             n("ConstantOfShape", ["shape"], ["big"], value=numpy_helper.from_array(np.ones(1, np.float32))),
+             n("Add", ["x", "big"], ["y"])]
+    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", 1, [4096, 4096])],
+                              [helper.make_tensor_value_info("y", 1, [4096, 4096])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    assert fold_constants(model) == 1  # only the Constant became an initializer
+    assert [nd.op_type for nd in model.graph.node] == ["ConstantOfShape", "Add"]
+    assert model.ByteSize() < 10_000
