@@ -41,7 +41,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from optim.errors import PassUnavailableError
-from optim.passes.onnx2torch_ops import KERNELS, attrs, auto_pads, ints, pad_pairs
+from optim.passes.onnx2torch_ops import KERNELS, attrs, auto_pads, ints, pad_pairs, traced_sizes
 
 LAYER_OPS = frozenset({"Conv", "Gemm", "BatchNormalization", "LayerNormalization", "Reshape"})
 SUPPORTED_OPS: frozenset[str] = frozenset(KERNELS) | LAYER_OPS
@@ -285,7 +285,9 @@ class OnnxModule(nn.Module):
         allowzero = attrs(node).get("allowzero", 0)
         target = [int(x.shape[k]) if (v == 0 and not allowzero) else v for k, v in enumerate(ints(shape_t))]
         if node.input[1] not in self._const_attr:  # data-derived: consistent with x already
-            return x.reshape(target)
+            if 0 in target:
+                return x.reshape(target)
+            return x.reshape(*traced_sizes(shape_t, target))
         ref = self._ref_shapes.get(idx)
         if ref is None:
             out = x.reshape(target)

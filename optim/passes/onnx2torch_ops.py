@@ -184,9 +184,23 @@ def _constant_of_shape(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.
     return torch.full(ints(a[0]), value.reshape(-1)[0].item(), dtype=value.dtype)
 
 
+def traced_sizes(shape_t: torch.Tensor, values: list[int]) -> list[Any]:
+    """Sizes for reshape/expand: 0-dim tensors while tracing an export (so a symbolic batch stays
+    symbolic in the exported graph), plain ints otherwise."""
+    if not torch.jit.is_tracing():
+        return values
+    parts = list(shape_t.reshape(-1).unbind(0))
+    return [v if v == -1 else p for v, p in zip(values, parts, strict=True)]
+
+
 def _expand(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.Tensor:
-    shape = torch.broadcast_shapes(tuple(a[0].shape), tuple(ints(a[1])))
-    return a[0].expand(shape)
+    x, target = a[0], ints(a[1])
+    shape = torch.broadcast_shapes(tuple(x.shape), tuple(target))
+    if len(target) != len(shape) or not torch.jit.is_tracing():
+        return x.expand(shape)
+    x = x.reshape((1,) * (len(shape) - x.dim()) + tuple(x.shape))
+    sizes = traced_sizes(a[1], target)
+    return x.expand(*[-1 if t == 1 else sz for t, sz in zip(target, sizes, strict=True)])
 
 
 def _cast(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.Tensor:
