@@ -34,7 +34,13 @@ from collections.abc import Iterator, Sequence
 
 import onnx
 
-from optim.errors import DynamicShapeError, MalformedModelError, PickleRefusedError, UnsafeArchiveError
+from optim.errors import (
+    DynamicShapeError,
+    FileTooLargeError,
+    MalformedModelError,
+    PickleRefusedError,
+    UnsafeArchiveError,
+)
 
 EXPORT_HINT = (
     "Export the model to ONNX in your own environment instead: "
@@ -112,6 +118,8 @@ def _iter_pickles(zf: zipfile.ZipFile, max_bytes: int) -> Iterator[tuple[str, by
         elif info.filename.endswith(".pt") and zf.open(info).read(4) == b"PK\x03\x04":
             # a torch.save zip nested in a .pt2 (e.g. its sample inputs)
             with zipfile.ZipFile(io.BytesIO(zf.read(info))) as inner:
+                if sum(i.file_size for i in inner.infolist()) > max_bytes:
+                    raise FileTooLargeError(f"{info.filename} inside the archive unpacks past the size limit.")
                 for name, data in _iter_pickles(inner, max_bytes):
                     yield f"{info.filename}!{name}", data
 
