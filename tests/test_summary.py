@@ -151,3 +151,20 @@ def test_summarize_matches_legacy_macs_when_dynamo_exported():
     dynamo = summarize(load(zoo_model("resnet18", exporter="dynamo").SerializeToString(), "r18.onnx"))
     legacy = summarize(load(zoo_model("resnet18").SerializeToString(), "r18.onnx"))
     assert dynamo.macs == legacy.macs and dynamo.params == legacy.params
+
+
+def test_summarize_counts_conv_transpose_per_input_element():
+    h = _handle([helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2])],
+                [_vi("x", [1, 4, 4, 4])], [_vi("y", [1, 2, 9, 9])], [_init("w", (4, 2, 3, 3))])
+    row = _row(summarize(h), "ConvTranspose")
+    assert row["macs"] == (4 * 4 * 4) * (2 * 3 * 3)  # every input element scatters into Cout × k × k
+    assert row["params"] == 72 and row["out_shape"] == "[1, 2, 9, 9]"
+
+
+def test_summarize_counts_pooling_and_batchnorm_flops():
+    bn = [_init(n, (4,)) for n in ("s", "b", "m")] + [numpy_helper.from_array(np.ones(4, np.float32), "v")]
+    nodes = [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"]),
+             helper.make_node("MaxPool", ["y"], ["z"], kernel_shape=[2, 2], strides=[2, 2])]
+    s = summarize(_handle(nodes, [_vi("x", [1, 4, 8, 8])], [_vi("z", [1, 4, 4, 4])], bn))
+    assert _row(s, "BatchNormalization")["flops"] == 2 * 256 and _row(s, "BatchNormalization")["params"] == 16
+    assert _row(s, "MaxPool")["flops"] == 64 * 4 and s.macs == 0
