@@ -11,8 +11,10 @@ Default INT8 types — why U8S8 with ``reduce_range`` (uint8 activations, 7-bit 
   nothing (shared/design/STACK_NOTES.md). ``reduce_range`` quantises weights to 7 bits so the pair sum
   cannot overflow — ONNX Runtime's documented remedy for such CPUs. On CPUs *with* VNNI (this
   development machine, a Zen 5 with AVX512-VNNI) U8S8 is the fastest kernel and the 7-bit weights cost
-  no measurable accuracy (``benchmarks/quantization.py``: QDQ U8S8 0.32× FP32 latency, U8S8
-  reduce_range 0.33×, S8S8 0.38×, U8U8 0.75×, QOperator S8S8 8.7× — ORT has no fast x64 kernel for it).
+  no measurable accuracy. ``benchmarks/quantization.py`` on ``resnet_digits`` (batch 1, 1 thread,
+  latency / FP32): QDQ U8S8 0.44×, QDQ U8S8 reduce_range 0.43× (top-1 99.77 % = FP32, file 0.259×),
+  QDQ U8U8 0.82×, QDQ S8S8 1.56×, QOperator U8S8/U8U8 0.43×, QOperator S8S8 9.9× (no fast x64 kernel);
+  NNCF 3.4 PTQ of the same model: 0.43×, 99.77 %.
   So U8S8 + reduce_range is the one setting that is both fast and accurate on either kind of CPU; set
   ``reduce_range=False`` on a VNNI machine for the last bit of weight precision.
 """
