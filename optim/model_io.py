@@ -159,7 +159,7 @@ def _read_source(source: Path | str | bytes, max_bytes: int) -> tuple[bytes, str
 
 def _too_large(size: int, limit: int) -> FileTooLargeError:
     return FileTooLargeError(f"The model is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit. "
-                             "Quantize or prune it first, or raise the limit (max_bytes / OPTIM_MAX_MODEL_MB).")
+                             "Quantize or prune it first, or raise the limit (load(..., max_bytes=...)).")
 
 
 def _sniff(data: bytes, filename: str) -> str:
