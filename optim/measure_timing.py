@@ -11,7 +11,7 @@ Per-node profile: ``SessionOptions.enable_profiling`` writes a Chrome trace; nod
 (``cat == "Node"``, name ``<node>_kernel_time``, ``dur`` in µs, ``args.op_name``, ``args.provider``) are
 averaged per run and reconciled with the ``model_run`` events: ``coverage = node_sum_ms / run_ms``
 (≈ 0.9–1.0 on real models; the rest is executor overhead between kernels, a larger share on tiny
-models). The first run is a warm-up and is dropped; so are runs slower than 3× the median run, which on a
+models). The first run is a warm-up and is dropped; so are runs slower than 2× the median run, which on a
 shared machine are runs where another process took the core (a 12 ms stall inside a 0.08 ms run was seen):
 they would make the mean run time, and so the coverage, meaningless. ``dropped_runs`` counts them.
 With ``opt_level="disable"`` (the default here) node names equal the ONNX node names.
@@ -34,7 +34,7 @@ import pandas as pd
 from optim.errors import ConfigError, DynamicShapeError
 from optim.measure import ModelLike, _is_symbolic, _np_dtype, _other_inputs, _proto, make_session
 
-OUTLIER_FACTOR = 3.0  # a profiled run slower than this × the median run was disturbed (preempted): dropped
+OUTLIER_FACTOR = 2.0  # a profiled run slower than this × the median run was disturbed (preempted): dropped
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,7 @@ def test_profile_nodes_lists_every_onnx_node_when_opt_level_disable(tiny_cnn: Mo
     assert prof.table["ms"].is_monotonic_decreasing
     assert prof.table["share"].sum() == pytest.approx(1.0)
     assert 0.5 < prof.coverage <= 1.2
-    assert prof.runs == 10 and prof.opt_level == "disable"
+    assert prof.runs + prof.dropped_runs == 10 and prof.runs >= 5 and prof.opt_level == "disable"
     ops = dict(zip(prof.table["node"], prof.table["op_type"], strict=True))
     assert all(ops[n.name] == n.op_type for n in tiny_cnn.model.graph.node)
 
