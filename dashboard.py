@@ -107,6 +107,16 @@ def baseline(key: str, _loaded: api.Loaded) -> dict[str, Any]:
     return api.baseline(_loaded)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _variants(sweep_id: str, device: str | None, version: tuple[int, str]) -> Any:
+    return api.variants(sweep_id, device)
+
+
+def variants(sweep_id: str, device: str | None = None) -> Any:
+    """A sweep's variants, cached until the store says the sweep changed (new rows or status)."""
+    return _variants(sweep_id, device, api.sweep_version(sweep_id)).copy()
+
+
 def set_sweep(sweep_id: str | None) -> None:
     st.session_state["sweep_id"] = sweep_id
     if sweep_id:

@@ -111,10 +111,10 @@ def replot(data_dir: str) -> None:
     at.query_params["sweep"] = job.sweep_id
     at.run()
     at.switch_page("pages/2_Pareto.py").run()
-    hi = at.slider(key="max_ms").value
+    hi = at.slider(key="max_ms_this-cpu").value
     times = []
     for i in range(7):
-        at.slider(key="max_ms").set_value(round(hi * (0.5 + 0.05 * i), 3))
+        at.slider(key="max_ms_this-cpu").set_value(round(hi * (0.5 + 0.05 * i), 3))
         t = time.perf_counter()
         at.run()
         times.append(time.perf_counter() - t)

@@ -292,6 +292,13 @@ def sweep_info(sweep_id: str) -> dict[str, Any] | None:
     return _store().sweep(sweep_id)
 
 
+def sweep_version(sweep_id: str) -> tuple[int, str]:
+    """(stored variant count, sweep status): changes whenever the sweep's results change."""
+    st = _store()
+    info = st.sweep(sweep_id) or {}
+    return len(st.finished_keys(sweep_id)), str(info.get("status", "unknown"))
+
+
 def sweep_exists(sweep_id: str) -> bool:
     try:
         return len(_store().variants(sweep_id)) > 0

@@ -61,8 +61,78 @@ st.fragment(live, run_every=1.0 if running else None)()
 if running or sid is None:
     st.stop()
 
+VIEWS = {"Accuracy vs latency": ("target_ms", "metric"), "Accuracy vs size": ("size_mb", "metric"),
+         "Size vs latency": ("target_ms", "size_mb"), "3-D": None}
+
+
+def _slider(col, label: str, hi: float, key: str) -> float:
+    hi = float(f"{hi:.3g}") if hi > 0 else 1.0
+    return col.slider(label, 0.0, hi, hi, hi / 100, key=key, format="%.3g")
+
+
+@st.fragment
+def explorer(df: pd.DataFrame, note: str) -> None:
+    """Constraints, chart and table: a slider move reruns only this fragment."""
+    ok = df[df["status"].eq("ok") & df["metric"].notna()]
+    metric_name = ok["metric_name"].iloc[0]
+    with st.container(border=True):
+        st.markdown("**Constraints**: the shaded region is feasible; the star marks the best variant inside it")
+        c = st.columns(3)
+        max_ms = _slider(c[0], "Max latency (ms)", float(ok["target_ms"].max()) * 1.05, f"max_ms_{device}")
+        max_mb = _slider(c[1], "Max size (MB)", float(ok["size_mb"].max()) * 1.05, "max_mb")
+        min_acc = c[2].slider(f"Min {metric_name} (%)", 0.0, 100.0, 0.0, 0.5, key="min_acc")
+    df, best = api.apply_constraints(df, max_ms, max_mb, min_acc)
+    if best is not None:
+        st.success(f"Best under constraints: **{best['label']}**: {best['metric']:.2f} % {metric_name}, "
+                   f"{best['target_ms']:.3g} ms ({note}), {best['size_mb']:.3g} MB.")
+    else:
+        st.warning("No variant meets all three constraints: relax one of them.")
+    best_id = best["variant_id"] if best is not None else None
+    view = st.segmented_control("View", list(VIEWS), default="Accuracy vs latency", key="pareto_view") \
+        or "Accuracy vs latency"
+    if VIEWS[view] is None:
+        st.plotly_chart(api.pareto_3d(df, latency_note=note), key="chart_3d")
+    else:
+        x, y = VIEWS[view]
+        fig = api.pareto_2d(df, x, y, max_ms=max_ms, max_mb=max_mb, min_metric=min_acc, best_id=best_id,
+                            selected_id=st.session_state.get("selected_variant"), latency_note=note)
+        ev = st.plotly_chart(fig, key=f"chart_{x}_{y}", on_select="rerun", selection_mode="points")
+        vid = picked(ev)
+        if vid and vid != st.session_state.get("selected_variant"):
+            st.session_state["selected_variant"] = st.session_state["pick_variant"] = vid
+            st.rerun(scope="fragment")
+    st.caption(f"Latency: {note}. Colour = bit-width · symbol = pruning (circle none, square structured, "
+               "diamond unstructured) · open marker = simulated · thick ring and dashed line = Pareto front · "
+               "bars = 95 % interval. Click a point to select it.")
+    variants_table(df, metric_name, note)
+    ids = ok["variant_id"].tolist()
+    if st.session_state.get("pick_variant") not in ids:
+        cur = st.session_state.get("selected_variant")
+        st.session_state["pick_variant"] = cur if cur in ids else (best_id or ids[0])
+    chosen = st.selectbox("Selected variant", ids, format_func=lambda v: ui.variant_label(df, v), key="pick_variant")
+    st.session_state["selected_variant"] = chosen
+    if st.button("Open its per-layer view →", type="primary", key="open_layers"):
+        st.switch_page(ui.PAGES["layers"], query_params={"sweep": sid, "variant": chosen})
+
+
+def variants_table(df: pd.DataFrame, metric_name: str, note: str) -> None:
+    st.subheader("All variants")
+    cols = ["label", "pareto", "feasible", "metric", "metric_lo", "metric_hi", "target_ms", "latency_ms", "size_mb",
+            "bits", "prune_kind", "prune_ratio", "flags", "variant_id"]
+    table = df[[c for c in cols if c in df]].sort_values("metric", ascending=False)
+    st.dataframe(table, hide_index=True, key="variants_table", column_config={
+        "metric": st.column_config.NumberColumn(f"{metric_name} %", format="%.2f"),
+        "metric_lo": st.column_config.NumberColumn("95 % lo", format="%.2f"),
+        "metric_hi": st.column_config.NumberColumn("95 % hi", format="%.2f"),
+        "target_ms": st.column_config.NumberColumn(f"latency ms ({note})", format="%.4g"),
+        "latency_ms": st.column_config.NumberColumn("latency ms (measured)", format="%.4g"),
+        "size_mb": st.column_config.NumberColumn("size MB", format="%.4g"),
+        "prune_ratio": st.column_config.NumberColumn("ratio", format="%.2f"),
+        "flags": st.column_config.TextColumn("flags", width="large")})
+
+
 with ui.guard("Reading the sweep"):
-    df = api.variants(sid, device)
+    df = ui.variants(sid, device)
     if df.empty:
         st.warning(f"Sweep `{sid}` has no stored variants. Check the link, or run a sweep on the Optimize page.")
         st.stop()
@@ -71,71 +141,7 @@ with ui.guard("Reading the sweep"):
         st.error("Every variant of this sweep failed; the table below says why. Try other settings.")
         st.dataframe(df[["label", "flags"]], hide_index=True)
         st.stop()
-    metric_name = ok["metric_name"].iloc[0]
     if device != api.MEASURED_DEVICE and not ok["target_source"].eq("estimated").any():
         st.warning(f"No estimate is available for {dev_names[device]}: latency below is measured on this CPU.")
         note = "measured on this CPU"
-    with st.container(border=True):
-        st.markdown("**Constraints** — the shaded region is feasible; ★ marks the best variant inside it")
-        c = st.columns(3)
-        ms_hi = float(ok["target_ms"].max()) * 1.05
-        mb_hi = float(ok["size_mb"].max()) * 1.05
-        max_ms = c[0].slider("Max latency (ms)", 0.0, round(ms_hi, 3), round(ms_hi, 3), key="max_ms")
-        max_mb = c[1].slider("Max size (MB)", 0.0, round(mb_hi, 3), round(mb_hi, 3), key="max_mb")
-        min_acc = c[2].slider(f"Min {metric_name} (%)", 0.0, 100.0, 0.0, 0.5, key="min_acc")
-    df, best = api.apply_constraints(df, max_ms, max_mb, min_acc)
-    if best is not None:
-        st.success(f"Best under constraints: **{best['label']}** — {best['metric']:.2f} % {metric_name}, "
-                   f"{best['target_ms']:.2f} ms ({note}), {best['size_mb']:.2f} MB.")
-    else:
-        st.warning("No variant meets all three constraints: relax one of them.")
-    best_id = best["variant_id"] if best is not None else None
-    selected = st.session_state.get("selected_variant")
-    lim = dict(max_ms=max_ms, max_mb=max_mb, min_metric=min_acc, best_id=best_id, selected_id=selected,
-               latency_note=note)
-    st.caption(f"Latency axis: {note}.")
-    tabs = st.tabs(["Accuracy vs latency", "Accuracy vs size", "Size vs latency", "3-D"])
-    views = [("target_ms", "metric"), ("size_mb", "metric"), ("target_ms", "size_mb")]
-    for tab, (x, y) in zip(tabs, views, strict=False):
-        with tab:
-            ev = st.plotly_chart(api.pareto_2d(df, x, y, **lim), key=f"chart_{x}_{y}", on_select="rerun",
-                                 selection_mode="points")
-            vid = picked(ev)
-            if vid and vid != st.session_state.get("selected_variant"):
-                st.session_state["selected_variant"] = st.session_state["pick_variant"] = vid
-                st.rerun()
-    with tabs[3]:
-        st.plotly_chart(api.pareto_3d(df, latency_note=note), key="chart_3d")
-    st.caption("Colour = bit-width · symbol = pruning (● none, ■ structured, ◆ unstructured) · open marker = "
-               "simulated · thick ring and dashed line = Pareto front · bars = 95 % interval. "
-               "Click a point to select it.")
-
-    st.subheader("All variants")
-    cols = ["label", "pareto", "feasible", "metric", "metric_lo", "metric_hi", "target_ms", "latency_ms", "size_mb",
-            "bits", "prune_kind", "prune_ratio", "simulated", "flags", "variant_id"]
-    table = df[[c for c in cols if c in df]].sort_values("metric", ascending=False)
-
-    def grey(row: pd.Series) -> list[str]:
-        failed = str(row.get("flags", "")).startswith("failed")
-        return ["color: #999" if failed else ""] * len(row)
-
-    st.dataframe(table.style.apply(grey, axis=1), hide_index=True, key="variants_table",
-                 column_config={
-                     "metric": st.column_config.NumberColumn(f"{metric_name} %", format="%.2f"),
-                     "metric_lo": st.column_config.NumberColumn("95 % lo", format="%.2f"),
-                     "metric_hi": st.column_config.NumberColumn("95 % hi", format="%.2f"),
-                     "target_ms": st.column_config.NumberColumn(f"latency ms ({note})", format="%.3f"),
-                     "latency_ms": st.column_config.NumberColumn("latency ms (measured)", format="%.3f"),
-                     "size_mb": st.column_config.NumberColumn("size MB", format="%.3f"),
-                     "prune_ratio": st.column_config.NumberColumn("ratio", format="%.2f"),
-                     "flags": st.column_config.TextColumn("flags", width="large")})
-
-    ids = ok["variant_id"].tolist()
-    if st.session_state.get("pick_variant") not in ids:
-        cur = st.session_state.get("selected_variant")
-        st.session_state["pick_variant"] = cur if cur in ids else (best_id or ids[0])
-    chosen = st.selectbox("Selected variant", ids, format_func=lambda v: ui.variant_label(df, v), key="pick_variant",
-                          on_change=lambda: st.session_state.update(selected_variant=st.session_state.pick_variant))
-    st.session_state["selected_variant"] = chosen
-    if st.button("Open its per-layer view →", type="primary", key="open_layers"):
-        st.switch_page(ui.PAGES["layers"], query_params={"sweep": sid, "variant": chosen})
+    explorer(df, note)
