@@ -1,6 +1,6 @@
 """Fit this machine's efficiency and overhead factors from ONNX Runtime per-node profiles.
 
-1. Micro-benchmarks (one thread): peak FP32 from a square matmul, memory bandwidth from a large copy.
+1. Micro-benchmarks (one thread): peak FP32 from an ORT MatMul, memory bandwidth from a large copy.
 2. Per-kernel profiles (``measure.profile_nodes`` at ORT_ENABLE_ALL, the level latency is measured at)
    of the calibration models; fused kernels are mapped back to the conv/gemm they compute
    (:func:`map_fused_nodes`) and joined with the summary's per-node MACs and bytes.
@@ -35,21 +35,25 @@ PRIORS = {"eff_compute": 0.3, "eff_memory": 1.0, "overhead_us": 5.0}
 BOUNDS = {"eff_compute": (1e-3, 3.0), "eff_memory": (1e-3, 50.0), "overhead_us": (0.05, 2000.0)}
 
 
-def measure_peak_gflops(n: int = 384, budget_s: float = 0.4) -> float:
-    """Best single-thread FP32 matmul rate (GFLOPS) over a short loop."""
-    import torch
+def measure_peak_gflops(n: int = 256, budget_s: float = 0.4) -> float:
+    """Best single-thread FP32 MatMul rate (GFLOPS) of ONNX Runtime itself (MLAS), over a short loop."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
 
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        best, start = float("inf"), time.perf_counter()
-        while time.perf_counter() - start < budget_s:
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(prev)
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.random((n, n), dtype=np.float32), "w")
+    vi = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "peak", [vi[0]], [vi[1]], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = rng.random((n, n), dtype=np.float32)
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < budget_s:
+        t0 = time.perf_counter()
+        sess.run(None, {"x": x})
+        best = min(best, time.perf_counter() - t0)
     return 2.0 * n**3 / best / 1e9
 
 
@@ -65,8 +69,9 @@ def measure_bandwidth_gbs(mbytes: int = 64, repeats: int = 5) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
-def default_calibration_models() -> list[ModelHandle]:
-    """The bundled sample models when their artifacts exist, else the built-in reference models."""
+def default_calibration_models(minimum: int = 3) -> list[ModelHandle]:
+    """The bundled sample models whose artifacts exist, topped up with MLPerf Tiny reference models
+    (ResNet-8, DS-CNN) until there are ``minimum`` (two whole-model unknowns need several models)."""
     handles: list[ModelHandle] = []
     try:
         from optim import samples
@@ -74,13 +79,13 @@ def default_calibration_models() -> list[ModelHandle]:
         for info in samples.list_samples():
             if info.model_path.exists():
                 handles.append(samples.load_sample(info.name)[0])
-    except Exception:  # noqa: BLE001 - samples not built yet: fall back to reference models
+    except Exception:  # noqa: BLE001 - samples not built yet: reference models only
         handles = []
-    if handles:
-        return handles
-    from optim.hardware.reference_models import REFERENCE_NAMES, reference_model
+    from optim.hardware.reference_models import reference_model
 
-    return [reference_model(n) for n in REFERENCE_NAMES]
+    for name in ("resnet8", "ds_cnn", "mobilenet_v1_025")[: max(0, minimum - len(handles))]:
+        handles.append(reference_model(name))
+    return handles
 
 
 def robust_profile(handle: ModelHandle, repeats: int = 4, runs: int = 5) -> pd.DataFrame:
@@ -188,7 +193,7 @@ def _profile_dict(peak: float, bw: float, classes: dict[str, Any], names: Sequen
     return {
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "peak_fp32": {"value": round(peak, 2), "unit": "GFLOPS", "tag": "measured",
-                      "source": "single-thread torch.mm 384x384 FP32, best of a 0.4 s loop"},
+                      "source": "single-thread ONNX Runtime MatMul 256x256 FP32, best of a 0.4 s loop"},
         "bandwidth": {"value": round(bw, 2), "unit": "GB/s", "tag": "measured",
                       "source": "single-thread 64 MiB numpy copy (read + write), best of 5"},
         "classes": classes, "calibration_models": list(names), "run_overhead_us": 0.0,

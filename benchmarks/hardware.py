@@ -1,0 +1,100 @@
+"""Hardware estimator vs reality: predicted/published ratios and estimated vs measured on this machine.
+
+Run: ``.venv/bin/python benchmarks/hardware.py [--quick]``. Published points are MLPerf Inference /
+MLPerf Tiny / vendor batch-1 latencies (HARDWARE_FACTS.md) on graphs of the same architectures built
+in code. On this machine every model below is one the saved host profile was NOT calibrated on
+(leave-one-out for the calibration models themselves). Goal: within ±15 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from optim.handle import ModelHandle  # noqa: E402
+from optim.hardware import calibrate, validation  # noqa: E402
+from optim.hardware.catalog import load_host_profile  # noqa: E402
+from optim.hardware.reference_models import reference_model  # noqa: E402
+
+
+def _variants() -> list[tuple[str, object]]:
+    """Compression variants of the first bundled sample (structured pruning, INT8 static, FP16)."""
+    try:
+        from optim import samples
+        from optim.passes.base import PassContext, get_pass
+
+        name = samples.list_samples()[0].name
+        base, _test, train = samples.load_sample(name)
+    except Exception as err:  # noqa: BLE001 - samples missing: skip this group
+        print(f"(no sample variants: {err})")
+        return []
+    ctx = PassContext(calib=train.subset(128), train=train.subset(128))
+    out: list[tuple[str, object]] = []
+    for ratio in (0.3, 0.5):
+        spec = get_pass("prune_structured")
+
+        def prune(r: float = ratio, s=spec) -> ModelHandle:
+            h = s.run(base, s.config_cls(ratio=r), ctx)
+            return ModelHandle(h.model, f"{name}_pruned{r}", meta=h.meta)
+
+        out.append(("variant", prune))
+    for mode in ("int8_static", "fp16"):
+        q = get_pass("quantize")
+
+        def quant(m: str = mode, s=q) -> ModelHandle:
+            h = s.run(base, s.config_cls(mode=m), ctx)
+            return ModelHandle(h.model, f"{name}_{m}", meta=h.meta)
+
+        out.append(("variant", quant))
+    return out
+
+
+def host_rows(quick: bool) -> pd.DataFrame:
+    models = calibrate.default_calibration_models()
+    print(f"calibration models: {[m.name for m in models]}")
+    frames = [validation.leave_one_out(models, fill=[reference_model("mobilenet_v1_025", 0.5)])]
+    builders: list[tuple[str, object]] = [
+        ("reference", lambda n=n, w=w: reference_model(n, w))
+        for n in ("resnet8", "ds_cnn", "mobilenet_v1_025") for w in ((1.0,) if quick else (0.5, 1.0, 2.0))
+    ]
+    if not quick:
+        builders += [("zoo", lambda n=n: validation.architecture(n)) for n in ("mobilenet_v2", "resnet18")]
+    builders += _variants()
+    frames.append(validation.held_out(builders))
+    return pd.concat(frames, ignore_index=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer models, no 224x224 zoo graphs")
+    args = parser.parse_args()
+    pd.set_option("display.width", 200)
+    t0 = time.time()
+    pub = validation.published_table()
+    print("== predicted / published (batch 1)")
+    print(pub[["point", "predicted_ms", "published_ms", "ratio"]].to_string(index=False, float_format="%.3f"))
+    print(f"geometric-mean ratio {np.exp(np.log(pub['ratio']).mean()):.2f}; "
+          f"within 0.67-1.5x: {((pub['ratio'] > 0.67) & (pub['ratio'] < 1.5)).sum()}/{len(pub)}")
+    if load_host_profile() is None:
+        print("no host profile: run `python -m optim hardware calibrate` first")
+        return 1
+    rows = host_rows(args.quick)
+    print("\n== this machine: estimated vs measured (models not used for calibration)")
+    print(rows.to_string(index=False, float_format="%.3f"))
+    for kind, grp in [("all", rows), *rows.groupby("kind")]:
+        s = validation.error_summary(grp["error_pct"])
+        print(f"{kind:14s} n={s['n']:2d}  median |err| {s['median_abs_pct']:.1f} %  p90 {s['p90_abs_pct']:.1f} %  "
+              f"max {s['max_abs_pct']:.1f} %  within ±15 %: {s['within_15_pct']:.0%}  bias {s['mean_signed_pct']:+.1f} %")
+    print(f"({time.time() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
