@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -32,6 +33,12 @@ TARGET_REOPEN_S = 2.0
 CALIB = 256
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process, all its threads (ORT and torch pools included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _row(df, key: str):  # noqa: ANN001, ANN202
     rows = df[df["variant_key"] == key]
     return rows.iloc[0] if len(rows) else None
@@ -44,13 +51,16 @@ def bench_grid(store: Store, workers: int) -> None:
     n = len(config.variants())
     print(f"machine: {os.cpu_count()} CPU cores; ResNet sample {handle.size_bytes / 1e6:.2f} MB, "
           f"{len(test)} test images; grid {n} variants; build workers {workers}")  # fmt: skip
-    t0 = time.perf_counter()
+    load0, cpu0, t0 = os.getloadavg()[0], _cpu_s(), time.perf_counter()
     sid = run_sweep(handle, test, calib, config, store, executor=LocalExecutor(workers))
-    grid_s = time.perf_counter() - t0
+    grid_s, cpu_s = time.perf_counter() - t0, _cpu_s() - cpu0
     df = store.variants(sid)
     n_failed = int((df["status"] == "failed").sum())
     print(f"default grid: {grid_s:.1f} s for {len(df)} variants ({n_failed} failed) = "
           f"{grid_s / len(df):.2f} s/variant; {grid_s / TARGET_GRID_S:.2f} × the {TARGET_GRID_S:.0f} s target")  # fmt: skip
+    print(f"  CPU time of this process {cpu_s:.1f} s ({cpu_s / grid_s:.2f} cores busy on average); load average "
+          f"{load0:.1f} → {os.getloadavg()[0]:.1f} (other processes share these cores: wall time is inflated when "
+          f"it is above the core count)")  # fmt: skip
     print(f"  time split: build {df['build_s'].sum():.1f} s, measure {df['measure_s'].sum():.1f} s (summed per variant)")
     for r in df[df["status"] == "failed"].itertuples(index=False):
         print(f"  failed: {r.label}: {r.error[:160]}")
