@@ -58,7 +58,8 @@ def main() -> None:
 
     handle = pick_model()
     print(f"model {handle.name}, batch {args.batch}, budget {args.budget} s per median; "
-          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+          f"load average {os.getloadavg()[0]:.1f} (other processes competing for the cores widen the spread)")
     for threads in (1, 2):
         ratios = median_pairs(handle, threads, args.pairs, args.budget, args.batch)
         worst = max(abs(r - 1) for r in ratios)
