@@ -90,7 +90,8 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any]:
     if args.data:
         test = _load_data(args.data, handle, args.label_column)
     if test is None:
-        raise ConfigError("This model has no bundled test data: pass --data FILE (npz, csv or zip of class folders).")
+        raise ConfigError("This model has no bundled test data: pass --data FILE (npz, csv or zip of class folders; "
+                          "without labels the sweep reports agreement with the original model).")
     if args.calib:
         calib = _load_data(args.calib, handle, args.label_column).subset(CALIB_SAMPLES)
     return handle, test, None if args.no_calib else calib
@@ -122,20 +123,25 @@ class ProgressBar:
 
 
 def format_pareto(df: pd.DataFrame) -> str:
-    """The Pareto set (top-1 ↑, latency ↓, effective size ↓) as an aligned text table."""
+    """The Pareto set (top-1 ↑, latency ↓, effective size ↓) as an aligned text table.
+
+    Without labels (no top-1 anywhere) agreement with the baseline's predictions takes top-1's place.
+    """
     from optim.pareto import knee_point, pareto_front
 
-    front = pareto_front(df)
-    knee = knee_point(df)
-    lines = [f"{'variant':<36} {'top-1':>7} {'95% interval':>16} {'latency ms':>11} {'size MB':>8} {'MACs M':>8}"]
-    for r in front.itertuples(index=False):
-        top1 = f"{100 * r.top1:6.2f}%" if pd.notna(r.top1) else "   n/a"
-        ci = f"[{100 * r.top1_lo:5.1f}, {100 * r.top1_hi:5.1f}]" if pd.notna(r.top1_lo) else ""
-        macs = f"{r.macs / 1e6:8.2f}" if pd.notna(r.macs) else "     n/a"
-        sim = "" if r.executable else " (sim)"
-        mark = " ← knee" if knee is not None and r.variant_id == knee["variant_id"] else ""
-        lines.append(f"{(r.label + sim):<36} {top1:>7} {ci:>16} {r.latency_ms:11.3f} "
-                     f"{r.effective_size_bytes / 1e6:8.3f} {macs}{mark}")  # fmt: skip
+    metric = "top1" if df["top1"].notna().any() else "agreement"
+    objectives = {metric: "max", "latency_ms": "min", "effective_size_bytes": "min"}
+    front = pareto_front(df, objectives)
+    knee = knee_point(df, {metric: "max", "latency_ms": "min"})
+    head = "top-1" if metric == "top1" else "agree"
+    lines = [f"{'variant':<36} {head:>7} {'95% interval':>16} {'latency ms':>11} {'size MB':>8} {'MACs M':>8}"]
+    for r in front.to_dict("records"):
+        ci = f"[{100 * r['top1_lo']:5.1f}, {100 * r['top1_hi']:5.1f}]" if metric == "top1" else ""
+        macs = f"{r['macs'] / 1e6:8.2f}" if pd.notna(r["macs"]) else "     n/a"
+        sim = "" if r["executable"] else " (sim)"
+        mark = " ← knee" if knee is not None and r["variant_id"] == knee["variant_id"] else ""
+        lines.append(f"{(r['label'] + sim):<36} {100 * r[metric]:6.2f}% {ci:>16} {r['latency_ms']:11.3f} "
+                     f"{r['effective_size_bytes'] / 1e6:8.3f} {macs}{mark}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -164,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     n_failed = int((df["status"] == "failed").sum())
     print(f"sweep {sid}: {len(df)} variants of {handle.name} ({n_failed} failed) in {elapsed:.1f} s; "
           f"store {store.path}")  # fmt: skip
-    print("Pareto set (top-1 ↑, latency ↓, size ↓; latency: median, batch 1, "
+    print("Pareto set (accuracy ↑, latency ↓, size ↓; latency: median, batch 1, "
           f"{config.latency_threads} thread(s); (sim) = simulated precision):")  # fmt: skip
     print(format_pareto(df))
     for r in df[df["status"] == "failed"].itertuples(index=False):

@@ -310,3 +310,18 @@ def test_run_sweep_composes_real_passes_on_tiny_cnn(
     assert "prune" in history and "quantize" in history  # composed: prune → quantize
     layers = store.layers(dense["variant_id"])
     assert layers["ms"].notna().any() and layers["macs"].notna().any()
+
+
+def test_format_pareto_uses_agreement_when_data_has_no_labels() -> None:
+    import pandas as pd
+
+    from optim.cli_sweep import format_pareto
+
+    df = pd.DataFrame({"variant_id": ["a", "b", "c"], "label": ["dense · FP32", "dense · INT8", "dense · INT4"],
+                       "status": ["ok", "ok", "failed"], "executable": [True, True, False],
+                       "top1": [None, None, None], "top1_lo": [None] * 3, "top1_hi": [None] * 3,
+                       "agreement": [1.0, 0.98, None], "latency_ms": [2.0, 1.0, None],
+                       "effective_size_bytes": [4e6, 1e6, None], "macs": [1e6, 1e6, None]})  # fmt: skip
+    table = format_pareto(df)
+    assert "agree" in table.splitlines()[0]
+    assert "dense · FP32" in table and "dense · INT8" in table and "INT4" not in table
