@@ -29,6 +29,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("model", metavar="MODEL", help="bundled sample name or path to a model file")
     p.add_argument("--data", type=Path, help="evaluation data (.npz with x[,y], .csv, .zip of class folders)")
     p.add_argument("--label-column", help="label column of a --data CSV")
+    p.add_argument("--mean", type=_floats, help="per-channel mean for --data images, e.g. 0.485,0.456,0.406")
+    p.add_argument("--std", type=_floats, help="per-channel std for --data images, e.g. 0.229,0.224,0.225")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                    help="fix dynamic input dims, e.g. input=1,3,224,224 (repeatable)")
     p.add_argument("--reference", metavar="MODEL", help="reference model for fidelity (sample name or path)")
@@ -42,6 +44,13 @@ def register(subparsers: Any) -> None:
 
 
 # --- loading -------------------------------------------------------------------------------------
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _sample_names() -> list[str]:
     from optim.errors import OptimError
     from optim.samples import list_samples
@@ -77,13 +86,20 @@ def _parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     return dict(parse_input_shape(s) for s in items)
 
 
-def _load_data(path: Path, handle: ModelHandle, label_column: str | None) -> Any:
+def _load_data(path: Path, handle: ModelHandle, args: argparse.Namespace) -> Any:
+    """The --data file, images sized and normalised for the model's (NCHW) input."""
     from optim.data import check_compatible, load_data
 
     shape = [d.dim_value for d in handle.model.graph.input[0].type.tensor_type.shape.dim]
-    kwargs: dict[str, Any] = {"label_column": label_column}
-    if len(shape) == 4 and all(shape[2:]):
+    kwargs: dict[str, Any] = {"label_column": args.label_column}
+    if len(shape) == 4 and all(shape[1:]):
         kwargs["image_size"] = (shape[2], shape[3])
+        kwargs["channels"] = shape[1]
+        if shape[1] == 1:  # grey images: plain [0, 1] pixels unless --mean/--std say otherwise
+            kwargs.update(mean=(0.0,), std=(1.0,))
+    for key in ("mean", "std"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
     ds = load_data(path, path.name, **kwargs)
     check_compatible(handle, ds)
     return ds
@@ -154,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     shapes = _parse_shapes(args.input_shape)
     handle, test = load_model(args.model, shapes)
     if args.data is not None:
-        test = _load_data(args.data, handle, args.label_column)
+        test = _load_data(args.data, handle, args)
     _print_summary(handle)
 
     logits = None

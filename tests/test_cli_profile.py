@@ -102,3 +102,36 @@ def test_profile_matches_manifest_top1_when_sample_built(capsys: pytest.CaptureF
     assert float(shown.group(1)) == pytest.approx(100 * info.fp32_top1, abs=0.006)
     assert f"n={info.n_test}" in out
     assert "slowest layers" in out
+
+
+def test_profile_scores_csv_with_named_label_column(
+    tmp_path: Path, tiny_mlp: ModelHandle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _needs("optim.model_io", "optim.summary")
+    model_path = tmp_path / "mlp.onnx"
+    onnx.save(tiny_mlp.model, str(model_path))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 12)).astype(np.float32)
+    target = np.argmax(predict(tiny_mlp, x), axis=1)
+    target[:3] = (target[:3] + 1) % 4  # 27 of 30 right
+    header = ",".join([*(f"f{i}" for i in range(12)), "target"])
+    rows = [",".join([*(f"{v:.9g}" for v in row), str(t)]) for row, t in zip(x, target, strict=True)]
+    csv = tmp_path / "rows.csv"
+    csv.write_text("\n".join([header, *rows]) + "\n")
+    rc = main(["profile", str(model_path), "--data", str(csv), "--label-column", "target", *FAST])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "top-1 90.00 %" in out and "n=30" in out
+    assert "top-5" not in out  # 4 classes
+
+
+def test_profile_exits_2_when_data_shape_does_not_fit(
+    tiny_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _needs("optim.model_io", "optim.data")
+    model_path, _ = tiny_files
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((4, 3, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    rc = main(["profile", str(model_path), "--data", str(wrong), *FAST])
+    assert rc == 2
+    assert "error: " in capsys.readouterr().err
