@@ -162,7 +162,7 @@ def summarize(loaded: Loaded) -> dict[str, Any]:
     return {"facts": summary_facts(s), "ops": ops, "layers": s.layers.copy()}
 
 
-def baseline(loaded: Loaded, eval_limit: int | None = 500, budget_s: float = 0.5) -> dict[str, Any]:
+def baseline(loaded: Loaded, eval_limit: int | None = 300, budget_s: float = 0.25) -> dict[str, Any]:
     """Measured baseline: accuracy ± 95 % interval (or None without labels) and batch-1 latency."""
     from optim import measure
 

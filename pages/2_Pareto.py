@@ -65,9 +65,11 @@ VIEWS = {"Accuracy vs latency": ("target_ms", "metric"), "Accuracy vs size": ("s
          "Size vs latency": ("target_ms", "size_mb"), "3-D": None}
 
 
-def _slider(col, label: str, hi: float, key: str) -> float:
+def _slider(col, label: str, hi: float, key: str) -> float | None:
+    """A 'max' slider; None while it sits at its maximum (no constraint, no shading)."""
     hi = float(f"{hi:.3g}") if hi > 0 else 1.0
-    return col.slider(label, 0.0, hi, hi, hi / 100, key=key, format="%.3g")
+    value = col.slider(label, 0.0, hi, hi, hi / 100, key=key, format="%.3g")
+    return None if value >= hi else value
 
 
 @st.fragment
@@ -80,7 +82,7 @@ def explorer(df: pd.DataFrame, note: str) -> None:
         c = st.columns(3)
         max_ms = _slider(c[0], "Max latency (ms)", float(ok["target_ms"].max()) * 1.05, f"max_ms_{device}")
         max_mb = _slider(c[1], "Max size (MB)", float(ok["size_mb"].max()) * 1.05, "max_mb")
-        min_acc = c[2].slider(f"Min {metric_name} (%)", 0.0, 100.0, 0.0, 0.5, key="min_acc")
+        min_acc = c[2].slider(f"Min {metric_name} (%)", 0.0, 100.0, 0.0, 0.5, key="min_acc") or None
     df, best = api.apply_constraints(df, max_ms, max_mb, min_acc)
     if best is not None:
         st.success(f"Best under constraints: **{best['label']}**: {best['metric']:.2f} % {metric_name}, "
@@ -117,8 +119,10 @@ def explorer(df: pd.DataFrame, note: str) -> None:
 
 def variants_table(df: pd.DataFrame, metric_name: str, note: str) -> None:
     st.subheader("All variants")
-    cols = ["label", "pareto", "feasible", "metric", "metric_lo", "metric_hi", "target_ms", "latency_ms", "size_mb",
-            "bits", "prune_kind", "prune_ratio", "flags", "variant_id"]
+    cols = ["label", "metric", "metric_lo", "metric_hi", "target_ms", "size_mb", "flags", "pareto", "feasible",
+            "latency_ms", "bits", "prune_kind", "prune_ratio", "variant_id"]
+    if note.startswith("measured"):
+        cols.remove("latency_ms")  # same numbers as the latency column
     table = df[[c for c in cols if c in df]].sort_values("metric", ascending=False)
     st.dataframe(table, hide_index=True, key="variants_table", column_config={
         "metric": st.column_config.NumberColumn(f"{metric_name} %", format="%.2f"),
