@@ -325,3 +325,21 @@ def test_format_pareto_uses_agreement_when_data_has_no_labels() -> None:
     table = format_pareto(df)
     assert "agree" in table.splitlines()[0]
     assert "dense · FP32" in table and "dense · INT8" in table and "INT4" not in table
+
+
+@pytest.mark.slow
+def test_run_sweep_keeps_int8_static_accuracy_and_shrinks_file_on_bundled_resnet(tmp_path: Path) -> None:
+    from optim.errors import OptimError
+    from optim.samples import load_sample
+
+    try:
+        handle, test, train = load_sample("resnet_digits")
+    except OptimError:
+        pytest.skip("resnet_digits sample not built")
+    config = SweepConfig(ratios=(0.0,), bits=(32, 8), prune_kinds=("structured",), eval_limit=300, **FAST)
+    store = Store(tmp_path)
+    df = store.variants(run_sweep(handle, test, train.subset(128), config, store)).set_index("variant_key")
+    fp32, int8 = df.loc["none:0:32:all"], df.loc["none:0:8:all"]
+    assert int8["status"] == "ok" and int8["n_eval"] == 300
+    assert int8["size_bytes"] < 0.35 * fp32["size_bytes"]
+    assert int8["top1"] >= fp32["top1_lo"] and int8["agreement"] >= 0.97
