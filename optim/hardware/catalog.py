@@ -36,7 +36,7 @@ UNITS: dict[str, float] = {
     "GFLOPS": 1e9, "TFLOPS": 1e12, "GOPS": 1e9, "TOPS": 1e12,
     "GB/s": 1e9, "MB/s": 1e6,
     "GB": 1e9, "MB": 1e6, "KB": 1e3, "GiB": 2**30, "MiB": 2**20, "KiB": 2**10,
-    "W": 1.0, "us": 1e-6, "ms": 1e-3, "fraction": 1.0,
+    "W": 1.0, "us": 1e-6, "ms": 1e-3, "fraction": 1.0, "count": 1.0,
 }
 REQUIRED_SPECS = ("bandwidth", "memory", "onchip", "power", "eff_compute", "eff_memory", "overhead_us")
 OPTIONAL_SPECS = ("offchip_bandwidth",)

@@ -84,6 +84,9 @@ def _host_specs(facts: dict[str, Any], profile: dict[str, Any] | None) -> dict[s
         1.0, "no VNNI: INT8 measured ~as fast as FP32 on AVX2 (STACK_NOTES.md)")
     specs["peak_int8"] = Spec(round(specs["peak_fp32"].value * int8_ratio, 2), "GOPS",
                               "derived" if vnni else "assumed", f"peak_fp32 x {int8_ratio:g} ({int8_src})")
+    block = 16 if "avx512f" in facts["flags"] else 8
+    specs["channel_block"] = Spec(block, "count", "derived",
+                                  f"ONNX Runtime NCHWc block = {block} floats per vector ({isa})")
     if profile and "run_overhead_us" in profile:
         specs["run_overhead_us"] = Spec(round(float(profile["run_overhead_us"]), 2), "us", "fitted",
                                         "median of measured latency minus fitted kernel sum (calibration models)")
