@@ -33,6 +33,7 @@ from optim.sweep_exec import (
     VariantBuilder,
     error_text,
     is_cancel,
+    pass_defaults,
 )
 
 KINDS = ("structured", "unstructured")
@@ -120,9 +121,13 @@ ProgressFn = Callable[[SweepProgress], None]
 
 
 def sweep_id_for(handle: ModelHandle, test: Any, calib: Any, config: SweepConfig) -> str:
-    """Stable id of (model content, test data, calibration data, configuration)."""
+    """Stable id of (model content, test data, calibration data, configuration, pass defaults).
+
+    The passes' default settings are part of the id so that changing a pass default (say, the INT8
+    activation type) starts a new sweep instead of returning results built the old way.
+    """
     return stable_id(handle.content_hash, test.content_hash, calib.content_hash if calib is not None else None,
-                     config.to_dict())  # fmt: skip
+                     config.to_dict(), pass_defaults())  # fmt: skip
 
 
 def run_sweep(

@@ -146,6 +146,17 @@ def make_config(pass_name: str, **wanted: Any) -> Any:
     return spec.config_cls(**values)
 
 
+def pass_defaults() -> dict[str, Any]:
+    """Default settings of the passes a sweep uses ({pass name: defaults}); unknown passes map to None."""
+    out: dict[str, Any] = {}
+    for name in sorted(set(PASS_NAMES.values())):
+        try:
+            out[name] = dataclasses.asdict(get_pass(name).config_cls())
+        except (ConfigError, TypeError):  # not registered, or a config without defaults
+            out[name] = None
+    return out
+
+
 def quant_settings(bits: int, has_calib: bool, quant_format: str) -> dict[str, Any] | None:
     """Quantize-pass settings for a bit-width (None for 32 = no quantization)."""
     if bits == 32:
