@@ -144,11 +144,13 @@ def build_rows(handle: ModelHandle, calib_x: np.ndarray, use_nncf: bool) -> list
     return rows
 
 
-def measure_rows(rows: list[Row], test, budget: float, rounds: int, limit: int | None) -> None:
+def measure_rows(
+    rows: list[Row], test, budget: float, rounds: int, limit: int | None, opt_level: str = "all"
+) -> None:
     live = [r for r in rows if r.handle is not None]
     for _ in range(rounds):  # interleaved: background load affects all variants alike
         for r in live:
-            lat = measure.latency(r.handle, batch=1, threads=1, opt_level="all", budget_s=budget)
+            lat = measure.latency(r.handle, batch=1, threads=1, opt_level=opt_level, budget_s=budget)
             r.latency_ms = min(r.latency_ms, lat.median_ms)
     x, y = (test.x, test.y) if limit is None else (test.x[:limit], test.y[:limit])
     ref = measure.predict(live[0].handle, x, threads=1)
@@ -187,6 +189,31 @@ def report(handle: ModelHandle, rows: list[Row], n_test: int) -> None:
                   f"top-1 ours {100 * best.top1:.2f} % vs NNCF {100 * nn_row.top1:.2f} %")
 
 
+def prune_and_fuse(handle: ModelHandle, test, budget: float, rounds: int, limit: int | None) -> None:
+    """Unstructured sparsity (zip size, no speed-up) and ORT fusion levels on the same model."""
+    from optim.passes import optimize_graph, prune_unstructured
+
+    rows = [Row("FP32", handle)]
+    for scope in ("layer", "global"):
+        for ratio in (0.5, 0.8):
+            cfg = prune_unstructured.PruneUnstructuredConfig(ratio=ratio, scope=scope)
+            rows.append(Row(f"unstructured {ratio:.0%} {scope}", prune_unstructured.run(handle, cfg)))
+    for level in ("basic", "extended", "all"):
+        cfg = optimize_graph.OptimizeGraphConfig(level=level)
+        rows.append(Row(f"optimize_graph {level}", optimize_graph.run(handle, cfg)))
+    measure_rows(rows, test, budget, rounds, limit, opt_level="disable")
+    zipped = prune_unstructured.compressed_size(handle.model_bytes)
+    print(f"\n== {handle.name}: unstructured pruning and graph optimisation (FP32 zip {zipped / 1e6:.2f} MB)")
+    print(f"{'variant':28s} {'sparsity':>8s} {'zip/FP32zip':>11s} {'nodes':>9s} {'lat/FP32':>8s} {'top-1 %':>8s}")
+    for r in rows[1:]:
+        m = r.handle.meta
+        zip_ratio = m["compressed_bytes"] / zipped if "compressed_bytes" in m else float("nan")
+        nodes = f"{m['nodes_before']}→{m['nodes_after']}" if "nodes_after" in m else ""
+        print(f"{r.label:28s} {m.get('sparsity', 0.0):8.3f} {zip_ratio:11.3f} {nodes:>9s} "
+              f"{r.latency_ms / rows[0].latency_ms:8.2f} {100 * r.top1:8.2f}")
+    print("(this table's latencies: sessions with ORT optimisation disabled, so the saved graph is what runs)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", nargs="*", default=list(SAMPLES))
@@ -195,6 +222,7 @@ def main() -> None:
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--calib", type=int, default=256)
     ap.add_argument("--no-nncf", action="store_true")
+    ap.add_argument("--no-extras", action="store_true", help="skip the unstructured-pruning / fusion table")
     args = ap.parse_args()
     for handle, test, train in load_models(args.samples):
         print(f"[{handle.name}] quantizing ...", flush=True)
@@ -202,6 +230,8 @@ def main() -> None:
         rows = build_rows(handle, calib_x, not args.no_nncf)
         measure_rows(rows, test, args.budget, args.rounds, args.eval_limit)
         report(handle, rows, len(test.x) if args.eval_limit is None else min(args.eval_limit, len(test.x)))
+        if not args.no_extras:
+            prune_and_fuse(handle, test, args.budget, args.rounds, args.eval_limit)
 
 
 if __name__ == "__main__":
