@@ -121,6 +121,8 @@ def test_estimate_measures_when_device_is_this_machine_measured(tiny_mlp: ModelH
     e = estimate(tiny_mlp, "host_measured")
     assert e.measured and e.total_ms > 0
     assert any("measured" in n for n in e.notes)
+    gemms = e.layers[e.layers["op_type"] == "Gemm"]
+    assert len(gemms) == 3 and (gemms["measured_ms"] > 0).all()
 
 
 @pytest.mark.skipif(not cuda_available(), reason="ONNX Runtime CUDA execution provider not available")

@@ -110,14 +110,16 @@ def robust_profile(handle: ModelHandle, repeats: int = 4, runs: int = 5) -> pd.D
 def map_fused_nodes(model: onnx.ModelProto, profiled: Sequence[str]) -> dict[str, str]:
     """Profiled node name (ORT_ENABLE_ALL) → the graph's conv/gemm node that kernel computes.
 
-    ORT keeps plain node names, and names NCHWc kernels ``<output of the last fused node>_nchwc``; we walk
+    ORT keeps plain node names, prefixes activation fusions with ``fused `` (FusedConv, FusedGemm) and
+    names NCHWc kernels ``<output of the last fused node>_nchwc``; we walk
     from that output back through the fused chain (Relu, Add, BN, ...) to the conv/gemm."""
     names = {n.name for n in model.graph.node}
     producer = {o: n for n in model.graph.node for o in n.output}
     mapping: dict[str, str] = {}
     for prof_name in profiled:
-        if prof_name in names:
-            mapping[prof_name] = prof_name
+        plain = prof_name.removeprefix("fused ")
+        if plain in names:
+            mapping[prof_name] = plain
             continue
         node = producer.get(prof_name.removesuffix("_nchwc"))
         while node is not None and node.op_type in graphinfo.FUSABLE_OPS:

@@ -139,6 +139,19 @@ def _roofline_layers(handle: ModelHandle, device: Device, batch: int) -> tuple[p
     return layer_times(annotated, device, path, batch=batch, sparse_2_4=sparse), path, sparse
 
 
+def _measured_layers(handle: ModelHandle, layers: pd.DataFrame) -> pd.DataFrame:
+    """Add ``measured_ms``: this machine's per-kernel profile (ORT_ENABLE_ALL) mapped to graph nodes."""
+    from optim import measure
+    from optim.hardware.calibrate import map_fused_nodes
+
+    prof = measure.profile_nodes(handle, threads=1, opt_level="all", runs=10).table
+    mapping = map_fused_nodes(handle.model, prof["node"].tolist())
+    per_node = prof.assign(graph_node=prof["node"].map(mapping)).groupby("graph_node")["ms"].sum()
+    out = layers.copy()
+    out["measured_ms"] = out["node"].map(per_node).fillna(0.0)
+    return out
+
+
 def _measured_total(handle: ModelHandle, device: Device, batch: int) -> float:
     from optim import measure
 
@@ -169,6 +182,9 @@ def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1) ->
     if measured:
         est_total = total
         total = _measured_total(handle, device, batch)
+        if device.id == "host_measured" and batch == 1:
+            layers = _measured_layers(handle, layers)
+            notes.append("per-layer measured_ms: ORT profile of fused kernels, mapped to the conv/gemm they compute")
         notes.append(f"measured {total:.3f} ms with ONNX Runtime; roofline columns estimate {est_total:.3f} ms")
     energy = device.spec("power") * total  # W × ms = mJ
     notes.append(f"energy ≈ power × time = {device.spec('power'):g} W × {total:.3f} ms (rough: board/TDP power)")
