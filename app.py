@@ -1,4 +1,4 @@
-"""Home (default page): pick a bundled sample or upload a model (and data); see its summary and measured baseline."""
+"""Home (`make run` opens it on the bundled ResNet sample): pick a sample or upload a model and data."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
+ui.setup("Home")
 st.title(":material/compress: Model Compression Trade-off Explorer")
 st.write("Prune and quantize a model, **measure** what each variant costs and buys — accuracy, latency, "
          "size — and see where the time goes, layer by layer.")

@@ -17,7 +17,7 @@ import streamlit as st
 from optim import api
 
 PAGES = {
-    "home": "pages/0_Home.py",
+    "home": "app.py",
     "optimize": "pages/1_Optimize.py",
     "pareto": "pages/2_Pareto.py",
     "layers": "pages/3_Layers.py",
@@ -29,12 +29,22 @@ LEGEND = ("**Measured** = run here with ONNX Runtime (1 thread) · **estimated**
           "packed size); open markers.")
 
 
-def setup() -> None:
-    """Sidebar and URL state shared by every page (called once per run by app.py)."""
+NAV = (("home", "Home", ":material/home:"), ("optimize", "Optimize", ":material/tune:"),
+       ("pareto", "Pareto", ":material/scatter_plot:"), ("layers", "Layers", ":material/layers:"),
+       ("export", "Export", ":material/download:"), ("learn", "Learn", ":material/school:"))
+
+
+def setup(title: str) -> None:
+    """Page config, sidebar navigation and URL state shared by every page (first call of each page)."""
+    st.set_page_config(page_title=f"{title} · Compression Explorer", page_icon=":material/compress:",
+                       layout="wide")
     sid = st.query_params.get("sweep")
     if sid and sid != st.session_state.get("sweep_id"):
         st.session_state["sweep_id"] = sid
     with st.sidebar:
+        for key, name, icon in NAV:
+            st.page_link(PAGES[key], label=name, icon=icon)
+        st.divider()
         label = st.session_state.get("model_label") or default_sample()
         st.caption(f"Model: **{label or 'none'}**")
         if st.session_state.get("sweep_id"):

@@ -34,7 +34,10 @@ def graph_ops(artifact: str) -> list[tuple[str, str]]:
 
 
 def graph_changes(base_artifact: str, var_artifact: str) -> dict[str, Any]:
-    return graph_diff(graph_ops(base_artifact), graph_ops(var_artifact))
+    """Nodes lost/gained (after matching renamed nodes by op type and order) and op-count changes."""
+    base, var = graph_ops(base_artifact), graph_ops(var_artifact)
+    names = align_nodes(pd.DataFrame(base, columns=["node", "op_type"]), pd.DataFrame(var, columns=["node", "op_type"]))
+    return graph_diff(base, [(names.get(n, n), op) for n, op in var])
 
 
 @lru_cache(maxsize=16)
@@ -54,12 +57,33 @@ def _time_col(df: pd.DataFrame) -> str | None:
     return next((c for c in EST_TIME_COLUMNS if c in df.columns), None)
 
 
+def align_nodes(base: pd.DataFrame, var: pd.DataFrame) -> dict[str, str]:
+    """variant node name → baseline node name.
+
+    Identity when most names match. Re-exported graphs (structured pruning goes through torch) rename
+    every node, so then the k-th node of each op type is matched with the baseline's k-th of that type
+    (same topology, graph order).
+    """
+    common = set(base["node"]) & set(var["node"])
+    if len(common) >= 0.5 * min(len(base), len(var)):
+        return {n: n for n in var["node"]}
+    bk = base.groupby("op_type").cumcount()
+    vk = var.groupby("op_type").cumcount()
+    bmap = {(op, int(k)): n for op, k, n in zip(base["op_type"], bk, base["node"], strict=True)}
+    return {n: bmap.get((op, int(k)), n) for op, k, n in zip(var["op_type"], vk, var["node"], strict=True)}
+
+
 def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | None = None,
                      bits: int = 32) -> pd.DataFrame:
     """One row per layer: measured ms (baseline, variant), estimated ms, MACs/params/bytes and ratios."""
     keep = ["node", "op_type", "ms", "macs", "params", "weight_bytes"]
+    names = align_nodes(base, var) if len(base) else {n: n for n in var["node"]}
     b = base[[c for c in keep if c in base]].add_prefix("base_").rename(columns={"base_node": "node"})
     v = var[[c for c in keep if c in var]].rename(columns={"op_type": "op_type_v"})
+    v.insert(1, "variant_node", v["node"])
+    v["node"] = v["node"].map(names).fillna(v["node"])
+    if est is not None and "node" in est:
+        est = est.assign(node=est["node"].map(names).fillna(est["node"]))
     df = v.merge(b, on="node", how="outer")
     df["op_type"] = df["op_type_v"].fillna(df.get("base_op_type"))
     df = df.drop(columns=[c for c in ("op_type_v", "base_op_type") if c in df])
@@ -74,7 +98,7 @@ def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | 
     df["bits"] = bits
     df["status"] = np.where(df["base_ms"].isna() & df["ms"].notna(), "gained",
                             np.where(df["ms"].isna() & df["base_ms"].notna(), "lost", "kept"))
-    order = ["node", "op_type", "status", "base_ms", "ms", "est_ms", "base_macs", "macs", "base_params", "params",
+    order = ["node", "op_type", "status", "variant_node", "base_ms", "ms", "est_ms", "base_macs", "macs", "base_params", "params",
              "applied_ratio", "base_weight_bytes", "weight_bytes", "bits"]
     df = df[[c for c in order if c in df]]
     return df.sort_values("ms", ascending=False, na_position="last").reset_index(drop=True)

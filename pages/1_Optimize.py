@@ -8,6 +8,7 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
+ui.setup("Optimize")
 st.title(":material/tune: Optimize")
 loaded = ui.current_model()
 if loaded is None:

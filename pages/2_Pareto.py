@@ -10,6 +10,7 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
+ui.setup("Pareto")
 st.title(":material/scatter_plot: Pareto front")
 if st.query_params.get("job") and not st.session_state.get("job_id"):
     st.session_state["job_id"] = st.query_params["job"]

@@ -7,6 +7,7 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
+ui.setup("Layers")
 st.title(":material/layers: Layers")
 sid = ui.current_sweep()
 vid = st.query_params.get("variant") or st.session_state.get("selected_variant")

@@ -7,6 +7,7 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
+ui.setup("Export")
 st.title(":material/download: Export")
 sid = ui.current_sweep()
 if sid is None:

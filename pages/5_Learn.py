@@ -9,6 +9,7 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
+ui.setup("Learn")
 st.title(":material/school: Learn")
 loaded = ui.current_model()
 if loaded is None:
