@@ -38,13 +38,14 @@ VARIANT_COLUMNS = [
     "latency_ms", "latency_p90_ms", "size_bytes", "effective_size_bytes", "params", "macs",
     "artifact_path",
 ]  # fmt: skip
-EXTRA_VARIANT_COLUMNS = ["sweep_id", "variant_key", "seq", "n_eval", "latency_runs", "build_s", "measure_s", "meta_json"]
+EXTRA_VARIANT_COLUMNS = ["sweep_id", "variant_key", "seq", "n_eval", "latency_runs", "sparsity", "compressed_bytes",
+                         "build_s", "measure_s", "meta_json"]  # fmt: skip
 LAYER_COLUMNS = ["node", "op_type", "ms", "share", "provider", "macs", "flops", "params", "weight_bytes"]
 
 _REAL = {"prune_ratio", "top1", "top1_lo", "top1_hi", "top5", "agreement", "cosine", "rel_error",
-         "latency_ms", "latency_p90_ms", "build_s", "measure_s", "ms", "share", "flops"}  # fmt: skip
+         "latency_ms", "latency_p90_ms", "build_s", "measure_s", "ms", "share", "flops", "sparsity"}  # fmt: skip
 _INT = {"bits", "executable", "size_bytes", "effective_size_bytes", "params", "macs", "seq", "n_eval",
-        "latency_runs", "weight_bytes"}  # fmt: skip
+        "latency_runs", "weight_bytes", "compressed_bytes"}  # fmt: skip
 
 
 def _col_type(name: str) -> str:
@@ -64,7 +65,6 @@ CREATE TABLE IF NOT EXISTS variants (
     {", ".join(f"{c} {_col_type(c)}" + (" PRIMARY KEY" if c == "variant_id" else "")
                for c in VARIANT_COLUMNS + EXTRA_VARIANT_COLUMNS)},
     created REAL);
-CREATE INDEX IF NOT EXISTS variants_by_sweep ON variants (sweep_id, seq);
 CREATE TABLE IF NOT EXISTS layers (
     variant_id TEXT, idx INTEGER, {", ".join(f"{c} {_col_type(c)}" for c in LAYER_COLUMNS)},
     PRIMARY KEY (variant_id, idx));
@@ -111,6 +111,8 @@ class Store:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            _add_missing_columns(conn)
+            conn.execute("CREATE INDEX IF NOT EXISTS variants_by_sweep ON variants (sweep_id, seq)")
 
     # --- plumbing --------------------------------------------------------------------------------
     @contextmanager
@@ -263,6 +265,14 @@ class Store:
                          (sweep_id,))  # fmt: skip
             conn.execute("DELETE FROM variants WHERE sweep_id=?", (sweep_id,))
             conn.execute("DELETE FROM sweeps WHERE sweep_id=?", (sweep_id,))
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older version up to the current variant columns (additive only)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(variants)")}
+    for col in VARIANT_COLUMNS + EXTRA_VARIANT_COLUMNS:
+        if col not in have:
+            conn.execute(f"ALTER TABLE variants ADD COLUMN {col} {_col_type(col)}")
 
 
 def _plain(value: Any) -> Any:

@@ -263,7 +263,8 @@ def measure_variant(
         "rel_error": fid.rel_error if fid else None,
         "latency_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms, "latency_runs": lat.runs,
         "size_bytes": size, "effective_size_bytes": int(meta.get("effective_size_bytes") or size),
-        "params": params, "macs": macs,
+        "params": params, "macs": macs, "sparsity": meta.get("sparsity"),
+        "compressed_bytes": meta.get("compressed_bytes"),
         "meta_json": json.dumps(_meta_record(meta, lat, prof), default=str),
     }  # fmt: skip
     return row, layers

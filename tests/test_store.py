@@ -127,3 +127,13 @@ def test_delete_sweep_removes_rows(tmp_path: Path) -> None:
     vid = store.put_variant(_row("s1", "a", 0), layers=pd.DataFrame({"node": ["n"], "ms": [1.0]}))
     store.delete_sweep("s1")
     assert store.variants("s1").empty and store.layers(vid).empty and store.sweep("s1") is None
+
+
+def test_store_adds_missing_columns_when_opening_older_database(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "optim.sqlite3") as conn:
+        conn.execute("CREATE TABLE variants (variant_id TEXT PRIMARY KEY, sweep_id TEXT, label TEXT, created REAL)")
+        conn.execute("INSERT INTO variants VALUES ('v0', 's1', 'old', 0)")
+    store = Store(tmp_path)
+    store.put_variant(_row("s1", "new", 1, compressed_bytes=123))
+    df = store.variants("s1")
+    assert df["label"].tolist() == ["old", "new"] and df["compressed_bytes"].iloc[1] == 123
