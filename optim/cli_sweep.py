@@ -145,6 +145,15 @@ def format_pareto(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def fastest_within_baseline(df: pd.DataFrame) -> pd.Series | None:
+    """The fastest ok variant whose top-1 is at least the baseline's lower 95 % bound (then smallest)."""
+    base = df[(df["prune_ratio"] == 0) & (df["bits"] == 32) & (df["status"] == "ok")]
+    if base.empty or pd.isna(base["top1_lo"].iloc[0]):
+        return None
+    ok = df[(df["status"] == "ok") & (df["top1"] >= base["top1_lo"].iloc[0])]
+    return ok.sort_values(["latency_ms", "effective_size_bytes"], kind="stable").iloc[0] if len(ok) else None
+
+
 def run(args: argparse.Namespace) -> int:
     from optim.pareto import pareto_mask
     from optim.store import Store
@@ -173,6 +182,10 @@ def run(args: argparse.Namespace) -> int:
     print("Pareto set (accuracy ↑, latency ↓, size ↓; latency: median, batch 1, "
           f"{config.latency_threads} thread(s); (sim) = simulated precision):")  # fmt: skip
     print(format_pareto(df))
+    pick = fastest_within_baseline(df)
+    if pick is not None:
+        print(f"fastest variant within the baseline's 95 % interval: {pick['label']} "
+              f"({100 * pick['top1']:.2f} %, {pick['latency_ms']:.3f} ms, {pick['effective_size_bytes'] / 1e6:.3f} MB)")
     for r in df[df["status"] == "failed"].itertuples(index=False):
         print(f"failed: {r.label}: {r.error}")
     if args.csv:

@@ -358,3 +358,16 @@ def test_sweep_id_for_changes_when_a_pass_default_changes(
                                          frozen=True)  # fmt: skip
     monkeypatch.setitem(base._REGISTRY, spec.name, dataclasses.replace(spec, config_cls=changed))
     assert sweep_id_for(tiny_mlp, test, calib, GRID) != before
+
+
+def test_fastest_within_baseline_picks_fastest_inside_interval() -> None:
+    import pandas as pd
+
+    from optim.cli_sweep import fastest_within_baseline
+
+    df = pd.DataFrame({"label": ["base", "a", "b", "c"], "status": ["ok", "ok", "ok", "failed"],
+                       "prune_ratio": [0.0, 0.25, 0.5, 0.75], "bits": [32, 8, 8, 8],
+                       "top1": [0.99, 0.985, 0.90, None], "top1_lo": [0.98, 0.97, 0.88, None],
+                       "latency_ms": [4.0, 2.0, 1.0, 0.5], "effective_size_bytes": [4, 1, 1, 1]})  # fmt: skip
+    assert fastest_within_baseline(df)["label"] == "a"
+    assert fastest_within_baseline(df.assign(top1_lo=None)) is None
