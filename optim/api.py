@@ -39,6 +39,7 @@ from optim.views import (  # noqa: F401
     apply_constraints,
     baseline_row,
     graph_diff,
+    recommend,
     summary_facts,
 )
 
@@ -183,6 +184,13 @@ def pass_available(name: str) -> bool:
     from optim.passes.base import list_passes
 
     return any(p.name == name for p in list_passes())
+
+
+def distill_supported() -> bool:
+    """True when a distill pass is registered *and* the sweep can schedule it."""
+    from optim import sweep
+
+    return pass_available("distill") and "distill" in {f.name for f in dataclasses.fields(sweep.SweepConfig)}
 
 
 def pass_choices(name: str, field_name: str) -> list[Any]:

@@ -40,19 +40,6 @@ def _table(df: pd.DataFrame, cols: dict[str, str], fmt: dict[str, str] | None = 
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _recommend(df: pd.DataFrame, variant_id: str | None) -> pd.Series | None:
-    ok = df[df["status"].eq("ok") & df["metric"].notna()]
-    if variant_id is not None and (ok["variant_id"] == variant_id).any():
-        return ok[ok["variant_id"] == variant_id].iloc[0]
-    front = ok[ok["pareto"]]
-    if front.empty:
-        return None
-    base = api.baseline_row(df)
-    floor = base["metric_lo"] if base is not None and pd.notna(base["metric_lo"]) else front["metric"].max() - 1
-    good = front[front["metric"] >= floor]
-    return (good if len(good) else front).sort_values(["target_ms", "size_mb"]).iloc[0]
-
-
 def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | None = None,
                  model_label: str = "") -> str:
     """The whole report as one HTML string (≈ 4.5 MB with plotly.js inline)."""
@@ -60,7 +47,7 @@ def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | 
     if df.empty:
         raise api.OptimError(f"Sweep {sweep_id} has no stored variants: run it first, then build the report.")
     note = "measured on this CPU" if not device_id or device_id == api.MEASURED_DEVICE else f"estimated on {device_id}"
-    rec = _recommend(df, variant_id)
+    rec = api.recommend(df, variant_id)
     figs: list[Any] = [pareto_2d(df, latency_note=note, best_id=rec["variant_id"] if rec is not None else None),
                        pareto_2d(df, "size_mb", "metric", latency_note=note), pareto_3d(df, latency_note=note)]
     info = api.sweep_info(sweep_id) or {}

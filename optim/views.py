@@ -143,3 +143,19 @@ def graph_diff(base_ops: list[tuple[str, str]], var_ops: list[tuple[str, str]]) 
                        columns=["op_type", "baseline", "variant"])
     ops["change"] = ops["variant"] - ops["baseline"]
     return {"lost": lost, "gained": gained, "ops": ops[ops["change"] != 0].reset_index(drop=True)}
+
+
+def recommend(df: pd.DataFrame, variant_id: str | None = None) -> pd.Series | None:
+    """``variant_id``'s row when given and ok; else the fastest (then smallest) Pareto variant whose
+    accuracy is not significantly below the baseline's (≥ the baseline's lower 95 % bound)."""
+    ok = df[df["status"].eq("ok") & df["metric"].notna()]
+    if variant_id is not None and (ok["variant_id"] == variant_id).any():
+        return ok[ok["variant_id"] == variant_id].iloc[0]
+    front = ok[ok["pareto"]] if "pareto" in ok else ok
+    if front.empty:
+        return None
+    base = baseline_row(df)
+    floor = base["metric_lo"] if base is not None and pd.notna(base["metric_lo"]) else front["metric"].max() - 1
+    good = front[front["metric"] >= floor]
+    sort = ["target_ms", "size_mb"] if "target_ms" in front else ["latency_ms", "size_mb"]
+    return (good if len(good) else front).sort_values(sort).iloc[0]

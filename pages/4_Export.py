@@ -23,7 +23,11 @@ with ui.guard("Preparing the downloads"):
         st.stop()
     ids = ok["variant_id"].tolist()
     cur = st.session_state.get("selected_variant")
-    vid = st.selectbox("Variant", ids, index=ids.index(cur) if cur in ids else 0,
+    rec = api.recommend(df)
+    cur = cur if cur in ids else (rec["variant_id"] if rec is not None else ids[0])
+    st.caption(f"Recommended: **{rec['label']}** (fastest Pareto variant not significantly less accurate than "
+               "the baseline)." if rec is not None else "")
+    vid = st.selectbox("Variant", ids, index=ids.index(cur),
                        format_func=lambda v: ui.variant_label(df, v), key="export_variant")
     row = ok[ok["variant_id"] == vid].iloc[0]
     c = st.columns(3)
