@@ -74,7 +74,9 @@ def knapsack(costs: list[list[float]], weights: list[list[float]], budget: float
         picks.append(pick)
     end = int(np.argmin(best))
     if not np.isfinite(best[end]):
-        return None
+        # rounding up can reject a plan that fits exactly: fall back to the lightest option per group
+        lightest = [int(np.argmin(ws)) for ws in weights]
+        return lightest if sum(weights[g][k] for g, k in enumerate(lightest)) <= budget else None
     chosen, cap = [], end
     for g in range(len(costs) - 1, -1, -1):
         k = int(picks[g][cap])

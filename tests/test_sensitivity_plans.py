@@ -116,3 +116,10 @@ def test_pruning_plan_respects_macs_budget(fragile_mlp) -> None:
     plan = pruning_plan(handle, df, 0.6)
     assert plan.used <= 0.6 + 1e-9
     assert set(plan.choices.values()) <= {0.0, 0.25, 0.5, 0.75}
+
+
+def test_knapsack_returns_lightest_plan_when_budget_fits_it_exactly() -> None:
+    weights = [[8.0, 4.0, 2.0], [8.0, 4.0, 2.0], [8.0, 4.0, 2.0]]
+    costs = [[0.0, 1.0, 2.0]] * 3
+    assert knapsack(costs, weights, 6.0, resolution=7) == [2, 2, 2]
+    assert knapsack(costs, weights, 5.9, resolution=7) is None
