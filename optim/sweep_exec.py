@@ -178,7 +178,7 @@ class VariantBuilder:
         self.base, self.calib = base, calib
         self.importance, self.quant_format = importance, quant_format
         self.ctx = PassContext(calib=calib, train=calib, teacher=base, should_cancel=should_cancel)
-        self._memo: dict[tuple[Any, ...], ModelHandle] = {}
+        self._memo: dict[tuple[Any, ...], ModelHandle | Exception] = {}
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -188,8 +188,16 @@ class VariantBuilder:
         with lock:
             if key not in self._memo:
                 self.ctx.check_cancel()
-                self._memo[key] = make()
-            return self._memo[key]
+                try:
+                    self._memo[key] = make()
+                except CancelledError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - remembered: every variant built on it fails alike
+                    self._memo[key] = err
+            result = self._memo[key]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def pruned(self, kind: str, ratio: float) -> ModelHandle:
         if ratio == 0:

@@ -371,3 +371,26 @@ def test_fastest_within_baseline_picks_fastest_inside_interval() -> None:
                        "latency_ms": [4.0, 2.0, 1.0, 0.5], "effective_size_bytes": [4, 1, 1, 1]})  # fmt: skip
     assert fastest_within_baseline(df)["label"] == "a"
     assert fastest_within_baseline(df.assign(top1_lo=None)) is None
+
+
+def test_run_sweep_tries_a_failing_prune_once_and_fails_its_variants(
+    fake_passes: Path, monkeypatch: pytest.MonkeyPatch, tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    import dataclasses
+
+    from optim.errors import PassUnavailableError
+
+    def broken(handle: ModelHandle, cfg: object, ctx: object = None) -> ModelHandle:
+        fakes._log("prune broken")
+        raise PassUnavailableError("op Foo cannot be pruned")
+
+    name = fakes.FAKE_NAMES["structured"]
+    monkeypatch.setitem(base._REGISTRY, name, dataclasses.replace(base._REGISTRY[name], run=broken))
+    store = Store(tmp_path)
+    df = store.variants(run_sweep(tiny_mlp, mlp_data[0], mlp_data[1], GRID, store)).set_index("variant_key")
+    struct = df[df["prune_kind"] == "structured"]
+    assert len(struct) == 3 and (struct["status"] == "failed").all()
+    assert struct["error"].str.contains("op Foo").all()
+    assert len(_calls(fake_passes, "prune broken")) == 1
+    assert (df.loc[df["prune_kind"] == "unstructured", "bits"].isin([32, 8]) == (df.loc[df["prune_kind"] == "unstructured", "status"] == "ok")).all()
