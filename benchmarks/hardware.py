@@ -24,35 +24,31 @@ from optim.hardware.catalog import load_host_profile  # noqa: E402
 from optim.hardware.reference_models import reference_model  # noqa: E402
 
 
-def _variants() -> list[tuple[str, object]]:
-    """Compression variants of the first bundled sample (structured pruning, INT8 static, FP16)."""
+def _variants(n_samples: int) -> list[tuple[str, object]]:
+    """Compression variants of bundled samples: structured pruning 0.3/0.5, unstructured 0.5, INT8, FP16."""
     try:
         from optim import samples
         from optim.passes.base import PassContext, get_pass
 
-        name = samples.list_samples()[0].name
-        base, _test, train = samples.load_sample(name)
+        infos = samples.list_samples()[:n_samples]
     except Exception as err:  # noqa: BLE001 - samples missing: skip this group
         print(f"(no sample variants: {err})")
         return []
-    ctx = PassContext(calib=train.subset(128), train=train.subset(128))
+    settings = [("prune_structured", {"ratio": 0.3}, "pruned0.3"), ("prune_structured", {"ratio": 0.5}, "pruned0.5"),
+                ("prune_unstructured", {"ratio": 0.5}, "sparse0.5"), ("quantize", {"mode": "int8_static"}, "int8"),
+                ("quantize", {"mode": "fp16"}, "fp16")]
     out: list[tuple[str, object]] = []
-    for ratio in (0.3, 0.5):
-        spec = get_pass("prune_structured")
+    for info in infos:
+        for pass_name, kwargs, tag in settings:
 
-        def prune(r: float = ratio, s=spec) -> ModelHandle:
-            h = s.run(base, s.config_cls(ratio=r), ctx)
-            return ModelHandle(h.model, f"{name}_pruned{r}", meta=h.meta)
+            def build(info=info, pass_name=pass_name, kwargs=kwargs, tag=tag) -> ModelHandle:
+                base, _test, train = samples.load_sample(info.name)
+                ctx = PassContext(calib=train.subset(128), train=train.subset(128))
+                spec = get_pass(pass_name)
+                h = spec.run(base, spec.config_cls(**kwargs), ctx)
+                return ModelHandle(h.model, f"{info.name}_{tag}", meta=h.meta)
 
-        out.append(("variant", prune))
-    for mode in ("int8_static", "fp16"):
-        q = get_pass("quantize")
-
-        def quant(m: str = mode, s=q) -> ModelHandle:
-            h = s.run(base, s.config_cls(mode=m), ctx)
-            return ModelHandle(h.model, f"{name}_{m}", meta=h.meta)
-
-        out.append(("variant", quant))
+            out.append(("variant", build))
     return out
 
 
@@ -66,7 +62,7 @@ def host_rows(quick: bool) -> pd.DataFrame:
     ]
     if not quick:
         builders += [("zoo", lambda n=n: validation.architecture(n)) for n in ("mobilenet_v2", "resnet18")]
-    builders += _variants()
+    builders += _variants(1 if quick else 2)
     frames.append(validation.held_out(builders))
     return pd.concat(frames, ignore_index=True)
 

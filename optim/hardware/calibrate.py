@@ -31,6 +31,7 @@ from optim.hardware import graphinfo
 from optim.hardware.catalog import HOST_PROFILE_PATH, OP_CLASSES
 from optim.hardware.roofline import COMPUTE_CLASSES
 
+ODD_WIDTH = 0.7
 PRIORS = {"eff_compute": 0.3, "eff_memory": 1.0, "overhead_us": 5.0}
 BOUNDS = {"eff_compute": (1e-3, 3.0), "eff_memory": (1e-3, 50.0), "overhead_us": (0.05, 2000.0)}
 
@@ -71,7 +72,9 @@ def measure_bandwidth_gbs(mbytes: int = 64, repeats: int = 5) -> float:
 
 def default_calibration_models(minimum: int = 3) -> list[ModelHandle]:
     """The bundled sample models whose artifacts exist, topped up with MLPerf Tiny reference models
-    (ResNet-8, DS-CNN) until there are ``minimum`` (two whole-model unknowns need several models)."""
+    (ResNet-8, DS-CNN) until there are ``minimum`` (two whole-model unknowns need several models), plus
+    ResNet-8 at width 0.7: its 11/22/45 channels exercise the slower non-NCHWc conv path that pruned
+    models fall into and no bundled model shows."""
     handles: list[ModelHandle] = []
     try:
         from optim import samples
@@ -85,6 +88,7 @@ def default_calibration_models(minimum: int = 3) -> list[ModelHandle]:
 
     for name in ("resnet8", "ds_cnn", "mobilenet_v1_025")[: max(0, minimum - len(handles))]:
         handles.append(reference_model(name))
+    handles.append(reference_model("resnet8", ODD_WIDTH))
     return handles
 
 
@@ -142,7 +146,7 @@ def node_table(handle: ModelHandle, repeats: int = 4, runs: int = 5) -> pd.DataF
     df = df.groupby("node", as_index=False, sort=False).agg({**{c: "first" for c in layers.columns if c != "node"},
                                                              "ms": "sum"})
     is_compute = df["op_class"].isin(COMPUTE_CLASSES)
-    df["ops"] = np.where(is_compute, 2.0 * df["macs"].astype(float), df["flops"].astype(float)) * df["pad_factor"]
+    df["ops"] = np.where(is_compute, 2.0 * df["macs"].astype(float), df["flops"].astype(float))
     df["bytes"] = df["params"].astype(float) * 4 + (df["act_in_elems"] + df["act_out_elems"]).astype(float) * 4
     df["model"] = handle.name
     df.attrs["unmapped_ms"] = float(prof.loc[prof["graph_node"].isna(), "ms"].sum())

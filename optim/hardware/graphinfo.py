@@ -71,27 +71,23 @@ def fused_nodes(model: onnx.ModelProto) -> set[str]:
     return fused
 
 
-def channel_pad_factors(model: onnx.ModelProto, block: int) -> dict[str, float]:
-    """Conv node → compute inflation when channels are padded to the SIMD block (NCHWc layouts).
+def nchw_fallback_convs(model: onnx.ModelProto, block: int) -> set[str]:
+    """Dense convs ONNX Runtime cannot move to its blocked NCHWc layout on this CPU.
 
-    ORT's NCHWc kernels block channels by the vector width (16 floats with AVX-512, 8 with AVX2);
-    a layer with 22 channels computes as if it had 32. Input channels are padded only beyond 4 (the
-    first layer reads plain NCHW input)."""
+    The NCHWc transformer needs output channels (and input channels, except for a first layer with at
+    most 4) to be multiples of the vector block (16 floats with AVX-512, 8 with AVX2). Other convs run
+    the generic im2col + GEMM path behind layout reorders, several times slower per MAC — which is why
+    a pruned model with 22 or 45 channels can be slower than its 32/64-channel original."""
     weights = {i.name: tuple(i.dims) for i in model.graph.initializer}
-
-    def up(c: int) -> float:
-        return -(-c // block) * block / c if c > 0 else 1.0
-
-    out: dict[str, float] = {}
+    out: set[str] = set()
     for node in model.graph.node:
         if node.op_type != "Conv" or len(node.input) < 2 or len(weights.get(node.input[1], ())) < 3:
             continue
-        cout, cin_g = weights[node.input[1]][:2]
-        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if groups > 1:
-            out[node.name] = up(cout)
-        else:
-            out[node.name] = up(cout) * (up(cin_g) if cin_g > 4 else 1.0)
+        if next((a.i for a in node.attribute if a.name == "group"), 1) > 1:
+            continue
+        cout, cin = weights[node.input[1]][:2]
+        if cout % block or (cin > 4 and cin % block):
+            out.add(node.name)
     return out
 
 
@@ -109,7 +105,8 @@ def infer_precision_bits(model: onnx.ModelProto) -> int:
 
 
 def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool, channel_block: int = 0) -> pd.DataFrame:
-    """Add ``op_class``, ``fused`` and ``pad_factor`` (channel padding, 1 without a block) columns."""
+    """Add ``op_class`` and ``fused`` columns; with a ``channel_block`` (CPUs with NCHWc kernels) dense
+    convs off the blocked layout get their own class ``conv_nchw``."""
     classes = op_classes(model)
     fused = fused_nodes(model) if fuses else set()
     df = layers.copy()
@@ -119,6 +116,7 @@ def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool, channel_
     df.loc[df["op_type"].isin(GEMM_OPS), "op_class"] = "gemm"
     df.loc[df["op_type"].isin(SHAPE_OPS), "op_class"] = "shape"
     df["fused"] = [n in fused for n in df["node"]]
-    pads = channel_pad_factors(model, channel_block) if channel_block > 1 else {}
-    df["pad_factor"] = [pads.get(n, 1.0) for n in df["node"]]
+    if channel_block > 1:
+        slow = nchw_fallback_convs(model, channel_block)
+        df.loc[df["node"].isin(slow) & (df["op_class"] == "conv"), "op_class"] = "conv_nchw"
     return df

@@ -17,9 +17,9 @@ import pandas as pd
 from optim.errors import HardwareError
 from optim.hardware.catalog import PRECISION_BITS, PRECISIONS, Device
 
-COMPUTE_CLASSES = ("conv", "dwconv", "gemm")
+COMPUTE_CLASSES = ("conv", "conv_nchw", "dwconv", "gemm")
 LAYER_COLUMNS = ["node", "op_type", "op_class", "macs", "ops", "weight_bytes", "act_bytes", "bytes",
-                 "pad_factor", "intensity", "compute_ms", "memory_ms", "overhead_ms", "ms", "bound", "precision_path"]
+                 "intensity", "compute_ms", "memory_ms", "overhead_ms", "ms", "bound", "precision_path"]
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,10 @@ def resolve_precision(device: Device, precision: str) -> PrecisionPath:
 def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch: int = 1,
                 sparse_2_4: bool = False) -> pd.DataFrame:
     """Roofline time per layer. ``layers`` needs node, op_type, op_class, macs, flops, params,
-    act_in_elems, act_out_elems, fused (bool), optionally pad_factor (compute inflation from channel
-    padding). Returns :data:`LAYER_COLUMNS`."""
+    act_in_elems, act_out_elems, fused (bool). Returns :data:`LAYER_COLUMNS`."""
     df = layers.copy()
     is_compute = df["op_class"].isin(COMPUTE_CLASSES)
     ops = np.where(is_compute, 2.0 * df["macs"].astype(float), df["flops"].astype(float)) * batch
-    pad = df["pad_factor"].astype(float).to_numpy() if "pad_factor" in df else np.ones(len(df))
     w_bytes = df["params"].astype(float) * PRECISION_BITS[path.storage] / 8
     a_bytes = (df["act_in_elems"].astype(float) + df["act_out_elems"].astype(float)) * batch * path.act_bytes
     total_bytes = w_bytes + a_bytes
@@ -92,7 +90,7 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
     eff_c = df["op_class"].map(lambda c: device.factors(c).eff_compute).astype(float)
     eff_m = df["op_class"].map(lambda c: device.factors(c).eff_memory).astype(float)
     over = df["op_class"].map(lambda c: device.factors(c).overhead_s).astype(float)
-    t_c = ops * pad / (peak * eff_c)
+    t_c = ops / (peak * eff_c)
     if sparse_2_4:
         t_c = np.where(is_compute, t_c / 2, t_c)
     t_m = total_bytes / (bw * eff_m)
@@ -101,7 +99,7 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
     out = pd.DataFrame({
         "node": df["node"], "op_type": df["op_type"], "op_class": df["op_class"],
         "macs": df["macs"].astype(float) * batch, "ops": ops, "weight_bytes": w_bytes, "act_bytes": a_bytes,
-        "bytes": total_bytes, "pad_factor": pad,
+        "bytes": total_bytes,
         "intensity": np.divide(ops, total_bytes, out=np.zeros(len(df)), where=total_bytes > 0),
         "compute_ms": np.where(free, 0.0, t_c * 1e3), "memory_ms": np.where(free, 0.0, t_m * 1e3),
         "overhead_ms": np.where(free, 0.0, over * 1e3), "ms": t * 1e3,
