@@ -388,54 +388,14 @@ def cpu_has_vnni() -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-# --- one variant, layer by layer ------------------------------------------------------------------
-def layer_view(sweep_id: str, variant_id: str, device_id: str | None = None) -> dict[str, Any]:
-    """Everything the Layers page shows for one variant: its row, the baseline's, the per-layer table."""
-    from optim.variant_view import layer_comparison
-
-    df = variants(sweep_id)
-    hit = df[df["variant_id"] == variant_id]
-    if hit.empty:
-        raise OptimError(f"Variant {variant_id} is not part of sweep {sweep_id}: pick one on the Pareto page.")
-    row, base = hit.iloc[0], baseline_row(df)
-    var_layers = variant_layers(variant_id)
-    base_layers = variant_layers(base["variant_id"]) if base is not None else var_layers.iloc[0:0]
-    est, notes, est_total = None, [], None
-    if device_id and device_id != MEASURED_DEVICE and isinstance(row["artifact_path"], str):
-        e = estimate_layers(row["artifact_path"], device_id)
-        est, notes, est_total = e["layers"], e["notes"], e["total_ms"]
-    table = layer_comparison(base_layers, var_layers, est, int(row["bits"]))
-    return {"row": row, "base": base, "table": table, "est_layers": est, "est_total_ms": est_total,
-            "notes": notes, "layers": var_layers}
-
-
-def graph_changes(base_artifact: str, var_artifact: str) -> dict[str, Any]:
-    from optim.variant_view import graph_changes as _changes
-
-    return _changes(base_artifact, var_artifact)
-
-
-def runtime_fusion(artifact: str) -> pd.DataFrame:
-    from optim.variant_view import runtime_fusion as _fusion
-
-    return _fusion(artifact)
-
-
-def sensitivity(artifact: str) -> pd.DataFrame:
-    """Weight SQNR per layer × precision of a stored model (proxy for quantization sensitivity)."""
-    from optim.variant_view import handle_of
-
-    return sensitivity_table(handle_of(artifact))
-
-
-def roofline(artifact: str, device_id: str) -> dict[str, Any] | None:
-    """Per-layer roofline points on a catalog device (estimated), or None for the measured CPU."""
-    from optim.hardware import estimator
-    from optim.variant_view import handle_of
-
-    if not device_id or device_id == MEASURED_DEVICE:
-        return None
-    r = estimator.roofline_points(handle_of(artifact), device_id)
-    pts = r["layers"].rename(columns={"attained_gops": "gflops"})
-    return {"points": pts, "peak_gflops": r["peak_gops"], "bw_gbs": r["bandwidth_gbs"], "device": r["device_name"],
-            "precision": r["precision_path"]}
+# Layer-by-layer and Learn helpers live in optim/api_detail.py (imported last: it builds on the above).
+from optim.api_detail import (  # noqa: E402,F401
+    fusion_of,
+    graph_changes,
+    layer_view,
+    roofline,
+    roofline_of,
+    runtime_fusion,
+    sensitivity,
+    soft_labels,
+)

@@ -51,25 +51,39 @@ with ui.guard("Building the illustrations"):
         st.caption(f"Unstructured at {ratio:.0%}: weights with |w| ≤ {p['threshold']:.3g} become 0; "
                    f"{p['kept_fraction']:.0%} kept.")
     with td:
-        st.markdown("Distillation trains the compressed *student* to imitate the original *teacher*'s outputs "
-                    "(soft labels), recovering accuracy lost by pruning. It needs training data and time: the "
-                    "Optimize page offers it when the distillation pass is installed.")
-        st.info("Available" if api.pass_available("distill") else "The distillation pass is not installed yet.")
+        st.markdown("Distillation trains the compressed *student* to imitate the original *teacher*'s outputs. "
+                    "A softmax temperature T > 1 softens the teacher's probabilities so the student also learns "
+                    "which wrong classes look alike: the *dark knowledge* below, from this model on one test "
+                    "sample.")
+        idx = st.number_input("Test sample", 0, max(0, len(loaded.test) - 1) if loaded.test is not None else 0, 0,
+                              key="learn_sample")
+        soft = api.soft_labels(loaded, int(idx), (1.0, 4.0))
+        fig = go.Figure([go.Bar(x=soft["class"], y=soft[c], name=c) for c in soft.columns if c.startswith("T =")])
+        fig.update_layout(title="Teacher probabilities at two temperatures", xaxis_title="class",
+                          yaxis_title="probability", barmode="group", height=320)
+        st.plotly_chart(fig, key="learn_kd")
+        st.info("The Optimize page offers distillation when sweeps can schedule it."
+                if not api.distill_supported() else "Distillation is available on the Optimize page.")
     with tf:
         st.markdown("Operator fusion merges neighbouring nodes (Conv + BatchNorm + ReLU) into one kernel, "
-                    "saving memory traffic and launch overhead. ONNX Runtime does it when a session is created; "
-                    "the Layers page shows which nodes it fused for each variant.")
+                    "saving memory traffic and launch overhead. ONNX Runtime does it when a session is created. "
+                    "Below: this model's graph nodes vs the kernels ORT actually runs (measured by its profiler).")
+        if st.toggle("Profile this model now (~1 s)", key="learn_fusion"):
+            st.dataframe(api.fusion_of(loaded), hide_index=True)
         ops = ui.summary(loaded.key, loaded)["ops"]
         st.plotly_chart(api.op_histogram_chart(ops), key="learn_ops")
     with tr:
-        st.markdown("The roofline says a layer is limited either by compute (peak FLOP/s) or by memory "
-                    "bandwidth (bytes/s × FLOP per byte). Layers left of the ridge are memory-bound: "
+        st.markdown("The roofline says a layer is limited either by compute (peak ops/s) or by memory "
+                    "bandwidth (bytes/s × ops per byte). Layers left of the ridge are memory-bound: "
                     "fewer bits help them most; layers right of it are compute-bound: fewer MACs help.")
-        summ = ui.summary(loaded.key, loaded)["layers"]
-        d = summ[summ["macs"] > 0].copy()
-        byt = d["weight_bytes"] + 4 * (d["act_in_elems"] + d["act_out_elems"])
-        d["intensity"] = 2 * d["macs"] / byt.where(byt > 0)
-        fig = go.Figure(go.Bar(x=d["node"], y=d["intensity"], marker_color="#ff7f0e"))
-        fig.update_layout(title="Arithmetic intensity per layer of this model (FP32)", yaxis_type="log",
-                          xaxis_title="layer", yaxis_title="FLOP per byte moved", height=340)
-        st.plotly_chart(fig, key="learn_roof")
+        devices = api.list_devices()
+        cat = devices[devices["id"] != api.MEASURED_DEVICE]
+        names = dict(zip(cat["id"], cat["name"], strict=False))
+        if names:
+            dev = st.selectbox("Device", list(names), format_func=lambda d: names[d], key="learn_device")
+            rl = api.roofline_of(loaded, dev)
+            st.plotly_chart(api.roofline_chart(rl["points"], rl["peak_gflops"], rl["bw_gbs"], rl["device"]),
+                            key="learn_roof")
+            st.caption(f"Estimated with the hardware model ({rl['precision']}).")
+        else:
+            st.info("No hardware catalog available.")

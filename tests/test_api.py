@@ -178,3 +178,28 @@ def test_pareto_2d_has_one_point_per_ok_variant(sweep_id: str) -> None:
     assert points == int(df["status"].eq("ok").sum())
     assert fig.layout.xaxis.title.text.startswith("Latency (ms")
     assert fig.layout.yaxis.title.text == "Accuracy (top-1, %)"
+
+
+def test_soft_labels_sum_to_one_and_flatten_with_temperature(loaded: api.Loaded) -> None:
+    soft = api.soft_labels(loaded, 3, (1.0, 4.0))
+    assert len(soft) == 10
+    assert soft["T = 1"].sum() == pytest.approx(1.0) and soft["T = 4"].sum() == pytest.approx(1.0)
+    assert soft["T = 4"].max() <= soft["T = 1"].max()
+    assert soft["true_label"].sum() == 1
+
+
+def test_fusion_of_counts_every_graph_node(loaded: api.Loaded) -> None:
+    table = api.fusion_of(loaded)
+    assert table["graph nodes"].sum() == len(loaded.handle.model.graph.node)
+    assert table["runtime kernels"].sum() > 0
+
+
+def test_recommend_prefers_fast_front_variant_not_significantly_worse() -> None:
+    df = api.add_flags(pd.DataFrame([_row("base", latency_ms=1.0), _row("fast", bits=8, latency_ms=0.5, top1=0.94,
+                                                                        top1_lo=0.92, top1_hi=0.96),
+                                     _row("fastest_bad", bits=4, latency_ms=0.3, top1=0.5, top1_lo=0.45,
+                                          top1_hi=0.55)]))
+    df["target_ms"] = df["latency_ms"]
+    df["pareto"] = True
+    assert api.recommend(df)["variant_id"] == "fast"
+    assert api.recommend(df, "base")["variant_id"] == "base"

@@ -126,6 +126,28 @@ def test_sweep_flow_reaches_pareto_points_and_layers_table(tiny_cnn, tiny_images
     assert tables[0]["ms"].notna().any()
 
 
+def test_cancel_button_stops_running_sweep(tiny_cnn, tiny_images) -> None:
+    at = _with_model(_tiny(tiny_cnn, tiny_images)).run()
+    at.switch_page("pages/1_Optimize.py").run()
+    at.radio(key="ratio_mode").set_value("Range (sweep)").run()
+    at.multiselect(key="kinds").set_value(["unstructured"])
+    at.multiselect(key="bits").set_value([32, 16, 8])
+    at.number_input(key="ratio_steps").set_value(4)
+    at.slider(key="lat_budget").set_value(0.5)
+    at.run()
+    at.button(key="run_sweep").click().run()
+    job = api.get_job(at.session_state["job_id"])
+    assert job is not None and job.total >= 10
+    cancel = [b for b in at.button if b.key and b.key.startswith("cancel_")]
+    assert cancel, "a running sweep shows a cancel button"
+    cancel[0].click().run()
+    assert job.wait(60)
+    assert job.state == "cancelled"
+    at.run()
+    assert any("cancelled" in w.value for w in at.warning)
+    assert 0 < len(api.variants(job.sweep_id)) < job.total
+
+
 def test_pareto_reopens_sweep_from_url_query(tiny_cnn, tiny_images) -> None:
     loaded = _tiny(tiny_cnn, tiny_images)
     job = api.start_sweep(loaded, api.SweepRequest(ratios=(0.0,), bits=(32, 8), eval_limit=40,
