@@ -171,6 +171,20 @@ def test_pareto_warns_when_sweep_in_url_is_unknown() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sample", ["resnet_digits", "mobilenetv2_digits", "vit_digits", "mlp_tabular"])
+def test_model_pages_render_for_every_bundled_sample(sample: str) -> None:
+    if not any(s["name"] == sample for s in api.list_samples()):
+        pytest.skip(f"sample {sample} not built")
+    at = _app().run()
+    at.button(key=f"use_{sample}").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["model_src"] == ("sample", sample)
+    for page in ("pages/1_Optimize.py", "pages/5_Learn.py"):
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
+
+
+@pytest.mark.slow
 def test_demo_on_resnet_sample_lands_on_pareto_with_points() -> None:
     if not any(s["name"] == api.DEMO_SAMPLE for s in api.list_samples()):
         if os.environ.get("CI") == "true":
