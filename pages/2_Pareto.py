@@ -105,8 +105,9 @@ def explorer(df: pd.DataFrame, note: str) -> None:
             st.session_state["selected_variant"] = st.session_state["pick_variant"] = vid
             st.rerun(scope="fragment")
     st.caption(f"Latency: {note}. Colour = bit-width · symbol = pruning (circle none, square structured, "
-               "diamond unstructured) · open marker = simulated · thick ring and dashed line = Pareto front · "
-               "bars = 95 % interval. Click a point to select it.")
+               "diamond unstructured) · open marker = simulated · thick ring = Pareto-optimal in accuracy, "
+               "latency and size · dashed staircase = front of the two axes shown · bars = 95 % interval. "
+               "Click a point to select it.")
     variants_table(df, metric_name, note)
     ids = ok["variant_id"].tolist()
     if st.session_state.get("pick_variant") not in ids:

@@ -203,3 +203,15 @@ def test_recommend_prefers_fast_front_variant_not_significantly_worse() -> None:
     df["pareto"] = True
     assert api.recommend(df)["variant_id"] == "fast"
     assert api.recommend(df, "base")["variant_id"] == "base"
+
+
+def test_front_2d_keeps_only_non_dominated_points_of_the_view() -> None:
+    from optim.charts import front_2d
+
+    rows = [dict(target_ms=1.0, metric=90.0), dict(target_ms=2.0, metric=95.0), dict(target_ms=3.0, metric=94.0),
+            dict(target_ms=0.5, metric=80.0), dict(target_ms=2.0, metric=93.0)]
+    front = front_2d(rows, "target_ms", "metric")
+    assert [(r["target_ms"], r["metric"]) for r in front] == [(0.5, 80.0), (1.0, 90.0), (2.0, 95.0)]
+    naive = [a for a in rows if not any(b["target_ms"] <= a["target_ms"] and b["metric"] >= a["metric"]
+                                        and b != a for b in rows)]
+    assert sorted(map(id, naive)) == sorted(map(id, front))

@@ -73,7 +73,7 @@ def test_demo_reaches_pareto_chart_with_points_in_browser(server: str) -> None:
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1560})
         page.goto(server, wait_until="domcontentloaded")
         page.get_by_text("resnet_digits").first.wait_for(timeout=60_000)
         t0 = time.time()
