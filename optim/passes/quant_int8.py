@@ -101,6 +101,8 @@ def calibration_array(model: onnx.ModelProto, calib: Any, n: int) -> tuple[str, 
         idx = np.sort(np.random.default_rng(0).choice(len(x), n, replace=False))
         x = x[idx]
     batch = _feed_batch(len(x)) if not isinstance(dims[0], int) else max(int(dims[0]), 1)
+    if len(x) < batch:
+        raise ConfigError(f"calibration data has {len(x)} samples but the model's fixed batch is {batch}: give more.")
     if len(x) >= batch:  # equal batches: ORT's histogram calibrators stack them
         x = x[: len(x) - len(x) % batch]
     return vi.name, np.ascontiguousarray(x), batch
