@@ -133,6 +133,7 @@ def test_load_sample_onnx_accuracy_matches_manifest(name: str):
     assert dims[0].dim_param and tuple(d.dim_value for d in dims[1:]) == test.x.shape[1:]
     assert handle.model.graph.output[0].name == "logits"
     top1 = _ort_top1(handle.model, test.x, test.y)
-    assert top1 == pytest.approx(handle.meta["fp32_top1"], abs=1e-6)
+    # the manifest was measured on the build machine; another CPU's kernels may flip a near-tie or two
+    assert top1 == pytest.approx(handle.meta["fp32_top1"], abs=2.5 / len(test))
     assert top1 >= MIN_TOP1.get(name, 0.0)
     assert set(np.unique(test.y)) == set(range(len(handle.meta["class_names"])))
