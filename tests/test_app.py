@@ -125,6 +125,15 @@ def test_sweep_flow_reaches_pareto_points_and_layers_table(tiny_cnn, tiny_images
     assert tables and len(tables[0]) > 0
     assert tables[0]["ms"].notna().any()
 
+    at.switch_page("pages/3_Layers.py")  # AppTest reruns the page it was last switched to
+    at.selectbox(key="layers_device").set_value("rpi4").run()
+    assert at.selectbox(key="layers_variant").value == target
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    tables = [d.value for d in at.dataframe if {"node", "est_ms"} <= set(d.value.columns)]
+    assert tables[0]["est_ms"].notna().any()  # estimated per layer on the target
+    assert any("Roofline" in json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart"))
+
 
 def test_cancel_button_stops_running_sweep(tiny_cnn, tiny_images) -> None:
     at = _with_model(_tiny(tiny_cnn, tiny_images)).run()
