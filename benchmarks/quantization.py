@@ -40,6 +40,7 @@ def variants() -> list[QuantizeConfig]:
             )
     out.append(QuantizeConfig())  # the pass default: QDQ U8S8 reduce_range
     out.append(QuantizeConfig(mode="int4"))
+    out.append(QuantizeConfig(mode="int4", int4_other_layers="fp32"))
     return out
 
 

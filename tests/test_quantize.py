@@ -124,6 +124,31 @@ def test_int4_marks_conv_model_simulated_with_packed_effective_size(cnn: ModelHa
     assert out.meta["effective_size_bytes"] < 0.2 * cnn.size_bytes
 
 
+def test_int4_keeps_other_layers_fp32_and_executable_when_asked(cnn: ModelHandle) -> None:
+    out = run(cnn, QuantizeConfig(mode="int4", int4_other_layers="fp32"))
+    assert out.meta["executable"] is True and out.meta["quant_format"] == "matmulnbits+fp32"
+    assert out.meta["effective_size_bytes"] == out.size_bytes
+    assert [n.op_type for n in out.model.graph.node].count("MatMulNBits") == 1
+    assert sum(n.op_type == "Conv" for n in out.model.graph.node) == 4
+
+
+def test_int4_fp32_fallback_raises_when_no_matmul(tiny_cnn: ModelHandle) -> None:
+    import onnx
+
+    from optim.errors import PassUnavailableError
+
+    m = onnx.ModelProto()
+    m.CopyFrom(tiny_cnn.model)
+    keep = [n for n in m.graph.node if n.op_type != "Gemm"]
+    assert len(keep) < len(m.graph.node)
+    gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    m.graph.output[0].name = gemm.input[0]
+    with pytest.raises(PassUnavailableError, match="simulate"):
+        run(ModelHandle(m, "conv_only"), QuantizeConfig(mode="int4", int4_other_layers="fp32"))
+
+
 def test_fake_mode_is_simulated_and_effective_size_counts_packed_bits(cnn: ModelHandle) -> None:
     sizes = {b: run(cnn, QuantizeConfig(mode="fake", bits=b)).meta for b in (2, 4, 8)}
     assert all(m["executable"] is False and m["quant_mode"] == "fake" for m in sizes.values())

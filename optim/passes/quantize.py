@@ -104,6 +104,15 @@ class QuantizeConfig:
             "it costs no speed and negligible accuracy."
         ),
     )
+    int4_other_layers: str = field(
+        default="simulate",
+        metadata=_f(
+            "INT4: what happens to weight layers ORT has no 4-bit kernel for (Conv, …). simulate: fake-quantised "
+            "to 4 bits, variant marked simulated. fp32: left in FP32, so the variant stays executable (mixed "
+            "precision: 4-bit MatMuls, FP32 elsewhere).",
+            choices=["simulate", "fp32"],
+        ),
+    )
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
@@ -113,6 +122,7 @@ class QuantizeConfig:
         check_choice("weight_type", self.weight_type, TYPES)
         check_choice("calibration", self.calibration, ("minmax", "entropy", "percentile"))
         check_range("calib_samples", self.calib_samples, 1, 10_000)
+        check_choice("int4_other_layers", self.int4_other_layers, ("simulate", "fp32"))
 
 
 def variant_label(cfg: QuantizeConfig) -> str:
@@ -125,6 +135,8 @@ def variant_label(cfg: QuantizeConfig) -> str:
         return f"INT8 dynamic U8{t[cfg.weight_type]}{rr}"
     if cfg.mode == "fake":
         return f"fake {cfg.bits}-bit (simulated)"
+    if cfg.mode == "int4" and cfg.int4_other_layers == "fp32":
+        return "INT4 MatMul + FP32"
     return cfg.mode.upper()
 
 
@@ -190,14 +202,24 @@ def _run_lowbit(handle: ModelHandle, model: onnx.ModelProto, config: QuantizeCon
         model = quant_lowbit.matmul_nbits(model, bits=4)
         n_nbits = quant_lowbit.count_matmul_nbits(model)
         ctx.report(0.6, f"MatMulNBits: {n_nbits} layers")
-    stored, packed = quant_lowbit.simulate_weights(model, bits)
+    keep_fp32 = config.mode == "int4" and config.int4_other_layers == "fp32"
+    if keep_fp32 and n_nbits == 0:
+        raise PassUnavailableError(
+            "INT4 with other layers kept FP32: this model has no MatMul/Gemm weight that ONNX Runtime runs in "
+            "4 bits (MatMulNBits), so nothing would change. Use int4_other_layers='simulate'."
+        )
+    stored, packed = (0, 0) if keep_fp32 else quant_lowbit.simulate_weights(model, bits)
     executable = config.mode == "int4" and stored == 0 and n_nbits > 0
     size = len(model.SerializeToString())
     effective = size - stored + packed
     fmt = "matmulnbits" if executable else ("matmulnbits+simulated" if n_nbits else "simulated")
+    if keep_fp32 and weight_refs(model):
+        fmt = "matmulnbits+fp32"
     note = NOTES[config.mode].format(bits=bits)
     if config.mode == "int4" and not executable:
         note += " Some weight layers have no 4-bit kernel here: the variant is simulated."
+    elif keep_fp32 and weight_refs(model):
+        note += " Weight layers without a 4-bit kernel stay FP32 (mixed precision)."
     ctx.report(1.0, "quantize: done")
     return handle.derive(
         model,
