@@ -394,3 +394,15 @@ def test_run_sweep_tries_a_failing_prune_once_and_fails_its_variants(
     assert struct["error"].str.contains("op Foo").all()
     assert len(_calls(fake_passes, "prune broken")) == 1
     assert (df.loc[df["prune_kind"] == "unstructured", "bits"].isin([32, 8]) == (df.loc[df["prune_kind"] == "unstructured", "status"] == "ok")).all()
+
+
+def test_run_sweep_builds_each_intermediate_once_when_builders_run_in_parallel(
+    fake_passes: Path, tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("OPTIM_FAKE_DELAY", "0.02")
+    store = Store(tmp_path)
+    sid = run_sweep(tiny_mlp, *mlp_data, GRID, store, executor=LocalExecutor(workers=3, lookahead=5))
+    df = store.variants(sid)
+    assert df["variant_key"].tolist() == [v.key for v in GRID.variants()]
+    assert len(_calls(fake_passes, "prune")) == 2 and len(_calls(fake_passes, "quantize")) == 6
