@@ -214,3 +214,13 @@ def test_int8_static_default_meets_targets_on_bundled_cnn(name: str, max_ratio: 
     ref = measure.accuracy(measure.predict(handle, test.x), test.y).top1
     got = measure.accuracy(measure.predict(out, test.x), test.y).top1
     assert ref - got <= 0.003
+
+
+def test_int8_note_warns_about_u8s8_when_cpu_lacks_vnni(tiny_cnn: ModelHandle, tiny_images, monkeypatch) -> None:
+    import optim.passes.quantize as qmod
+
+    monkeypatch.setattr(qmod, "cpu_has_vnni", lambda: False)
+    ctx = _ctx(tiny_images[0][:16])
+    risky = run(tiny_cnn, QuantizeConfig(activation_type="uint8", reduce_range=False), ctx)
+    safe = run(tiny_cnn, QuantizeConfig(activation_type="uint8", reduce_range=True), ctx)
+    assert "VNNI" in risky.meta["quant_note"] and "VNNI" not in safe.meta["quant_note"]

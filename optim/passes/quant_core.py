@@ -149,6 +149,18 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def cpu_has_vnni() -> bool | None:
+    """True/False when /proc/cpuinfo lists (or lacks) an 8-bit dot-product extension; None if unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    if flags is None:
+        return None
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 # --- ORT tools write files: run them in a scratch dir ----------------------------------------------
 @contextmanager
 def scratch_dir() -> Iterator[Path]:
