@@ -86,7 +86,9 @@ with ui.guard("Summarising the model"):
         if b["top1"] is not None:
             c[0].metric("Baseline accuracy (measured)", f"{b['top1']:.1%}",
                         help=f"95 % Wilson interval over {b['n']} test samples")
-            c[0].caption(f"95 % interval {b['top1_lo']:.1%} – {b['top1_hi']:.1%} (n = {b['n']})")
+            n_all = len(loaded.test) if loaded.test is not None else b["n"]
+            c[0].caption(f"95 % interval {b['top1_lo']:.1%} – {b['top1_hi']:.1%} (n = {b['n']} of {n_all} test "
+                         "samples; sweeps use the evaluation size set on Optimize)")
         else:
             c[0].metric("Baseline accuracy", "n/a", help="No labelled data: variants are compared by agreement")
         c[1].metric("Latency (measured, batch 1)", f"{b['latency_ms']:.2f} ms")

@@ -159,7 +159,7 @@ def progress_panel(job: api.SweepJob) -> None:
         set_sweep(s["sweep_id"])
     if s["state"] == "running":
         eta = f" · about {s['eta_s']:.0f} s left" if s["eta_s"] is not None else ""
-        with st.status(f"Sweep running: {s['done']}/{s['total']} variants{eta}", expanded=True):
+        with st.status(f"Sweep running: {s['done']}/{s['total']} variants{eta}", expanded=True, state="running"):
             st.progress(min(max(s["fraction"], 0.0), 1.0), text=s["current"] or "starting…")
             if st.button("Cancel sweep", key=f"cancel_{s['id']}", help="Stops after the current variant"):
                 job.cancel()

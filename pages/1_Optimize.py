@@ -94,6 +94,8 @@ def live() -> None:
             cols = ["label", "status", "metric", "metric_lo", "metric_hi", "latency_ms", "size_mb", "flags"]
             st.dataframe(df[[c for c in cols if c in df]], hide_index=True,
                          column_config={"metric": st.column_config.NumberColumn("accuracy %", format="%.2f"),
+                                        "metric_lo": st.column_config.NumberColumn("95 % lo", format="%.2f"),
+                                        "metric_hi": st.column_config.NumberColumn("95 % hi", format="%.2f"),
                                         "latency_ms": st.column_config.NumberColumn("latency ms", format="%.2f"),
                                         "size_mb": st.column_config.NumberColumn("size MB", format="%.3f")})
     if job.state == "done":
