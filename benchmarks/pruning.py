@@ -63,9 +63,9 @@ def bundled_resnet(ratios: list[float], budget: float, rounds: int) -> None:
     acc0 = measure.accuracy(ref, test.y)
     variants: list[tuple[str, ModelHandle]] = []
     for r in ratios:
-        for recal in (False, True):
-            cfg = StructuredPruneConfig(ratio=r, recalibrate=recal)
-            variants.append((f"ratio {r} recalibrate={recal}", run(handle, cfg, ctx)))
+        for recal, round_to in ((False, 1), (True, 1), (True, 8)):
+            cfg = StructuredPruneConfig(ratio=r, recalibrate=recal, round_to=round_to)
+            variants.append((f"ratio {r} recal={recal} round_to={round_to}", run(handle, cfg, ctx)))
     lats = best_latency([handle] + [v for _, v in variants], budget, rounds)
     print(f"\nresnet_digits: fp32 top-1 {acc0.top1:.4f} [{acc0.top1_lo:.4f}, {acc0.top1_hi:.4f}] "
           f"(n={acc0.n}), batch-1 latency {lats[0]:.2f} ms")

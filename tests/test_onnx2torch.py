@@ -126,7 +126,7 @@ def test_to_torch_turns_matmul_add_into_linear_layer() -> None:
     assert module.layers["matmul_5"].bias is not None
 
 
-@pytest.mark.parametrize("name", ["lenet_opset9", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["lenet_opset9", pytest.param("mobilenet_v2", marks=pytest.mark.slow)])
 def test_to_torch_matches_onnxruntime_when_zoo_graph(name: str) -> None:
     if importlib.util.find_spec("optim.zoo") is None:
         pytest.skip("optim.zoo not committed yet")

@@ -6,7 +6,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import helper, numpy_helper
 from test_onnx2torch import tiny_vit_proto
 
@@ -133,6 +132,13 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
 
 
+def _ort_batched(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    if dim0.HasField("dim_value"):
+        return np.concatenate([_ort(model, x[i:i + 1]) for i in range(len(x))])
+    return _ort(model, x)
+
+
 @pytest.mark.slow
 def test_prune_structured_recalibration_improves_fidelity_when_trained_sample() -> None:
     try:
@@ -143,11 +149,10 @@ def test_prune_structured_recalibration_improves_fidelity_when_trained_sample() 
         pytest.skip(f"resnet_digits sample unavailable: {exc}")
     ctx = PassContext(calib=train)
     x = np.asarray(test.x[:300], np.float32)
-    ref = np.concatenate([_ort(handle.model, x[i:i + 1]) for i in range(len(x))])
+    ref = _ort_batched(handle.model, x)
     scores = {}
     for recal in (False, True):
-        out = run(handle, StructuredPruneConfig(ratio=0.3, recalibrate=recal, calib_samples=256), ctx)
-        logits = np.concatenate([_ort(out.model, x[i:i + 1]) for i in range(len(x))])
-        scores[recal] = _agreement(ref, logits)
-    assert scores[True] > scores[False] + 0.05, scores
-    torch.manual_seed(0)
+        out = run(handle, StructuredPruneConfig(ratio=0.3, recalibrate=recal, calib_samples=128), ctx)
+        scores[recal] = _agreement(ref, _ort_batched(out.model, x))
+        assert out.meta["structured_pruning"]["calibration"].startswith("calibration data")
+    assert scores[True] > scores[False] + 0.2, scores

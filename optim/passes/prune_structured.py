@@ -89,7 +89,7 @@ def _calib_inputs(handle: ModelHandle, ctx: PassContext, n: int, seed: int
     return example_inputs(handle.model, batch=n, seed=seed), None, f"synthetic N(0,1) inputs ({n})"
 
 
-def _cap_samples(x: list[torch.Tensor], budget: int = 20_000_000) -> list[torch.Tensor]:
+def _cap_samples(x: list[torch.Tensor], budget: int = 5_000_000) -> list[torch.Tensor]:
     per = max(1, sum(int(t[0].numel()) for t in x))
     keep = max(8, min(int(x[0].shape[0]), budget // per))
     return [t[:keep] for t in x]
