@@ -36,6 +36,7 @@ from optim.sweep_exec import (
     pass_defaults,
 )
 
+NOT_IDENTITY = frozenset({"target_device"})
 KINDS = ("structured", "unstructured")
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
@@ -47,7 +48,7 @@ def _f(help_: str, **meta: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """What a sweep varies and how it measures; every field is part of the sweep's identity."""
+    """What a sweep varies and how it measures; all fields but ``target_device`` identify the sweep."""
 
     ratios: tuple[float, ...] = field(default=(0.0, 0.25, 0.5, 0.75), metadata=_f("Pruning ratios (0 = none).", min=0.0, max=0.95))
     bits: tuple[int, ...] = field(default=(32, 16, 8, 4), metadata=_f("Bit-widths; 2/3/5/6/7 are simulated.", choices=list(BITS)))
@@ -100,6 +101,11 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that change what is built or measured (``target_device`` only labels estimates,
+        which are computed when results are read, so switching it reuses the stored sweep)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+
 
 def _check_all(name: str, values: Sequence[Any], allowed: Sequence[Any]) -> None:
     bad = [v for v in values if v not in allowed]
@@ -127,7 +133,7 @@ def sweep_id_for(handle: ModelHandle, test: Any, calib: Any, config: SweepConfig
     activation type) starts a new sweep instead of returning results built the old way.
     """
     return stable_id(handle.content_hash, test.content_hash, calib.content_hash if calib is not None else None,
-                     config.to_dict(), pass_defaults())  # fmt: skip
+                     config.identity(), pass_defaults())  # fmt: skip
 
 
 def run_sweep(
@@ -155,7 +161,7 @@ def run_sweep(
     if calib is not None:
         store.put_dataset(calib)
     store.create_sweep(sid, handle.content_hash, test.content_hash, getattr(calib, "content_hash", None),
-                       handle.name, config.to_dict(), total=len(grid))  # fmt: skip
+                       handle.name, config.identity(), total=len(grid))  # fmt: skip
     done_keys = store.finished_keys(sid)
     todo = [v for v in grid if v.key not in done_keys]
     report = _Reporter(progress, sid, len(grid), len(grid) - len(todo))

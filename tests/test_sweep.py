@@ -406,3 +406,15 @@ def test_run_sweep_builds_each_intermediate_once_when_builders_run_in_parallel(
     df = store.variants(sid)
     assert df["variant_key"].tolist() == [v.key for v in GRID.variants()]
     assert len(_calls(fake_passes, "prune")) == 2 and len(_calls(fake_passes, "quantize")) == 6
+
+
+def test_sweep_id_for_ignores_target_device_but_not_measurement_settings(
+    tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset]
+) -> None:
+    import dataclasses
+
+    test, calib = mlp_data
+    sid = sweep_id_for(tiny_mlp, test, calib, GRID)
+    assert sweep_id_for(tiny_mlp, test, calib, dataclasses.replace(GRID, target_device="rpi4")) == sid
+    assert sweep_id_for(tiny_mlp, test, calib, dataclasses.replace(GRID, latency_threads=2)) != sid
+    assert sweep_id_for(tiny_mlp, test, None, GRID) != sid
