@@ -190,7 +190,8 @@ def layer_bars(df: pd.DataFrame, cols: dict[str, str], unit: str, title: str, to
     fig = go.Figure()
     for col, name in cols.items():
         if col in d:
-            fig.add_trace(go.Bar(y=d["node"], x=d[col], name=name, orientation="h"))
+            color = "#aec7e8" if "baseline" in name else "#ff7f0e" if "estimated" in name else "#1f77b4"
+            fig.add_trace(go.Bar(y=d["node"], x=d[col], name=name, orientation="h", marker_color=color))
     fig.update_layout(title=title, barmode="group", xaxis_title=unit, yaxis_title="layer",
                       height=max(300, 22 * len(d) * max(1, len(cols)) // 1.5 + 120),
                       margin=dict(l=10, r=10, t=50, b=10))

@@ -146,12 +146,14 @@ def graph_diff(base_ops: list[tuple[str, str]], var_ops: list[tuple[str, str]]) 
 
 
 def recommend(df: pd.DataFrame, variant_id: str | None = None) -> pd.Series | None:
-    """``variant_id``'s row when given and ok; else the fastest (then smallest) Pareto variant whose
-    accuracy is not significantly below the baseline's (≥ the baseline's lower 95 % bound)."""
+    """``variant_id``'s row when given and ok; else the fastest (then smallest) executable Pareto variant
+    whose accuracy is not significantly below the baseline's (≥ the baseline's lower 95 % bound)."""
     ok = df[df["status"].eq("ok") & df["metric"].notna()]
     if variant_id is not None and (ok["variant_id"] == variant_id).any():
         return ok[ok["variant_id"] == variant_id].iloc[0]
     front = ok[ok["pareto"]] if "pareto" in ok else ok
+    if "simulated" in front and (~front["simulated"].astype(bool)).any():
+        front = front[~front["simulated"].astype(bool)]  # recommend what the runtime can actually run
     if front.empty:
         return None
     base = baseline_row(df)

@@ -203,6 +203,8 @@ def test_recommend_prefers_fast_front_variant_not_significantly_worse() -> None:
     df["pareto"] = True
     assert api.recommend(df)["variant_id"] == "fast"
     assert api.recommend(df, "base")["variant_id"] == "base"
+    df.loc[df["variant_id"] == "fast", "simulated"] = True
+    assert api.recommend(df)["variant_id"] == "base"  # simulated variants are not recommended
 
 
 def test_front_2d_keeps_only_non_dominated_points_of_the_view() -> None:
