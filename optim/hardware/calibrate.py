@@ -165,7 +165,8 @@ def _objective(pred: np.ndarray, meas: np.ndarray, w: np.ndarray, params: np.nda
     return data.sum(-1) + (prior_weight**2) * ((params - prior) ** 2).sum(-1)
 
 
-def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 0.3) -> dict[str, float]:
+def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 0.3,
+              priors: dict[str, float] | None = None) -> dict[str, float]:
     """Fit (eff_compute, eff_memory, overhead_us) of one op class to its node times (ms).
 
     A log-spaced grid search followed by a local least-squares polish: the ``max`` makes the objective
@@ -173,7 +174,7 @@ def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 
     from scipy.optimize import least_squares
 
     keys = ("eff_compute", "eff_memory", "overhead_us")
-    prior = np.log([PRIORS[k] for k in keys])
+    prior = np.log([(priors or PRIORS)[k] for k in keys])
     lo = np.log([BOUNDS[k][0] for k in keys])
     hi = np.log([BOUNDS[k][1] for k in keys])
     ops, nbytes = rows["ops"].to_numpy(float), rows["bytes"].to_numpy(float)
@@ -197,9 +198,21 @@ def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 
 
 
 def fit_factors(table: pd.DataFrame, peak: float, bw: float) -> dict[str, dict[str, float]]:
-    """Per-class factors for every class that has nodes in ``table``."""
-    return {c: fit_class(table[table["op_class"] == c], peak, bw) for c in OP_CLASSES
-            if (table["op_class"] == c).any()}
+    """Per-class factors for every class that has nodes in ``table``.
+
+    Dense convs are fitted first; their factors are the prior of the other compute classes (the same
+    MLAS GEMM kernels run them), so a class seen only in a few memory-bound layers — the classifier Gemm
+    of a CNN — does not keep an arbitrary compute efficiency."""
+    out: dict[str, dict[str, float]] = {}
+    if (table["op_class"] == "conv").any():
+        out["conv"] = fit_class(table[table["op_class"] == "conv"], peak, bw)
+    compute_prior = {k: out["conv"][k] for k in PRIORS} if "conv" in out else None
+    for c in OP_CLASSES:
+        rows = table[table["op_class"] == c]
+        if c in out or rows.empty:
+            continue
+        out[c] = fit_class(rows, peak, bw, priors=compute_prior if c in COMPUTE_CLASSES else None)
+    return out
 
 
 def _profile_dict(peak: float, bw: float, classes: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:

@@ -40,7 +40,8 @@ UNITS: dict[str, float] = {
 }
 REQUIRED_SPECS = ("bandwidth", "memory", "onchip", "power", "eff_compute", "eff_memory", "overhead_us")
 OPTIONAL_SPECS = ("offchip_bandwidth",)
-FLAGS = ("fuses_activations", "activations_onchip", "sparsity_2_4", "weights_onchip_cache", "measured")
+FLAGS = ("fuses_activations", "activations_onchip", "sparsity_2_4", "weights_onchip_cache", "measured",
+         "ort_cpu_fusion")
 OP_CLASSES = ("conv", "conv_nchw", "dwconv", "gemm", "elementwise", "shape")
 
 

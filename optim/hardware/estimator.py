@@ -134,7 +134,9 @@ def _sparsity_notes(handle: ModelHandle, device: Device) -> tuple[bool, list[str
 def _roofline_layers(handle: ModelHandle, device: Device, batch: int) -> tuple[pd.DataFrame, PrecisionPath, bool]:
     path = resolve_precision(device, variant_precision(handle, device))
     block = int(device.specs["channel_block"].value) if "channel_block" in device.specs else 0
-    annotated = graphinfo.annotate(_summary_layers(handle), handle.model, device.flag("fuses_activations"), block)
+    style = "ort_cpu" if device.flag("ort_cpu_fusion") else "aggressive"
+    annotated = graphinfo.annotate(_summary_layers(handle), handle.model, device.flag("fuses_activations"), block,
+                                   style)
     sparse, _ = _sparsity_notes(handle, device)
     return layer_times(annotated, device, path, batch=batch, sparse_2_4=sparse), path, sparse
 

@@ -19,6 +19,11 @@ SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", 
 FUSABLE_OPS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "BatchNormalization",
                "Add", "Mul", "QuantizeLinear", "DequantizeLinear", "Tanh", "Gelu", "Erf", "Div"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+# ONNX Runtime CPU (ORT_ENABLE_ALL): Conv/Gemm + activation (FusedConv, FusedGemm), Conv + BN, NCHWc
+# Conv + Add (sum); a MatMul's bias Add or a LayerNorm stays a separate kernel.
+ORT_CPU_FUSABLE = {"Conv": {"Relu", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Tanh", "BatchNormalization",
+                            "Add"},
+                   "Gemm": {"Relu", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Tanh"}}
 
 
 def _conv_is_depthwise(node: onnx.NodeProto) -> bool:
@@ -41,12 +46,14 @@ def op_classes(model: onnx.ModelProto) -> dict[str, str]:
     return out
 
 
-def fused_nodes(model: onnx.ModelProto) -> set[str]:
+def fused_nodes(model: onnx.ModelProto, style: str = "aggressive") -> set[str]:
     """Names of nodes a fusing runtime folds into the conv/gemm that produces their input.
 
-    A node is fused when it is a fusable op and one of its inputs comes from a conv/gemm or from a node
-    already fused into one (chains such as Conv → BN → Add → Relu). Q/DQ nodes are always absorbed by
-    the quantised kernels. Walks the graph in its (topological) order.
+    ``aggressive`` (TensorRT, TFLite, NPU compilers): a fusable op (activation, BN, bias/residual Add,
+    Mul, ...) whose input comes from a conv/gemm or from a node already fused into one (chains such as
+    Conv → BN → Add → Relu). ``ort_cpu``: only what ONNX Runtime's CPU fusions do
+    (:data:`ORT_CPU_FUSABLE`). Q/DQ nodes are always absorbed by the quantised kernels. Walks the graph
+    in its (topological) order.
     """
     inits = {i.name for i in model.graph.initializer}
     producer: dict[str, onnx.NodeProto] = {o: n for n in model.graph.node for o in n.output}
@@ -55,6 +62,7 @@ def fused_nodes(model: onnx.ModelProto) -> set[str]:
         for i in n.input:
             consumers[i] = consumers.get(i, 0) + 1
     fused: set[str] = set()
+    root: dict[str, str] = {}  # fused node -> op type of the conv/gemm it joined
     for node in model.graph.node:
         if node.op_type in QDQ_OPS:
             fused.add(node.name)
@@ -65,9 +73,14 @@ def fused_nodes(model: onnx.ModelProto) -> set[str]:
             if inp in inits or inp not in producer or consumers.get(inp, 0) != 1:
                 continue
             src = producer[inp]
-            if src.op_type in CONV_OPS | GEMM_OPS or src.name in fused:
-                fused.add(node.name)
-                break
+            base = src.op_type if src.op_type in CONV_OPS | GEMM_OPS else root.get(src.name)
+            if base is None:
+                continue
+            if style == "ort_cpu" and node.op_type not in ORT_CPU_FUSABLE.get(base, set()):
+                continue
+            fused.add(node.name)
+            root[node.name] = base
+            break
     return fused
 
 
@@ -104,11 +117,12 @@ def infer_precision_bits(model: onnx.ModelProto) -> int:
     return 32
 
 
-def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool, channel_block: int = 0) -> pd.DataFrame:
+def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool, channel_block: int = 0,
+             fusion_style: str = "aggressive") -> pd.DataFrame:
     """Add ``op_class`` and ``fused`` columns; with a ``channel_block`` (CPUs with NCHWc kernels) dense
     convs off the blocked layout get their own class ``conv_nchw``."""
     classes = op_classes(model)
-    fused = fused_nodes(model) if fuses else set()
+    fused = fused_nodes(model, fusion_style) if fuses else set()
     df = layers.copy()
     df["op_class"] = [classes.get(n, "elementwise") for n in df["node"]]
     df.loc[df["op_type"].isin(CONV_OPS), "op_class"] = df.loc[df["op_type"].isin(CONV_OPS), "op_class"].where(

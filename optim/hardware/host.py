@@ -129,7 +129,7 @@ def host_device(profile: dict[str, Any] | None) -> Device:
     else:
         note = "uncalibrated: efficiency/overhead are priors; run `python -m optim hardware calibrate`"
     return Device("host", f"This machine (estimated) — {facts['model']}", "cpu", "ONNX Runtime CPU, 1 thread",
-                  specs, precisions, {"fuses_activations": True}, _class_factors(profile), (note,))
+                  specs, precisions, {"fuses_activations": True, "ort_cpu_fusion": True}, _class_factors(profile), (note,))
 
 
 def host_measured_device() -> Device:
@@ -139,7 +139,7 @@ def host_measured_device() -> Device:
     base = host_device(load_host_profile())
     return Device("host_measured", f"This machine (measured) — {cpu_facts()['model']}", "cpu",
                   "ONNX Runtime CPU, 1 thread (measured)", base.specs, base.precisions,
-                  {"fuses_activations": True, "measured": True}, base.class_factors,
+                  {"fuses_activations": True, "ort_cpu_fusion": True, "measured": True}, base.class_factors,
                   ("latency measured with ONNX Runtime on this machine, not estimated",))
 
 
