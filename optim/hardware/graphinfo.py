@@ -104,6 +104,27 @@ def nchw_fallback_convs(model: onnx.ModelProto, block: int) -> set[str]:
     return out
 
 
+def weight_dq_elems(model: onnx.ModelProto) -> dict[str, int]:
+    """Node → elements of its inputs that are dequantised *weights* (DequantizeLinear of an initializer).
+
+    The summary counts such an input as an activation; the estimator moves it back to weights (it is
+    already in the node's ``params``)."""
+    dims = {i.name: list(i.dims) for i in model.graph.initializer}
+    dq_out: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input and n.input[0] in dims:
+            size = 1
+            for d in dims[n.input[0]]:
+                size *= int(d)
+            dq_out[n.output[0]] = size
+    out: dict[str, int] = {}
+    for n in model.graph.node:
+        total = sum(dq_out.get(i, 0) for i in n.input)
+        if total:
+            out[n.name] = total
+    return out
+
+
 def infer_precision_bits(model: onnx.ModelProto) -> int:
     """Best guess of a variant's precision from its ops and weights (for handles without ``bits``)."""
     ops = {n.op_type for n in model.graph.node}
@@ -130,6 +151,9 @@ def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool, channel_
     df.loc[df["op_type"].isin(GEMM_OPS), "op_class"] = "gemm"
     df.loc[df["op_type"].isin(SHAPE_OPS), "op_class"] = "shape"
     df["fused"] = [n in fused for n in df["node"]]
+    dq = weight_dq_elems(model)
+    if dq:
+        df["act_in_elems"] = (df["act_in_elems"] - df["node"].map(dq).fillna(0)).clip(lower=0)
     if channel_block > 1:
         slow = nchw_fallback_convs(model, channel_block)
         df.loc[df["node"].isin(slow) & (df["op_class"] == "conv"), "op_class"] = "conv_nchw"
