@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,11 +74,22 @@ def bench_grid(store: Store, workers: int) -> None:
     assert again == sid and len(table) == len(df)
     print(f"re-open: run_sweep again {reopen_s:.2f} s (incl. hashing the model and data), table read "
           f"{1000 * read_s:.0f} ms; {reopen_s / TARGET_REOPEN_S:.2f} × the {TARGET_REOPEN_S:.0f} s target")  # fmt: skip
+    cli_s = _cli_reopen_s(store.path)
+    print(f"re-open from the command line (new process: imports, sample load, hashing, lookup): {cli_s:.2f} s")
     fp32, int8 = _row(df, "none:0:32:all"), _row(df, "none:0:8:all")
     if fp32 is not None and int8 is not None and int8["status"] == "ok":
         print(f"INT8 static size / FP32 size (resnet_digits): {int8['size_bytes'] / fp32['size_bytes']:.3f} "
               f"({int8['size_bytes'] / 1e6:.2f} / {fp32['size_bytes'] / 1e6:.2f} MB); latency ratio "
               f"{int8['latency_ms'] / fp32['latency_ms']:.2f}")  # fmt: skip
+
+
+def _cli_reopen_s(store_dir: Path) -> float:
+    """Wall time of ``python -m optim sweep resnet_digits`` on a store that already holds the sweep."""
+    root = Path(__file__).resolve().parent.parent
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "optim", "sweep", "resnet_digits", "--store", str(store_dir)],
+                   cwd=root, check=True, capture_output=True)  # fmt: skip
+    return time.perf_counter() - t0
 
 
 def bench_int8_drop(store: Store) -> None:
