@@ -108,15 +108,17 @@ def explorer(df: pd.DataFrame, note: str) -> None:
                "diamond unstructured) · open marker = simulated · thick ring = Pareto-optimal in accuracy, "
                "latency and size · dashed staircase = front of the two axes shown · bars = 95 % interval. "
                "Click a point to select it.")
-    variants_table(df, metric_name, note)
     ids = ok["variant_id"].tolist()
     if st.session_state.get("pick_variant") not in ids:
         cur = st.session_state.get("selected_variant")
         st.session_state["pick_variant"] = cur if cur in ids else (best_id or ids[0])
-    chosen = st.selectbox("Selected variant", ids, format_func=lambda v: ui.variant_label(df, v), key="pick_variant")
+    c = st.columns([3, 2], vertical_alignment="bottom")
+    chosen = c[0].selectbox("Selected variant (click a point, or pick here)", ids, key="pick_variant",
+                            format_func=lambda v: ui.variant_label(df, v))
     st.session_state["selected_variant"] = chosen
-    if st.button("Open its per-layer view →", type="primary", key="open_layers"):
+    if c[1].button("Open its per-layer view →", type="primary", key="open_layers"):
         st.switch_page(ui.PAGES["layers"], query_params={"sweep": sid, "variant": chosen})
+    variants_table(df, metric_name, note)
 
 
 def variants_table(df: pd.DataFrame, metric_name: str, note: str) -> None:
