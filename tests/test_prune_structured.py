@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import helper, numpy_helper
 from test_onnx2torch import tiny_vit_proto
 
@@ -156,3 +157,37 @@ def test_prune_structured_recalibration_improves_fidelity_when_trained_sample() 
         scores[recal] = _agreement(ref, _ort_batched(out.model, x))
         assert out.meta["structured_pruning"]["calibration"].startswith("calibration data")
     assert scores[True] > scores[False] + 0.2, scores
+
+
+class _FlattenNet(torch.nn.Module):
+    """conv → relu → flatten → linear: the flatten→linear coupling (one channel = 16 features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1, stride=2)
+        self.hidden = torch.nn.Linear(8 * 4 * 4, 12)
+        self.fc = torch.nn.Linear(12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.hidden(torch.relu(self.conv(x)).flatten(1))))
+
+
+def test_prune_structured_removes_exactly_the_dead_channels_when_they_have_zero_weights() -> None:
+    torch.manual_seed(0)
+    net = _FlattenNet().eval()
+    with torch.no_grad():  # channels 1, 3, 4, 6 of the conv and hidden units 0..5 contribute nothing
+        for c in (1, 3, 4, 6):
+            net.conv.weight[c] = 0.0
+            net.conv.bias[c] = 0.0
+            net.hidden.weight[:, c * 16:(c + 1) * 16] = 0.0
+        net.hidden.weight[:6] = 0.0
+        net.hidden.bias[:6] = 0.0
+        net.fc.weight[:, :6] = 0.0
+    from optim.export import torch_to_onnx
+
+    handle = ModelHandle(torch_to_onnx(net, [torch.randn(1, 3, 8, 8)]), "flatten_net")
+    out = run(handle, StructuredPruneConfig(ratio=0.5, recalibrate=False))
+    dims = sorted(tuple(t.dims) for t in out.model.graph.initializer if len(t.dims) > 1)
+    assert dims == [(4, 3, 3, 3), (5, 6), (6, 64)]
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(_ort(out.model, x), _ort(handle.model, x), atol=1e-5)

@@ -105,8 +105,10 @@ def _ignored_layers(module: OnnxModule, ex: list[torch.Tensor]) -> list[nn.Modul
         module.unsafe_grad_fns = None
     ignored: list[nn.Module] = []
     for group in dg.get_all_groups(root_module_types=_ROOTS):
-        nodes = [n for dep, _ in group for n in (dep.source, dep.target)]
-        if any(n.grad_fn in unsafe for n in nodes):  # block the group: ignore its out-channel layers
+        # a conv/linear whose *inputs* are pruned keeps its outputs: only other touches count
+        touched = [dep.target for dep, _ in group
+                   if not (isinstance(dep.target.module, _ROOTS) and not dg.is_out_channel_pruning_fn(dep.handler))]
+        if any(n.grad_fn in unsafe for n in touched):  # block the group: ignore its out-channel layers
             ignored += [dep.target.module for dep, _ in group if isinstance(dep.target.module, _ROOTS)
                         and dg.is_out_channel_pruning_fn(dep.handler) and dep.target.module not in ignored]
     return ignored
