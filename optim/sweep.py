@@ -31,9 +31,9 @@ from optim.sweep_exec import (
     LocalExecutor,
     Variant,
     VariantBuilder,
+    engine_fingerprint,
     error_text,
     is_cancel,
-    pass_defaults,
 )
 
 NOT_IDENTITY = frozenset({"target_device"})
@@ -127,13 +127,14 @@ ProgressFn = Callable[[SweepProgress], None]
 
 
 def sweep_id_for(handle: ModelHandle, test: Any, calib: Any, config: SweepConfig) -> str:
-    """Stable id of (model content, test data, calibration data, configuration, pass defaults).
+    """Stable id of (model content, test data, calibration data, configuration, engine code).
 
-    The passes' default settings are part of the id so that changing a pass default (say, the INT8
-    activation type) starts a new sweep instead of returning results built the old way.
+    The engine fingerprint (source of the passes and of the measurement code) is part of the id so
+    that changing, say, the INT8 activation type starts a new sweep instead of returning results built
+    the old way.
     """
     return stable_id(handle.content_hash, test.content_hash, calib.content_hash if calib is not None else None,
-                     config.identity(), pass_defaults())  # fmt: skip
+                     config.identity(), engine_fingerprint())  # fmt: skip
 
 
 def run_sweep(

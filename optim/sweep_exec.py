@@ -18,12 +18,14 @@ Dask) would add a heavy dependency for one machine with two cores.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from optim.errors import CancelledError, ConfigError, OptimError
@@ -146,15 +148,19 @@ def make_config(pass_name: str, **wanted: Any) -> Any:
     return spec.config_cls(**values)
 
 
-def pass_defaults() -> dict[str, Any]:
-    """Default settings of the passes a sweep uses ({pass name: defaults}); unknown passes map to None."""
-    out: dict[str, Any] = {}
-    for name in sorted(set(PASS_NAMES.values())):
-        try:
-            out[name] = dataclasses.asdict(get_pass(name).config_cls())
-        except (ConfigError, TypeError):  # not registered, or a config without defaults
-            out[name] = None
-    return out
+def engine_fingerprint() -> str:
+    """sha256 of the source of the passes and of the measurement code.
+
+    Part of a sweep's identity so that results built by older code are not returned as if current
+    (a changed pass default or kernel choice starts a new sweep). Reading the files is ~1 ms; importing
+    the passes to read their defaults would cost a torch import (~1.5 s) on the instant re-run path.
+    """
+    optim_dir = Path(__file__).resolve().parent
+    files = sorted((optim_dir / "passes").glob("*.py")) + sorted(optim_dir.glob("measure*.py"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def quant_settings(bits: int, has_calib: bool, quant_format: str) -> dict[str, Any] | None:

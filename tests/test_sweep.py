@@ -345,18 +345,15 @@ def test_run_sweep_keeps_int8_static_accuracy_and_shrinks_file_on_bundled_resnet
     assert int8["top1"] >= fp32["top1_lo"] and int8["agreement"] >= 0.97
 
 
-def test_sweep_id_for_changes_when_a_pass_default_changes(
-    fake_passes: Path, monkeypatch: pytest.MonkeyPatch, tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset]
+def test_sweep_id_for_changes_when_engine_code_changes(
+    monkeypatch: pytest.MonkeyPatch, tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset]
 ) -> None:
-    import dataclasses
+    import optim.sweep
 
     test, calib = mlp_data
+    assert sweep_exec.engine_fingerprint() == sweep_exec.engine_fingerprint()
     before = sweep_id_for(tiny_mlp, test, calib, GRID)
-    assert sweep_id_for(tiny_mlp, test, calib, GRID) == before
-    spec = base._REGISTRY[fakes.FAKE_NAMES["quantize"]]
-    changed = dataclasses.make_dataclass("Q", [("mode", str, "int8_static"), ("quant_format", str, "qoperator")],
-                                         frozen=True)  # fmt: skip
-    monkeypatch.setitem(base._REGISTRY, spec.name, dataclasses.replace(spec, config_cls=changed))
+    monkeypatch.setattr(optim.sweep, "engine_fingerprint", lambda: "edited passes")
     assert sweep_id_for(tiny_mlp, test, calib, GRID) != before
 
 
