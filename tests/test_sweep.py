@@ -110,6 +110,8 @@ def test_run_sweep_stores_every_variant_with_measurements_and_failures(
     assert not store.layers(base_row["variant_id"]).empty
     assert [p.done for p in seen] == sorted(p.done for p in seen) and seen[-1].fraction == 1.0
     assert seen[-1].done == seen[-1].total == 9 and seen[-1].sweep_id == sid
+    assert seen[0].eta_s is None and all(p.eta_s is not None and p.eta_s >= 0 for p in seen[1:-1])
+    assert {p.current for p in seen} >= {"dense · FP32", "struct 50% · INT8"}
     assert len(_calls(fake_passes, "prune")) == 2  # one prune per (kind, ratio), shared across bits
 
 
