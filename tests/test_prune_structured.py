@@ -162,19 +162,23 @@ def test_prune_structured_recalibration_improves_fidelity_when_trained_sample() 
 class _FlattenNet(torch.nn.Module):
     """conv → relu → flatten → linear: the flatten→linear coupling (one channel = 16 features)."""
 
-    def __init__(self) -> None:
+    def __init__(self, view: bool = False) -> None:
         super().__init__()
+        self.view = view
         self.conv = torch.nn.Conv2d(3, 8, 3, padding=1, stride=2)
         self.hidden = torch.nn.Linear(8 * 4 * 4, 12)
         self.fc = torch.nn.Linear(12, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.hidden(torch.relu(self.conv(x)).flatten(1))))
+        y = torch.relu(self.conv(x))
+        y = y.reshape(y.shape[0], 128) if self.view else y.flatten(1)  # view: channel count in the shape
+        return self.fc(torch.relu(self.hidden(y)))
 
 
-def test_prune_structured_removes_exactly_the_dead_channels_when_they_have_zero_weights() -> None:
+@pytest.mark.parametrize("view", [False, True])
+def test_prune_structured_removes_exactly_the_dead_channels_when_they_have_zero_weights(view: bool) -> None:
     torch.manual_seed(0)
-    net = _FlattenNet().eval()
+    net = _FlattenNet(view).eval()
     with torch.no_grad():  # channels 1, 3, 4, 6 of the conv and hidden units 0..5 contribute nothing
         for c in (1, 3, 4, 6):
             net.conv.weight[c] = 0.0
@@ -185,9 +189,13 @@ def test_prune_structured_removes_exactly_the_dead_channels_when_they_have_zero_
         net.fc.weight[:, :6] = 0.0
     from optim.export import torch_to_onnx
 
-    handle = ModelHandle(torch_to_onnx(net, [torch.randn(1, 3, 8, 8)]), "flatten_net")
+    handle = ModelHandle(torch_to_onnx(net, [torch.randn(1, 3, 8, 8)], dynamic_batch=view), "flatten_net")
     out = run(handle, StructuredPruneConfig(ratio=0.5, recalibrate=False))
     dims = sorted(tuple(t.dims) for t in out.model.graph.initializer if len(t.dims) > 1)
     assert dims == [(4, 3, 3, 3), (5, 6), (6, 64)]
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(_ort(out.model, x), _ort(handle.model, x), atol=1e-5)
+    assert out.meta["structured_pruning"]["dynamic_batch"] is view
+    if view:  # the symbolic batch survives: a batch of 3 gives the same rows
+        x3 = np.concatenate([x, x * 0.5, -x])
+        np.testing.assert_allclose(_ort(out.model, x3), _ort(handle.model, x3), atol=1e-5)

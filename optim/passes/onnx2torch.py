@@ -284,15 +284,16 @@ class OnnxModule(nn.Module):
         x, shape_t = args[0], args[1]
         allowzero = attrs(node).get("allowzero", 0)
         target = [int(x.shape[k]) if (v == 0 and not allowzero) else v for k, v in enumerate(ints(shape_t))]
-        if node.input[1] not in self._const_attr:  # data-derived: consistent with x already
-            if 0 in target:
-                return x.reshape(target)
-            return x.reshape(*traced_sizes(shape_t, target))
         ref = self._ref_shapes.get(idx)
         if ref is None:
             out = x.reshape(target)
             self._ref_shapes[idx] = (tuple(x.shape), tuple(out.shape))
             return out
+        data_derived = node.input[1] not in self._const_attr
+        known = math.prod(v for v in target if v != -1)
+        fits = known > 0 and x.numel() % known == 0 and (-1 in target or known == x.numel())
+        if data_derived and fits:  # shape computed from the data: consistent with x already
+            return x.reshape(target) if 0 in target else x.reshape(*traced_sizes(shape_t, target))
         if 0 in ref[0]:
             return x.reshape(target)
         return x.reshape(remap_reshape(ref[0], ref[1], tuple(x.shape)))
