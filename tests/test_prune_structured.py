@@ -199,3 +199,19 @@ def test_prune_structured_removes_exactly_the_dead_channels_when_they_have_zero_
     if view:  # the symbolic batch survives: a batch of 3 gives the same rows
         x3 = np.concatenate([x, x * 0.5, -x])
         np.testing.assert_allclose(_ort(out.model, x3), _ort(handle.model, x3), atol=1e-5)
+
+
+def test_prune_structured_recalibration_reduces_logit_error_when_calibration_data(tiny_cnn: ModelHandle,
+                                                                                    tiny_images: tuple) -> None:
+    from optim.data import Dataset
+
+    x = tiny_images[0]
+    ctx = PassContext(calib=Dataset(x[:120], None, "calib"))
+    ref = np.concatenate([_ort(tiny_cnn.model, x[i:i + 1]) for i in range(120, 160)])
+    errors = {}
+    for recal in (False, True):
+        out = run(tiny_cnn, StructuredPruneConfig(ratio=0.5, recalibrate=recal), ctx)
+        got = np.concatenate([_ort(out.model, x[i:i + 1]) for i in range(120, 160)])
+        errors[recal] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+    assert errors[True] < 0.5 * errors[False], errors
+    assert out.meta["structured_pruning"]["recalibrated_layers"] >= 3
