@@ -3,7 +3,9 @@
 Run: ``.venv/bin/python benchmarks/hardware.py [--quick]``. Published points are MLPerf Inference /
 MLPerf Tiny / vendor batch-1 latencies (HARDWARE_FACTS.md) on graphs of the same architectures built
 in code. On this machine every model below is one the saved host profile was NOT calibrated on
-(leave-one-out for the calibration models themselves). Goal: within ±15 %.
+(leave-one-out for the calibration models themselves). Goal: within ±15 %. "Measured" is the median
+per-run CPU time of the calling thread (ORT with one intra-op thread runs every kernel on it), which
+equals quiet-machine wall-clock latency and is immune to preemption on the shared 2-core box.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def main() -> int:
         print("no host profile: run `python -m optim hardware calibrate` first")
         return 1
     rows = host_rows(args.quick)
-    print("\n== this machine: estimated vs measured (models not used for calibration)")
+    print("\n== this machine: estimated vs measured (models not used for calibration; measured = thread CPU"
+          " time, ORT_ENABLE_ALL, 1 thread, batch 1)")
     print(rows.to_string(index=False, float_format="%.3f"))
     for kind, grp in [("all", rows), *rows.groupby("kind")]:
         s = validation.error_summary(grp["error_pct"])

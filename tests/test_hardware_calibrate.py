@@ -32,7 +32,8 @@ def test_fit_whole_model_recovers_profiler_cost_and_run_overhead() -> None:
     true_kernels = np.array([0.05, 0.3, 1.2, 0.02])
     sums = true_kernels + counts * 0.002  # every profiled kernel inflated by 2 us
     measured = true_kernels + 0.015  # 15 us per run
-    delta, run_over = calibrate.fit_whole_model(sums, counts, measured, max_delta_ms=0.01)
+    scale, delta, run_over = calibrate.fit_whole_model(sums, counts, measured, max_delta_ms=0.01)
+    assert scale == pytest.approx(1.0, rel=1e-3)
     assert delta == pytest.approx(0.002, rel=1e-3)
     assert run_over == pytest.approx(0.015, rel=1e-3)
 

@@ -7,9 +7,9 @@
 3. Per op class (conv, dwconv, gemm, elementwise, shape) a least-squares fit of
    ``max(ops / (peak × e_c), bytes / (bw × e_m)) + overhead`` to the node times, in log space and
    pulled gently towards priors so a class with few nodes stays sane (``scipy.optimize.least_squares``).
-4. Whole-model correction: profiling inflates each kernel by its own timer cost, so a per-kernel
-   profiler cost and a per-run overhead (session call, layout reorders) are fitted to the measured
-   whole-model latencies of the same models (bounded linear least squares).
+4. Whole-model correction: profiling inflates each kernel by its own timer cost, so a kernel-time
+   scale, a per-kernel profiler cost and a per-run overhead (session call, layout reorders) are fitted
+   to the measured whole-model latencies of the same models (bounded linear least squares).
 No library fits a roofline to ORT traces, hence this module.
 """
 
@@ -166,8 +166,9 @@ def _objective(pred: np.ndarray, meas: np.ndarray, w: np.ndarray, params: np.nda
 
 
 def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 0.3,
-              priors: dict[str, float] | None = None) -> dict[str, float]:
-    """Fit (eff_compute, eff_memory, overhead_us) of one op class to its node times (ms).
+              priors: dict[str, float] | None = None, eff_memory: float | None = None) -> dict[str, float]:
+    """Fit (eff_compute, eff_memory, overhead_us) of one op class to its node times (ms); a given
+    ``eff_memory`` is held fixed (the memory system does not depend on the op).
 
     A log-spaced grid search followed by a local least-squares polish: the ``max`` makes the objective
     non-smooth, and a gradient method alone was seen to stall far from the optimum."""
@@ -177,10 +178,15 @@ def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 
     prior = np.log([(priors or PRIORS)[k] for k in keys])
     lo = np.log([BOUNDS[k][0] for k in keys])
     hi = np.log([BOUNDS[k][1] for k in keys])
+    if eff_memory is not None:
+        prior[1] = np.log(eff_memory)
+        lo[1], hi[1] = prior[1] - 1e-4, prior[1] + 1e-4
     ops, nbytes = rows["ops"].to_numpy(float), rows["bytes"].to_numpy(float)
     meas = np.maximum(rows["ms"].to_numpy(float), 1e-5)
     w = np.sqrt(meas / meas.sum() * len(meas))
     grids = [np.linspace(lo[i], hi[i], n) for i, n in enumerate((25, 25, 40))]
+    if eff_memory is not None:
+        grids[1] = prior[1:2]
     g = np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 3)
     e = np.exp(g)
     pred = (np.maximum(ops / (peak * e[:, :1]), nbytes / (bw * e[:, 1:2])) * 1e3 + e[:, 2:3] * 1e-3)
@@ -202,7 +208,7 @@ def fit_factors(table: pd.DataFrame, peak: float, bw: float) -> dict[str, dict[s
 
     Dense convs are fitted first; their factors are the prior of the other compute classes (the same
     MLAS GEMM kernels run them), so a class seen only in a few memory-bound layers — the classifier Gemm
-    of a CNN — does not keep an arbitrary compute efficiency."""
+    of a CNN — does not keep an arbitrary compute efficiency; they share the convs' memory efficiency."""
     out: dict[str, dict[str, float]] = {}
     if (table["op_class"] == "conv").any():
         out["conv"] = fit_class(table[table["op_class"] == "conv"], peak, bw)
@@ -211,7 +217,9 @@ def fit_factors(table: pd.DataFrame, peak: float, bw: float) -> dict[str, dict[s
         rows = table[table["op_class"] == c]
         if c in out or rows.empty:
             continue
-        out[c] = fit_class(rows, peak, bw, priors=compute_prior if c in COMPUTE_CLASSES else None)
+        shared = compute_prior["eff_memory"] if compute_prior and c in COMPUTE_CLASSES else None
+        out[c] = fit_class(rows, peak, bw, priors=compute_prior if c in COMPUTE_CLASSES else None,
+                           eff_memory=shared)
     return out
 
 
@@ -269,18 +277,20 @@ def _host_layers(handle: ModelHandle, profile: dict[str, Any]) -> pd.DataFrame:
 
 
 def fit_whole_model(sums: np.ndarray, counts: np.ndarray, measured: np.ndarray,
-                    max_delta_ms: float) -> tuple[float, float]:
-    """(profiler cost per kernel δ, per-run overhead R) in ms minimising relative whole-model error of
-    ``sums - δ·counts + R`` vs ``measured``; 0 ≤ δ ≤ max_delta_ms, R ≥ 0.
+                    max_delta_ms: float = 0.005) -> tuple[float, float, float]:
+    """(kernel scale s, profiler cost per kernel δ, per-run overhead R) in ms minimising the relative
+    whole-model error of ``s·sums - δ·counts + R`` vs ``measured``; 0.5 ≤ s ≤ 2, 0 ≤ δ ≤ max_delta_ms,
+    R ≥ 0.
 
-    The profiler's own timing events inflate every profiled kernel by about the same amount, so the
-    per-kernel overheads seen in a profile are too high; whole-model latencies pin them down."""
+    The profiler's own timing events inflate every profiled kernel by about the same amount, and
+    kernels timed one by one run warmer or colder than inside a whole run; whole-model latencies of
+    the calibration models pin both down."""
     from scipy.optimize import lsq_linear
 
-    a = np.stack([-counts, np.ones_like(counts)], axis=1) / measured[:, None]
-    b = (measured - sums) / measured
-    sol = lsq_linear(a, b, bounds=([0.0, 0.0], [max(max_delta_ms, 1e-9), np.inf]))
-    return float(sol.x[0]), float(sol.x[1])
+    a = np.stack([sums, -counts, np.ones_like(counts)], axis=1) / measured[:, None]
+    b = np.ones_like(measured)
+    sol = lsq_linear(a, b, bounds=([0.5, 0.0, 0.0], [2.0, max(max_delta_ms, 1e-9), np.inf]))
+    return float(sol.x[0]), float(sol.x[1]), float(sol.x[2])
 
 
 def calibrate(models: Sequence[ModelHandle] | None = None, out: Path | None = HOST_PROFILE_PATH,
@@ -298,10 +308,11 @@ def calibrate(models: Sequence[ModelHandle] | None = None, out: Path | None = HO
     kernels = [_host_layers(h, profile) for h in handles]
     sums = np.array([k["ms"].sum() for k in kernels])
     counts = np.array([float((k["ms"] > 0).sum()) for k in kernels])
-    min_over = min(c["overhead_us"] for c in profile["classes"].values()) * 1e-3
-    delta, run_over = fit_whole_model(sums, counts, measured, max_delta_ms=min_over)
+    scale, delta, run_over = fit_whole_model(sums, counts, measured)
     for c in profile["classes"].values():
-        c["overhead_us"] = round(max(c["overhead_us"] - delta * 1e3, BOUNDS["overhead_us"][0]), 3)
+        c["eff_compute"], c["eff_memory"] = c["eff_compute"] / scale, c["eff_memory"] / scale
+        c["overhead_us"] = round(max(scale * c["overhead_us"] - delta * 1e3, BOUNDS["overhead_us"][0]), 3)
+    profile["kernel_scale"] = round(scale, 4)
     profile["profiler_cost_us"] = round(delta * 1e3, 3)
     profile["run_overhead_us"] = round(run_over * 1e3, 2)
     predicted = np.array([estimate_host(h, profile) for h in handles])
