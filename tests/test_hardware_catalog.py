@@ -101,3 +101,8 @@ def test_host_device_falls_back_to_priors_when_uncalibrated() -> None:
     assert dev.peak("fp32") > 0
     assert dev.class_factors == {}
     assert "uncalibrated" in dev.notes[0]
+
+
+def test_host_device_warns_when_profile_comes_from_another_cpu() -> None:
+    profile = {"classes": {}, "cpu_model": "Some Other CPU 9000", "calibration_models": ["m"]}
+    assert "WARNING" in host_device(profile).notes[0]

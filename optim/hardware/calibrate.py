@@ -231,8 +231,14 @@ def _profile_dict(peak: float, bw: float, classes: dict[str, Any], names: Sequen
         "bandwidth": {"value": round(bw, 2), "unit": "GB/s", "tag": "measured",
                       "source": "single-thread 64 MiB numpy copy (read + write), best of 5 by thread CPU time"},
         "classes": classes, "calibration_models": list(names), "run_overhead_us": 0.0,
-        "opt_level": "all", "threads": 1,
+        "opt_level": "all", "threads": 1, "cpu_model": _cpu_model(),
     }
+
+
+def _cpu_model() -> str:
+    from optim.hardware.host import cpu_facts
+
+    return str(cpu_facts()["model"])
 
 
 def measured_latency_ms(handle: ModelHandle, budget_s: float = 0.3, min_runs: int = 10,

@@ -126,6 +126,9 @@ def host_device(profile: dict[str, Any] | None) -> Device:
     if profile:
         note = (f"calibrated {profile.get('created', '?')} on {', '.join(profile.get('calibration_models', []))}; "
                 f"fit error {profile.get('fit_error_pct', float('nan')):.1f} % (median over calibration models)")
+        if profile.get("cpu_model") not in (None, facts["model"]):
+            note += (f"; WARNING: profile was fitted on '{profile['cpu_model']}', this CPU is '{facts['model']}' — "
+                     "run `python -m optim hardware calibrate`")
     else:
         note = "uncalibrated: efficiency/overhead are priors; run `python -m optim hardware calibrate`"
     return Device("host", f"This machine (estimated) — {facts['model']}", "cpu", "ONNX Runtime CPU, 1 thread",
