@@ -215,3 +215,13 @@ def test_prune_structured_recalibration_reduces_logit_error_when_calibration_dat
         errors[recal] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
     assert errors[True] < 0.5 * errors[False], errors
     assert out.meta["structured_pruning"]["recalibrated_layers"] >= 3
+
+
+def test_prune_structured_output_converts_again_and_prunes_further(tiny_cnn: ModelHandle) -> None:
+    from test_onnx2torch import max_abs_diff_vs_ort
+
+    once = run(tiny_cnn, StructuredPruneConfig(ratio=0.3))
+    assert max_abs_diff_vs_ort(once.model) < 1e-4
+    twice = run(once, StructuredPruneConfig(ratio=0.3))
+    assert _params(twice.model) < _params(once.model)
+    assert twice.history == [*once.history, "prune_structured(ratio=0.3, uniform, l2)"]

@@ -138,8 +138,12 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _export(handle: ModelHandle, module: OnnxModule) -> tuple[onnx.ModelProto, bool]:
-    """Export with the input's batch convention; fall back to a fixed batch if it does not generalise."""
+def export_like(handle: ModelHandle, module: OnnxModule) -> tuple[onnx.ModelProto, bool]:
+    """Export a converted (and edited) module with ``handle``'s input/output names and batch convention.
+
+    A symbolic batch is kept when the exported graph really runs at another batch size (checked in
+    ONNX Runtime); otherwise the graph is exported with a fixed batch. Returns (model, dynamic).
+    """
     dim0 = handle.model.graph.input[0].type.tensor_type.shape.dim
     dynamic = bool(dim0) and not dim0[0].HasField("dim_value")
     ex = example_inputs(handle.model, batch=1)
@@ -149,6 +153,9 @@ def _export(handle: ModelHandle, module: OnnxModule) -> tuple[onnx.ModelProto, b
         if _runs_at_batch(proto, module, handle.model):
             return proto, True
     return torch_to_onnx(module, ex, dynamic_batch=False, **kw), False
+
+
+_export = export_like  # older name, used by optim.passes.distill
 
 
 def _runs_at_batch(proto: onnx.ModelProto, module: nn.Module, original: onnx.ModelProto, batch: int = 3) -> bool:
@@ -226,7 +233,7 @@ def run(handle: ModelHandle, config: StructuredPruneConfig, ctx: PassContext | N
     details["params_after"] = _params(module)
     ctx.check_cancel()
     ctx.report(0.8, "exporting to ONNX")
-    proto, dynamic = _export(handle, module)
+    proto, dynamic = export_like(handle, module)
     details["dynamic_batch"] = dynamic
     ctx.report(1.0, "done")
     step = f"prune_structured(ratio={config.ratio}, {config.scope}, {config.importance})"
