@@ -41,6 +41,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
     p.add_argument("--budget", type=float, default=0.3, help="seconds of timed runs per variant (default 0.3)")
     p.add_argument("--workers", type=int, default=1, help="build threads running ahead of measurement")
+    p.add_argument("--distill", action="store_true",
+                   help="also build a distilled copy of every pruned variant (uses the training split)")
+    p.add_argument("--distill-seconds", type=float, default=30.0, help="distillation budget per pruned model")
+    p.add_argument("--auto-bits", action="store_true",
+                   help="add a sensitivity-based per-layer mixed-precision variant (size of uniform INT4)")
     p.add_argument("--csv", type=Path, help="write every variant (with a pareto column) to this CSV")
     p.add_argument("--store", type=Path, help="results directory (default $OPTIM_DATA_DIR or .optim_data)")
     p.set_defaults(func=run)
@@ -67,10 +72,10 @@ def _load_data(path: Path, handle: ModelHandle, label_column: str | None) -> Any
     return ds
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any]:
-    """(model, test data, calibration data or None) from the command line."""
+def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
+    """(model, test data, calibration data or None, training data or None) from the command line."""
     path = Path(args.model)
-    calib = None
+    calib = train = None
     if path.is_file():
         from optim.model_io import load
 
@@ -94,7 +99,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any]:
                           "without labels the sweep reports agreement with the original model).")
     if args.calib:
         calib = _load_data(args.calib, handle, args.label_column).subset(CALIB_SAMPLES)
-    return handle, test, None if args.no_calib else calib
+    return handle, test, None if args.no_calib else calib, train
 
 
 class ProgressBar:
@@ -164,14 +169,16 @@ def run(args: argparse.Namespace) -> int:
         ratios=_split(args.ratios, float, "ratios"), bits=_split(args.bits, int, "bits"),
         prune_kinds=_split(args.kinds, str, "kinds"), opt_levels=_split(args.opt_levels, str, "opt-levels"),
         importance=args.importance, latency_threads=args.threads, latency_budget_s=args.budget,
-        eval_limit=args.eval_limit,
+        eval_limit=args.eval_limit, distill=args.distill, distill_budget_s=args.distill_seconds,
+        auto_bits=args.auto_bits,
     )  # fmt: skip
-    handle, test, calib = load_inputs(args)
+    handle, test, calib, train = load_inputs(args)
     store = Store(args.store)
     bar = ProgressBar()
     t0 = time.perf_counter()
     try:
-        sid = run_sweep(handle, test, calib, config, store, progress=bar, executor=LocalExecutor(args.workers))
+        sid = run_sweep(handle, test, calib, config, store, progress=bar, executor=LocalExecutor(args.workers),
+                        train=train)
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0

@@ -39,13 +39,13 @@ VARIANT_COLUMNS = [
     "artifact_path",
 ]  # fmt: skip
 EXTRA_VARIANT_COLUMNS = ["sweep_id", "variant_key", "seq", "n_eval", "latency_runs", "sparsity", "compressed_bytes",
-                         "build_s", "measure_s", "meta_json"]  # fmt: skip
+                         "build_s", "measure_s", "meta_json", "distilled"]  # fmt: skip
 LAYER_COLUMNS = ["node", "op_type", "ms", "share", "provider", "macs", "flops", "params", "weight_bytes"]
 
 _REAL = {"prune_ratio", "top1", "top1_lo", "top1_hi", "top5", "agreement", "cosine", "rel_error",
          "latency_ms", "latency_p90_ms", "build_s", "measure_s", "ms", "share", "flops", "sparsity"}  # fmt: skip
 _INT = {"bits", "executable", "size_bytes", "effective_size_bytes", "params", "macs", "seq", "n_eval",
-        "latency_runs", "weight_bytes", "compressed_bytes"}  # fmt: skip
+        "latency_runs", "weight_bytes", "compressed_bytes", "distilled"}  # fmt: skip
 
 
 def _col_type(name: str) -> str:

@@ -61,6 +61,13 @@ class SweepConfig:
     eval_limit: int | None = field(default=None, metadata=_f("Evaluate on at most this many test samples.", min=1))
     target_device: str | None = field(default=None, metadata=_f("Catalog device for estimates (informational)."))
     profile_runs: int = field(default=10, metadata=_f("Profiled runs for the per-node table.", min=1, max=1000))
+    distill: bool = field(default=False, metadata=_f("Also build a distilled copy of every pruned variant "
+                                                     "(fine-tuned to mimic the original)."))
+    distill_budget_s: float = field(default=30.0, metadata=_f("Seconds of distillation per pruned model.",
+                                                              min=1.0, max=3600.0))
+    distill_epochs: int = field(default=3, metadata=_f("Distillation epochs (upper bound).", min=1, max=50))
+    auto_bits: bool = field(default=False, metadata=_f(
+        "Add an automatic per-layer mixed-precision variant (sensitivity-based, packed size of uniform INT4)."))
 
     def __post_init__(self) -> None:
         for name in ("ratios", "bits", "prune_kinds", "opt_levels"):
@@ -85,17 +92,23 @@ class SweepConfig:
             raise ConfigError("latency_threads and profile_runs must be ≥ 1 and latency_budget_s > 0.")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ConfigError(f"eval_limit must be ≥ 1 or empty, got {self.eval_limit}.")
+        if not 1.0 <= self.distill_budget_s <= 3600.0 or not 1 <= self.distill_epochs <= 50:
+            raise ConfigError("distill_budget_s must be 1–3600 s and distill_epochs 1–50.")
 
     def variants(self) -> list[Variant]:
         """The grid, baseline first; ratio 0 appears once per bit-width and level (kind "none")."""
         out = [Variant("none", 0.0, 32, self.opt_levels[0])]
+        distilled = (False, True) if self.distill else (False,)
         for level in self.opt_levels:
             for bits in self.bits:
                 out.append(Variant("none", 0.0, bits, level))
+            if self.auto_bits:
+                out.append(Variant("none", 0.0, 0, level))
             for kind in self.prune_kinds:
                 for ratio in (r for r in self.ratios if r > 0):
-                    for bits in self.bits:
-                        out.append(Variant(kind, ratio, bits, level))
+                    for kd in distilled:
+                        for bits in self.bits:
+                            out.append(Variant(kind, ratio, bits, level, kd))
         return list(dict.fromkeys(out))
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,8 +159,12 @@ def run_sweep(
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
     executor: Executor | None = None,
+    train: Any | None = None,
 ) -> str:
     """Build, measure and store every variant of ``config``; returns the sweep id.
+
+    ``train`` (inputs, labels optional) feeds distillation when ``config.distill`` is on; the
+    calibration set is used when it is not given.
 
     Variants already in the store for the same (model, data, config) are not recomputed. ``cancel``
     returning True stops after the current variant (the sweep is marked "cancelled"; finished variants
@@ -173,7 +190,9 @@ def run_sweep(
     eval_set = test.subset(config.eval_limit) if config.eval_limit else test
     ref = _reference_logits(store, sid, handle, eval_set)
     cancel = cancel or (lambda: False)
-    builder = VariantBuilder(handle, calib, config.importance, config.quant_format, should_cancel=cancel)
+    distill = {"epochs": config.distill_epochs, "budget_s": config.distill_budget_s}
+    builder = VariantBuilder(handle, calib, config.importance, config.quant_format, should_cancel=cancel,
+                             train=train, distill=distill)  # fmt: skip
     executor = executor or LocalExecutor()
     seq = {v.key: i for i, v in enumerate(grid)}
     builds = executor.map_builds(lambda v: _timed(builder.build, v), todo)
@@ -228,7 +247,8 @@ def _variant_row(
     executor: Executor,
 ) -> tuple[dict[str, Any], pd.DataFrame | None, bytes | None]:  # fmt: skip
     row: dict[str, Any] = {"prune_kind": v.prune_kind, "prune_ratio": v.ratio, "bits": v.bits,
-                           "opt_level": v.opt_level, "build_s": 0.0, "measure_s": 0.0}  # fmt: skip
+                           "opt_level": v.opt_level, "build_s": 0.0, "measure_s": 0.0,
+                           "distilled": int(v.distilled)}  # fmt: skip
     if isinstance(built, BaseException):
         row.update(status="failed", error=f"build: {error_text(built)}")
         return row, None, None

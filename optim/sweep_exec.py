@@ -41,7 +41,7 @@ PASS_NAMES: dict[str, str] = {
     "unstructured": "prune_unstructured",
     "quantize": "quantize",
 }
-BIT_LABELS = {32: "FP32", 16: "FP16", 8: "INT8", 4: "INT4"}
+BIT_LABELS = {32: "FP32", 16: "FP16", 8: "INT8", 4: "INT4", 0: "auto mixed ≤INT4"}
 KIND_LABELS = {"none": "dense", "structured": "struct", "unstructured": "unstruct"}
 
 
@@ -51,17 +51,19 @@ class Variant:
 
     prune_kind: str
     ratio: float
-    bits: int
+    bits: int  # 0 = automatic per-layer mixed precision (size of uniform INT4)
     opt_level: str
+    distilled: bool = False
 
     @property
     def key(self) -> str:
-        return f"{self.prune_kind}:{self.ratio:g}:{self.bits}:{self.opt_level}"
+        return f"{self.prune_kind}:{self.ratio:g}:{self.bits}:{self.opt_level}" + (":kd" if self.distilled else "")
 
     def label(self, with_level: bool = False) -> str:
         bits = BIT_LABELS.get(self.bits, f"INT{self.bits}")
         head = "dense" if self.ratio == 0 else f"{KIND_LABELS[self.prune_kind]} {self.ratio:.0%}"
-        return f"{head} · {bits}" + (f" · opt {self.opt_level}" if with_level else "")
+        kd = " · distilled" if self.distilled else ""
+        return f"{head}{kd} · {bits}" + (f" · opt {self.opt_level}" if with_level else "")
 
 
 def error_text(err: BaseException) -> str:
@@ -180,10 +182,13 @@ class VariantBuilder:
     """Builds variants of one base model, sharing pruned and quantised intermediates between them."""
 
     def __init__(self, base: ModelHandle, calib: Any, importance: str, quant_format: str,
-                 should_cancel: Callable[[], bool] | None = None) -> None:  # fmt: skip
+                 should_cancel: Callable[[], bool] | None = None, train: Any = None,
+                 distill: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.base, self.calib = base, calib
         self.importance, self.quant_format = importance, quant_format
-        self.ctx = PassContext(calib=calib, train=calib, teacher=base, should_cancel=should_cancel)
+        self.distill_settings = distill or {}
+        self.ctx = PassContext(calib=calib, train=train if train is not None else calib, teacher=base,
+                               should_cancel=should_cancel)  # fmt: skip
         self._memo: dict[tuple[Any, ...], ModelHandle | Exception] = {}
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._lock = threading.Lock()
@@ -205,28 +210,50 @@ class VariantBuilder:
             raise result
         return result
 
-    def pruned(self, kind: str, ratio: float) -> ModelHandle:
+    def pruned(self, kind: str, ratio: float, distilled: bool = False) -> ModelHandle:
         if ratio == 0:
             return self.base
+        if distilled:
+            cfg = make_config("distill", **self.distill_settings)
+            return self._once(("distill", kind, ratio),
+                              lambda: get_pass("distill").run(self.pruned(kind, ratio), cfg, self.ctx))
         cfg = make_config(PASS_NAMES[kind], ratio=ratio, importance=self.importance)
         return self._once(("prune", kind, ratio), lambda: get_pass(PASS_NAMES[kind]).run(self.base, cfg, self.ctx))
 
-    def quantized(self, kind: str, ratio: float, bits: int) -> ModelHandle:
+    def quantized(self, kind: str, ratio: float, bits: int, distilled: bool = False) -> ModelHandle:
+        if bits == 0:
+            return self._once(("auto", kind, ratio, distilled),
+                              lambda: self.mixed_precision(self.pruned(kind, ratio, distilled)))
         settings = quant_settings(bits, self.calib is not None, self.quant_format)
         if settings is None:
-            return self.pruned(kind, ratio)
+            return self.pruned(kind, ratio, distilled)
 
         def make() -> ModelHandle:
             cfg = make_config(PASS_NAMES["quantize"], **settings)
-            return get_pass(PASS_NAMES["quantize"]).run(self.pruned(kind, ratio), cfg, self.ctx)
+            return get_pass(PASS_NAMES["quantize"]).run(self.pruned(kind, ratio, distilled), cfg, self.ctx)
 
-        return self._once(("quant", kind, ratio, bits), make)
+        return self._once(("quant", kind, ratio, bits, distilled), make)
+
+    def mixed_precision(self, handle: ModelHandle) -> ModelHandle:
+        """Per-layer bit-widths from a sensitivity analysis on the calibration data, at the packed size of
+        uniform INT4 (``optim.plans``); a simulated variant."""
+        from optim.plans import apply_bit_plan, bit_plan, uniform_bytes
+        from optim.sensitivity import analyze
+
+        data = self.calib if self.calib is not None else self.ctx.train
+        if data is None:
+            raise ConfigError("Automatic mixed precision needs calibration data for its sensitivity analysis.")
+        sub = data.subset(min(len(data), 256), seed=1)
+        sens = analyze(handle, sub.x, sub.y, prune_levels=(), quant_bits=(8, 4, 3, 2),
+                       should_cancel=self.ctx.should_cancel)  # fmt: skip
+        plan = bit_plan(handle, sens, uniform_bytes(handle, 4), bits_choices=(8, 4, 3, 2))
+        return apply_bit_plan(handle, plan)
 
     def build(self, v: Variant) -> ModelHandle:
-        """prune → quantize. The optimisation level is applied by ONNX Runtime when the latency session
-        opens (the same rewrite ``optimize_graph`` saves to a file), so the stored artifact stays
+        """prune (→ distil) → quantize. The optimisation level is applied by ONNX Runtime when the latency
+        session opens (the same rewrite ``optimize_graph`` saves to a file), so the stored artifact stays
         portable and its node names stay those of the ONNX graph the profile and summary describe."""
-        handle = self.quantized(v.prune_kind, v.ratio, v.bits)
+        handle = self.quantized(v.prune_kind, v.ratio, v.bits, v.distilled)
         self.ctx.check_cancel()
         return handle
 

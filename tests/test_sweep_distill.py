@@ -1,0 +1,37 @@
+"""A sweep with distillation and automatic mixed precision builds, measures and marks those variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from optim.data import Dataset
+from optim.handle import ModelHandle
+from optim.measure import predict
+from optim.store import Store
+from optim.sweep import SweepConfig, run_sweep
+
+
+def test_run_sweep_adds_distilled_and_auto_bits_variants(tiny_cnn: ModelHandle, tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((400, 3, 16, 16)).astype(np.float32)
+    y = predict(tiny_cnn, x).argmax(1).astype(np.int64)
+    test, train = Dataset(x=x[:150], y=y[:150], name="t"), Dataset(x=x[150:], y=y[150:], name="tr")
+    config = SweepConfig(ratios=(0, 0.5), bits=(32,), prune_kinds=("structured",), distill=True,
+                         distill_budget_s=5, distill_epochs=1, auto_bits=True, latency_budget_s=0.02,
+                         profile_runs=2)
+    store = Store(tmp_path)
+    df = store.variants(run_sweep(tiny_cnn, test, train.subset(64), config, store, train=train))
+    df = df.set_index("variant_key")
+    assert set(df.index) == {"none:0:32:all", "none:0:0:all", "structured:0.5:32:all", "structured:0.5:32:all:kd"}
+    assert (df["status"] == "ok").all(), df["error"].tolist()
+    assert df.loc["structured:0.5:32:all:kd", "distilled"] == 1
+    assert "distilled" in df.loc["structured:0.5:32:all:kd", "label"]
+    assert df.loc["structured:0.5:32:all", "distilled"] == 0
+    auto = df.loc["none:0:0:all"]
+    assert auto["executable"] == 0
+    assert auto["effective_size_bytes"] < 0.5 * df.loc["none:0:32:all", "size_bytes"]
+    # distillation keeps its best epoch (the start, if nothing improved): never worse than the pruned model
+    assert df.loc["structured:0.5:32:all:kd", "rel_error"] <= df.loc["structured:0.5:32:all", "rel_error"] + 1e-9
+    assert '"distillation"' in df.loc["structured:0.5:32:all:kd", "meta_json"]
