@@ -107,19 +107,38 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, Shape]:
             if (d.dim_param and d.dim_param in batch) or not (d.HasField("dim_value") or d.dim_param):
                 d.Clear()
                 d.dim_value = 1
-    try:
-        inferred = onnx.shape_inference.infer_shapes(stripped, data_prop=True)
-    except Exception:  # noqa: BLE001 - fall back to whatever shapes the model declares
-        inferred = stripped
     shapes: dict[str, Shape] = {}
-    g = inferred.graph
-    for vi in [*g.input, *g.value_info, *g.output]:
-        tt = vi.type.tensor_type
-        if tt.HasField("shape"):
-            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
+    # ONNX shape inference stops at contrib ops it does not know (MatMulNBits): declare their output
+    # shapes and infer again, once per newly resolved op, so chains of them resolve too.
+    for _ in range(1 + sum(n.op_type == "MatMulNBits" for n in stripped.graph.node)):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(stripped, data_prop=True)
+        except Exception:  # noqa: BLE001 - fall back to whatever shapes the model declares
+            inferred = stripped
+        g = inferred.graph
+        for vi in [*g.input, *g.value_info, *g.output]:
+            tt = vi.type.tensor_type
+            if tt.HasField("shape"):
+                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim)
+        if not _declare_nbits_outputs(stripped, shapes):
+            break
     for t in model.graph.initializer:
         shapes[t.name] = tuple(int(d) for d in t.dims)
     return shapes
+
+
+def _declare_nbits_outputs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> bool:
+    """Add value_info for MatMulNBits outputs whose input shape is known; True if any was added."""
+    added = False
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits" or node.output[0] in shapes or node.input[0] not in shapes:
+            continue
+        n = int(_attr(node, "N", 0))
+        dims = [*shapes[node.input[0]][:-1], n]
+        model.graph.value_info.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, dims))
+        shapes[node.output[0]] = tuple(dims)
+        added = True
+    return added
 
 
 def _elems(shape: Shape | None) -> int:
@@ -211,8 +230,11 @@ def _macs(node: onnx.NodeProto, shapes: dict[str, Shape]) -> int:
     if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         a = inp[0]
         return _elems(out) * a[-1] if a and out is not None else 0
-    if op == "MatMulNBits":
-        return _elems(out) * int(_attr(node, "K", 0)) if out is not None else 0
+    if op == "MatMulNBits":  # a contrib op ONNX shape inference does not know: out = A[..., :K] → N
+        k, n = int(_attr(node, "K", 0)), int(_attr(node, "N", 0))
+        if out is None and inp[0] is not None:
+            return _elems(inp[0][:-1]) * n * k
+        return _elems(out) * k if out is not None else 0
     return 0
 
 

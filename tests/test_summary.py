@@ -168,3 +168,13 @@ def test_summarize_counts_pooling_and_batchnorm_flops():
     s = summarize(_handle(nodes, [_vi("x", [1, 4, 8, 8])], [_vi("z", [1, 4, 4, 4])], bn))
     assert _row(s, "BatchNormalization")["flops"] == 2 * 256 and _row(s, "BatchNormalization")["params"] == 16
     assert _row(s, "MaxPool")["flops"] == 64 * 4 and s.macs == 0
+
+
+def test_summarize_counts_chained_matmulnbits_like_the_fp32_graph(tiny_mlp: ModelHandle) -> None:
+    """ONNX shape inference does not know MatMulNBits; chained layers must still get their MACs."""
+    from optim.passes import get_pass
+
+    quant = get_pass("quantize")
+    int4 = quant.run(tiny_mlp, quant.config_cls(mode="int4"))
+    assert sum(n.op_type == "MatMulNBits" for n in int4.model.graph.node) >= 2
+    assert summarize(int4).macs == summarize(tiny_mlp).macs
