@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
     cal = sub.add_parser("calibrate", help="fit this machine's efficiency/overhead factors (~10-60 s)")
     cal.add_argument("--models", nargs="*", help="calibration models (default: bundled samples)")
     cal.add_argument("--out", type=Path, help="profile path (default optim/hardware/host_profile.json)")
-    cal.add_argument("--repeats", type=int, default=4, help="profiles per model (minimum taken)")
+    cal.add_argument("--repeats", type=int, default=8, help="profiles per model (minimum taken)")
     cal.set_defaults(func=run_calibrate)
 
 

@@ -27,15 +27,18 @@ def test_fit_class_recovers_known_factors_from_synthetic_nodes() -> None:
     assert fit["overhead_us"] == pytest.approx(3.0, rel=0.1)
 
 
-def test_fit_whole_model_recovers_profiler_cost_and_run_overhead() -> None:
+def test_fit_whole_model_recovers_scale_and_profiler_cost() -> None:
     counts = np.array([10.0, 30.0, 60.0, 5.0])
     true_kernels = np.array([0.05, 0.3, 1.2, 0.02])
     sums = true_kernels + counts * 0.002  # every profiled kernel inflated by 2 us
     measured = true_kernels + 0.015  # 15 us per run
-    scale, delta, run_over = calibrate.fit_whole_model(sums, counts, measured, max_delta_ms=0.01)
+    scale, delta = calibrate.fit_whole_model(sums, counts, measured, run_overhead_ms=0.015, max_delta_ms=0.01)
     assert scale == pytest.approx(1.0, rel=1e-3)
     assert delta == pytest.approx(0.002, rel=1e-3)
-    assert run_over == pytest.approx(0.015, rel=1e-3)
+
+
+def test_measure_run_overhead_is_a_few_microseconds() -> None:
+    assert 0.0005 < calibrate.measure_run_overhead_ms(runs=50) < 0.2
 
 
 def test_map_fused_nodes_maps_nchwc_kernel_to_its_conv(tiny_cnn: ModelHandle) -> None:

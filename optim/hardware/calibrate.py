@@ -7,8 +7,8 @@
 3. Per op class (conv, dwconv, gemm, elementwise, shape) a least-squares fit of
    ``max(ops / (peak × e_c), bytes / (bw × e_m)) + overhead`` to the node times, in log space and
    pulled gently towards priors so a class with few nodes stays sane (``scipy.optimize.least_squares``).
-4. Whole-model correction: profiling inflates each kernel by its own timer cost, so a kernel-time
-   scale, a per-kernel profiler cost and a per-run overhead (session call, layout reorders) are fitted
+4. Whole-model correction: the per-run overhead is measured on an empty graph; profiling inflates
+   each kernel by its own timer cost, so a kernel-time scale and a per-kernel profiler cost are fitted
    to the measured whole-model latencies of the same models (bounded linear least squares).
 No library fits a roofline to ORT traces, hence this module.
 """
@@ -282,25 +282,46 @@ def _host_layers(handle: ModelHandle, profile: dict[str, Any]) -> pd.DataFrame:
     return estimate_with_device(handle, host_device(profile)).layers
 
 
-def fit_whole_model(sums: np.ndarray, counts: np.ndarray, measured: np.ndarray,
-                    max_delta_ms: float = 0.005) -> tuple[float, float, float]:
-    """(kernel scale s, profiler cost per kernel δ, per-run overhead R) in ms minimising the relative
-    whole-model error of ``s·sums - δ·counts + R`` vs ``measured``; 0.5 ≤ s ≤ 2, 0 ≤ δ ≤ max_delta_ms,
-    R ≥ 0.
+def measure_run_overhead_ms(runs: int = 300) -> float:
+    """Median thread-CPU time of one ``session.run`` of a one-element Identity graph: the fixed cost
+    of a call (binding inputs, executor start, output allocation) that every model pays once."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    vi = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [1]) for k in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "noop", [vi[0]], [vi[1]])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feed = {"x": np.zeros(1, np.float32)}
+    times = []
+    for _ in range(runs):
+        t0 = time.thread_time()
+        sess.run(None, feed)
+        times.append(time.thread_time() - t0)
+    return float(np.median(times)) * 1e3
+
+
+def fit_whole_model(sums: np.ndarray, counts: np.ndarray, measured: np.ndarray, run_overhead_ms: float,
+                    max_delta_ms: float = 0.005) -> tuple[float, float]:
+    """(kernel scale s, profiler cost per kernel δ) minimising the relative whole-model error of
+    ``s·sums - δ·counts + R`` vs ``measured``, R the measured per-run overhead; 0.5 ≤ s ≤ 2,
+    0 ≤ δ ≤ max_delta_ms.
 
     The profiler's own timing events inflate every profiled kernel by about the same amount, and
     kernels timed one by one run warmer or colder than inside a whole run; whole-model latencies of
     the calibration models pin both down."""
     from scipy.optimize import lsq_linear
 
-    a = np.stack([sums, -counts, np.ones_like(counts)], axis=1) / measured[:, None]
-    b = np.ones_like(measured)
-    sol = lsq_linear(a, b, bounds=([0.5, 0.0, 0.0], [2.0, max(max_delta_ms, 1e-9), np.inf]))
-    return float(sol.x[0]), float(sol.x[1]), float(sol.x[2])
+    a = np.stack([sums, -counts], axis=1) / measured[:, None]
+    b = (measured - run_overhead_ms) / measured
+    sol = lsq_linear(a, b, bounds=([0.5, 0.0], [2.0, max(max_delta_ms, 1e-9)]))
+    return float(sol.x[0]), float(sol.x[1])
 
 
 def calibrate(models: Sequence[ModelHandle] | None = None, out: Path | None = HOST_PROFILE_PATH,
-              repeats: int = 4, runs: int = 5) -> dict[str, Any]:
+              repeats: int = 8, runs: int = 5) -> dict[str, Any]:
     """Run the micro-benchmarks and profiles, fit the factors, save the host profile JSON (unless out=None).
 
     Kernel factors come from the profiles; the profiler's per-kernel cost and the per-run overhead
@@ -314,7 +335,8 @@ def calibrate(models: Sequence[ModelHandle] | None = None, out: Path | None = HO
     kernels = [_host_layers(h, profile) for h in handles]
     sums = np.array([k["ms"].sum() for k in kernels])
     counts = np.array([float((k["ms"] > 0).sum()) for k in kernels])
-    scale, delta, run_over = fit_whole_model(sums, counts, measured)
+    run_over = measure_run_overhead_ms()
+    scale, delta = fit_whole_model(sums, counts, measured, run_over)
     for c in profile["classes"].values():
         c["eff_compute"], c["eff_memory"] = c["eff_compute"] / scale, c["eff_memory"] / scale
         c["overhead_us"] = round(max(scale * c["overhead_us"] - delta * 1e3, BOUNDS["overhead_us"][0]), 3)
