@@ -130,7 +130,7 @@ def pareto_2d(df: pd.DataFrame, x: str = "target_ms", y: str = "metric", *, late
     xt, yt = _axis_title(x, df, latency_note), _axis_title(y, df, latency_note)
     layout = dict(title=dict(text=title or f"{yt} vs {xt}"), xaxis=dict(title=dict(text=xt)),
                   yaxis=dict(title=dict(text=yt)), legend=dict(title=dict(text="bit-width · pruning")),
-                  height=430, margin=dict(l=10, r=10, t=50, b=10), clickmode="event+select", dragmode="select")
+                  height=430, margin=dict(l=10, r=10, t=50, b=10))
     _shade_feasible(layout, rows, x, y, max_ms=max_ms, max_mb=max_mb, min_metric=min_metric)
     return _fig(data, layout)
 

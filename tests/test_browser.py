@@ -87,5 +87,33 @@ def test_demo_reaches_pareto_chart_with_points_in_browser(server: str) -> None:
         assert points >= 5, f"only {points} points on the Pareto chart"
         assert page.get_by_text("Traceback").count() == 0
         page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+        assert _click_until_selection_changes(page), "clicking Pareto points never changed the selected variant"
+        page.get_by_role("button", name="Open its per-layer view").click()
+        page.get_by_text("Time per layer").wait_for(timeout=60_000)
+        page.get_by_text("Where the time goes").first.wait_for(timeout=30_000)
+        assert page.get_by_text("Traceback").count() == 0
         browser.close()
     assert elapsed < 120, f"demo took {elapsed:.0f} s"
+
+
+def _selected(page) -> str | None:  # noqa: ANN001 - playwright Page
+    values = [e.get_attribute("value") for e in page.locator("[data-testid=stSelectbox] [value]").all()]
+    return values[-1] if values else None
+
+
+def _click_until_selection_changes(page, tries: int = 8) -> bool:  # noqa: ANN001
+    """Click Pareto points (real mouse events → plotly selection → rerun) until the selection changes."""
+    before = _selected(page)
+    points = page.locator(".js-plotly-plot").first.locator(".scatterlayer .point")
+    for i in range(min(tries, points.count())):
+        box = points.nth(i).bounding_box()
+        if box is None:
+            continue
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.wait_for_timeout(300)
+        page.mouse.click(x, y)
+        page.wait_for_timeout(2500)
+        if _selected(page) != before:
+            return True
+    return False
