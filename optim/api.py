@@ -248,7 +248,7 @@ class SweepRequest:
 
 def demo_request() -> SweepRequest:
     """The demo: 2 pruning ratios × 3 bit-widths (+ unpruned) on 200 test images: ~6–9 variants."""
-    return SweepRequest(ratios=(0.0, 0.3), bits=(32, 8, 4), prune_kinds=("structured",),
+    return SweepRequest(ratios=(0.0, 0.5), bits=(32, 8, 4), prune_kinds=("structured",),
                         eval_limit=200, latency_budget_s=0.2)
 
 
