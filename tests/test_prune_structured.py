@@ -104,12 +104,23 @@ def test_prune_structured_global_scope_shrinks_mlp(tiny_mlp: ModelHandle, import
 def test_prune_structured_prunes_only_mlp_hidden_units_when_transformer() -> None:
     proto = tiny_vit_proto(dynamic_batch=True)
     handle = ModelHandle(proto, "vit")
-    out = run(handle, StructuredPruneConfig(ratio=0.5))
+    out = run(handle, StructuredPruneConfig(ratio=0.5, prune_heads=False))
     shapes = sorted(tuple(t.dims) for t in out.model.graph.initializer if len(t.dims) == 2)
     assert (32, 32) in shapes and (32, 96) in shapes  # attention width untouched
     assert (32, 64) not in shapes and ((32, 32) in shapes)  # MLP 32→64→32 became 32→32→32
     x = example_inputs(proto, seed=1)[0].numpy()
     assert _ort(out.model, x).shape == (1, 10)
+
+
+def test_prune_structured_removes_attention_heads_when_prune_heads() -> None:
+    from test_onnx2torch import max_abs_diff_vs_ort
+
+    handle = ModelHandle(tiny_vit_proto(), "vit")
+    out = run(handle, StructuredPruneConfig(ratio=0.5, prune_heads=True))
+    assert out.meta["structured_pruning"]["heads_removed"] == 2  # 4 heads → 2
+    shapes = sorted(tuple(t.dims) for t in out.model.graph.initializer if len(t.dims) == 2)
+    assert (32, 48) in shapes and (16, 32) in shapes  # fused qkv 32→96 became 32→48, proj 32→32 became 16→32
+    assert max_abs_diff_vs_ort(out.model) < 1e-4  # the exported graph converts again (no If/unsupported ops)
 
 
 def test_prune_structured_raises_unsupported_ops_error_listing_the_op(tiny_cnn: ModelHandle) -> None:
@@ -225,3 +236,35 @@ def test_prune_structured_output_converts_again_and_prunes_further(tiny_cnn: Mod
     twice = run(once, StructuredPruneConfig(ratio=0.3))
     assert _params(twice.model) < _params(once.model)
     assert twice.history == [*once.history, "prune_structured(ratio=0.3, uniform, l2)"]
+
+
+class _HeadsInterleaved(torch.nn.Module):
+    """qkv laid out as (heads, 3, head_dim): a layout head pruning does not handle → must leave as is."""
+
+    def __init__(self, d: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.h, self.qkv, self.proj, self.fc = heads, torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d), \
+            torch.nn.Linear(d, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, self.h, 3, d // self.h).permute(3, 0, 2, 1, 4).unbind(0)
+        a = torch.softmax(q @ k.transpose(-2, -1), -1)
+        return self.fc(self.proj((a @ v).transpose(1, 2).reshape(b, n, d)).mean(1))
+
+
+def test_prune_heads_leaves_model_unchanged_when_layout_check_fails() -> None:
+    from optim.export import torch_to_onnx
+    from optim.passes.onnx2torch import to_torch
+    from optim.passes.prune_heads import prune_heads
+
+    torch.manual_seed(0)
+    proto = torch_to_onnx(_HeadsInterleaved().eval(), [torch.randn(1, 5, 16)])
+    module = to_torch(proto)
+    x = [torch.randn(2, 5, 16)]
+    with torch.no_grad():
+        before = module(*x)
+    result, removed, n = prune_heads(module, 0.5, "l2", x)
+    assert n == 0 and removed == {}
+    with torch.no_grad():
+        torch.testing.assert_close(result(*x), before)

@@ -100,10 +100,9 @@ def _flatten(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.Tensor:
 def _squeeze(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.Tensor:
     axes = _axes(node, a, opset, 13)
     x = a[0]
-    if not axes:
-        return x.squeeze()
-    for ax in sorted((ax % x.dim() for ax in axes), reverse=True):
-        x = x.squeeze(ax)
+    dims = [d for d in range(x.dim()) if x.shape[d] == 1] if not axes else [ax % x.dim() for ax in axes]
+    for ax in sorted(dims, reverse=True):
+        x = x.select(ax, 0)  # select, not squeeze: exports as Gather, never as an If on the size
     return x
 
 

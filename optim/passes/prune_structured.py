@@ -30,6 +30,7 @@ from optim.export import torch_to_onnx
 from optim.handle import ModelHandle
 from optim.passes.base import PassContext, check_choice, check_range, register
 from optim.passes.onnx2torch import OnnxModule, example_inputs, to_torch
+from optim.passes.prune_heads import prune_heads
 from optim.passes.recalibrate import recalibrate
 
 SCOPES = ("uniform", "global")
@@ -55,6 +56,8 @@ class StructuredPruneConfig:
         "help": "Match each kept channel's mean/std to the unpruned model on calibration data."})
     calib_samples: int = field(default=256, metadata={
         "help": "Calibration samples for recalibration and Taylor scores.", "min": 8, "max": 4096})
+    prune_heads: bool = field(default=True, metadata={
+        "help": "Transformers: also remove round(heads × ratio) whole attention heads per block."})
     seed: int = field(default=0, metadata={"help": "Seed for random importance and synthetic data.",
                                            "min": 0, "max": 2**31 - 1})
 
@@ -188,9 +191,7 @@ def _prune(module: OnnxModule, cfg: StructuredPruneConfig, x: list[torch.Tensor]
         round_to=cfg.round_to if cfg.round_to > 1 else None)
     groups = list(pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=_ROOTS))
     if not groups:
-        raise PassUnavailableError(
-            "Structured pruning found no channel group it can remove safely in this model (every layer "
-            "feeds attention reshapes, constants or the output). Try unstructured pruning or quantization.")
+        return {}
     if cfg.importance == "taylor":
         _taylor_grads(module, x, y)
     ctx.report(0.35, f"removing channels from {len(groups)} coupled groups")
@@ -225,6 +226,17 @@ def run(handle: ModelHandle, config: StructuredPruneConfig, ctx: PassContext | N
         ctx.report(0.1, "tracing channel dependencies")
         pruned = _prune(module, config, x, y, ctx)
         ctx.check_cancel()
+        if config.prune_heads:
+            ctx.report(0.5, "looking for attention heads to remove")
+            module, heads, n_heads = prune_heads(module, config.ratio, config.importance,
+                                                 [t[:4] for t in x], config.seed)
+            pruned.update(heads)
+            details["heads_removed"] = n_heads
+        if not pruned:
+            raise PassUnavailableError(
+                "Structured pruning found no channel group or attention head it can remove safely in this "
+                "model (every layer feeds reshapes, constants or the output). Try unstructured pruning or "
+                "quantization instead.")
         kept = _kept_channels(pruned, before, module)
         details["layers_changed"] = len(kept)
         if config.recalibrate and kept:
