@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import time
@@ -95,6 +96,29 @@ def test_bad_upload_shows_its_specific_error(name: str, data: bytes, expected: s
     at.button(key="load_upload").click().run()
     assert not at.exception
     assert any(expected in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_upload_model_without_data_is_summarised_in_agreement_mode(tiny_cnn) -> None:
+    at = _app().run()
+    at.file_uploader(key="upload_model").set_value(("tiny.onnx", tiny_cnn.model_bytes, "application/octet-stream"))
+    at.run()
+    at.button(key="load_upload").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["model_label"] == "tiny.onnx"
+    assert any(m.label == "Parameters" for m in at.metric)
+    assert any(m.label == "Baseline accuracy" and m.value == "n/a" for m in at.metric)
+
+
+def test_upload_with_mismatched_data_shows_shape_error(tiny_cnn) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros((8, 3, 20, 20), np.float32), y=np.zeros(8, np.int64))
+    at = _app().run()
+    at.file_uploader(key="upload_model").set_value(("tiny.onnx", tiny_cnn.model_bytes, "application/octet-stream"))
+    at.file_uploader(key="upload_data").set_value(("data.npz", buf.getvalue(), "application/octet-stream"))
+    at.run()
+    at.button(key="load_upload").click().run()
+    assert not at.exception
+    assert at.error and "16" in at.error[0].value and "20" in at.error[0].value, [e.value for e in at.error]
 
 
 def test_sweep_flow_reaches_pareto_points_and_layers_table(tiny_cnn, tiny_images) -> None:
