@@ -41,6 +41,8 @@ def setup(title: str) -> None:
     sid = st.query_params.get("sweep")
     if sid and sid != st.session_state.get("sweep_id"):
         st.session_state["sweep_id"] = sid
+    elif not sid and st.session_state.get("sweep_id"):
+        st.query_params["sweep"] = st.session_state["sweep_id"]  # keep the URL shareable on every page
     with st.sidebar:
         for key, name, icon in NAV:
             st.page_link(PAGES[key], label=name, icon=icon)

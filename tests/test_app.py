@@ -139,6 +139,7 @@ def test_sweep_flow_reaches_pareto_points_and_layers_table(tiny_cnn, tiny_images
 
     at.switch_page("pages/2_Pareto.py").run()
     assert not at.exception, [e.value for e in at.exception]
+    assert at.query_params["sweep"] in (sid, [sid])  # the URL reopens this sweep after a reload
     assert _chart_points(at, 0) == n_ok
     target = [v for v in api.variants(sid)["variant_id"] if v != api.baseline_row(api.variants(sid))["variant_id"]][0]
     at.selectbox(key="pick_variant").set_value(target).run()
