@@ -6,7 +6,8 @@ batch-1 latency relative to the unpruned model (1 thread, ORT_ENABLE_ALL, best m
 rounds so background load hits every variant alike) and the *latency efficiency*
 ``(1 − latency ratio) / (1 − MACs ratio)``: 1.0 means every MAC removed is time saved. For the
 trained ResNet it also prints top-1 accuracy (95 % interval) and agreement with the unpruned model
-without and with per-channel recalibration.
+without and with per-channel recalibration (and with ``round_to=8``); for the ViT sample, MLP-only
+pruning vs MLP + attention heads.
 
 Usage: ``.venv/bin/python benchmarks/pruning.py [--ratios 0.3 0.5] [--budget 1.0] [--rounds 3]
 [--no-resnet50]``.
@@ -77,6 +78,27 @@ def bundled_resnet(ratios: list[float], budget: float, rounds: int) -> None:
         print(fmt(name, size_row(handle, v, lats[0], lat), extra))
 
 
+def bundled_vit(ratios: list[float], budget: float, rounds: int) -> None:
+    try:
+        from optim.samples import load_sample
+
+        handle, test, train = load_sample("vit_digits")
+    except Exception as exc:  # noqa: BLE001 - artifacts may not be built
+        print(f"vit_digits unavailable ({exc}); skipped")
+        return
+    ctx = PassContext(calib=train)
+    ref = measure.predict(handle, test.x)
+    acc0 = measure.accuracy(ref, test.y)
+    variants = [(f"ratio {r} heads={h}", run(handle, StructuredPruneConfig(ratio=r, prune_heads=h), ctx))
+                for r in ratios for h in (False, True)]
+    lats = best_latency([handle] + [v for _, v in variants], budget, rounds)
+    print(f"\nvit_digits: fp32 top-1 {acc0.top1:.4f} (n={acc0.n}), batch-1 latency {lats[0]:.2f} ms")
+    for (name, v), lat in zip(variants, lats[1:], strict=True):
+        acc = measure.accuracy(measure.predict(v, test.x), test.y)
+        heads = v.meta["structured_pruning"].get("heads_removed", 0)
+        print(fmt(name, size_row(handle, v, lats[0], lat), f"top-1 {acc.top1:.4f}  heads removed {heads}"))
+
+
 def zoo_resnet50(ratio: float, budget: float, rounds: int) -> None:
     from optim.zoo import zoo_model
 
@@ -96,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     np.set_printoptions(precision=3)
     bundled_resnet(args.ratios, args.budget, args.rounds)
+    bundled_vit(args.ratios, args.budget, args.rounds)
     if not args.no_resnet50:
         zoo_resnet50(0.5, args.budget * 3, args.rounds)
 

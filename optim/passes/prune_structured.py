@@ -10,7 +10,11 @@ converter marks outputs of nodes that index, split or reshape channels (attentio
 a non-scalar constant (position embeddings, class tokens), grouped (non-depthwise) convs and the
 graph outputs; every group that touches one of them is left whole. On a transformer this leaves the
 MLP hidden units (fc1 outputs = fc2 inputs) as the prunable groups; on conv nets it leaves the
-classifier's outputs alone.
+classifier's outputs alone. Attention heads, which torch-pruning cannot see in a converted graph, are
+removed by ``prune_heads.py`` (``prune_heads=True``), checked numerically before they are kept.
+
+Measured (``benchmarks/pruning.py``, resnet_digits, 2,160 test images, no fine-tuning): ratio 0.3
+top-1 99.9 % → 9.6 % without recalibration, 96.8 % with; ratio 0.5 → 9.6 % / 89.4 %.
 """
 
 from __future__ import annotations
