@@ -33,7 +33,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from optim.casestudy import CaseStudyConfig, format_table, run_casestudy
-    from optim.cli_profile import _load_data, load_model
+    from optim.cli_profile import load_model
+    from optim.model_data import load_data_for
 
     handle, test = load_model(args.model)
     train = None
@@ -42,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
         _, _, train = load_sample(args.model)
     if args.data:
-        test = _load_data(args.data, handle, args.label_column)
+        test = load_data_for(handle, args.data, label_column=args.label_column)
     if args.train:
-        train = _load_data(args.train, handle, args.label_column)
+        train = load_data_for(handle, args.train, label_column=args.label_column)
     if test is None or train is None:
         raise ConfigError("A model file needs --data (labelled test set) and --train (inputs for calibration "
                           "and distillation).")

@@ -88,21 +88,9 @@ def _parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
 
 def _load_data(path: Path, handle: ModelHandle, args: argparse.Namespace) -> Any:
     """The --data file, images sized and normalised for the model's (NCHW) input."""
-    from optim.data import check_compatible, load_data
+    from optim.model_data import load_data_for
 
-    shape = [d.dim_value for d in handle.model.graph.input[0].type.tensor_type.shape.dim]
-    kwargs: dict[str, Any] = {"label_column": args.label_column}
-    if len(shape) == 4 and all(shape[1:]):
-        kwargs["image_size"] = (shape[2], shape[3])
-        kwargs["channels"] = shape[1]
-        if shape[1] == 1:  # grey images: plain [0, 1] pixels unless --mean/--std say otherwise
-            kwargs.update(mean=(0.0,), std=(1.0,))
-    for key in ("mean", "std"):
-        if getattr(args, key) is not None:
-            kwargs[key] = getattr(args, key)
-    ds = load_data(path, path.name, **kwargs)
-    check_compatible(handle, ds)
-    return ds
+    return load_data_for(handle, path, label_column=args.label_column, mean=args.mean, std=args.std)
 
 
 # --- printing ------------------------------------------------------------------------------------

@@ -59,17 +59,9 @@ def _split(text: str, cast: type, name: str) -> tuple[Any, ...]:
 
 
 def _load_data(path: Path, handle: ModelHandle, label_column: str | None) -> Any:
-    from optim.data import check_compatible, load_data
+    from optim.model_data import load_data_for
 
-    if not path.is_file():
-        raise ConfigError(f"data file {str(path)!r} not found.")
-    dims = [d.dim_value for d in handle.model.graph.input[0].type.tensor_type.shape.dim]
-    kwargs: dict[str, Any] = {"label_column": label_column}
-    if len(dims) == 4 and all(dims[2:]):
-        kwargs["image_size"] = (dims[2], dims[3])
-    ds = load_data(path, path.name, **kwargs)
-    check_compatible(handle, ds)
-    return ds
+    return load_data_for(handle, path, label_column=label_column)
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
