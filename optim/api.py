@@ -56,6 +56,7 @@ class Loaded:
     calib: Any  # optim.data.Dataset or None
     origin: str  # "sample" or "upload"
     label: str
+    train: Any = None  # a training split separate from ``test`` (samples): feeds distillation
 
     @property
     def key(self) -> str:
@@ -97,7 +98,7 @@ def load_sample(name: str, calib_n: int = 256) -> Loaded:
 
     handle, test, train = samples.load_sample(name)
     calib = train.subset(min(calib_n, len(train))) if train is not None and len(train) else None
-    return Loaded(handle=handle, test=test, calib=calib, origin="sample", label=name)
+    return Loaded(handle=handle, test=test, calib=calib, origin="sample", label=name, train=train)
 
 
 def parse_shapes(text: str) -> dict[str, tuple[int, ...]]:
@@ -138,17 +139,9 @@ def synthetic_dataset(handle: ModelHandle, n: int) -> Any:
 
 def attach_data(loaded: Loaded, data: bytes, filename: str) -> Loaded:
     """Evaluation data for an uploaded model; raises ShapeMismatchError / DataFormatError with advice."""
-    from optim import data as data_mod
-    from optim import model_io
+    from optim.model_data import load_data_for
 
-    spec = model_io.input_specs(loaded.handle.model)[0]
-    shape = [d for d in spec.shape[1:] if isinstance(d, int)]
-    kwargs: dict[str, Any] = {}
-    if len(shape) == 3:
-        kwargs["image_size"] = (shape[1], shape[2]) if shape[0] in (1, 3) else (shape[0], shape[1])
-        kwargs["channels_first"] = shape[0] in (1, 3)
-    ds = data_mod.load_data(data, filename, **kwargs)
-    data_mod.check_compatible(loaded.handle, ds)
+    ds = load_data_for(loaded.handle, data, filename)
     calib = ds.subset(min(256, len(ds)))
     return Loaded(handle=loaded.handle, test=ds, calib=calib, origin=loaded.origin, label=loaded.label)
 
@@ -239,11 +232,12 @@ class SweepRequest:
     latency_budget_s: float = 0.3
     distill: bool = False
     distill_budget_s: float = 30.0
+    auto_bits: bool = False
 
     @property
     def n_variants(self) -> int:
-        ratios = [r for r in self.ratios if r > 0]
-        return (1 + len(ratios) * len(self.prune_kinds)) * len(self.bits) * len(self.opt_levels)
+        pruned = len([r for r in self.ratios if r > 0]) * len(self.prune_kinds) * (2 if self.distill else 1)
+        return ((1 + pruned) * len(self.bits) + int(self.auto_bits)) * len(self.opt_levels)
 
 
 def demo_request() -> SweepRequest:
@@ -260,7 +254,7 @@ def sweep_config(req: SweepRequest) -> Any:
     values = dict(ratios=tuple(req.ratios), bits=tuple(req.bits), prune_kinds=tuple(req.prune_kinds),
                   opt_levels=tuple(req.opt_levels), importance=req.importance, eval_limit=req.eval_limit,
                   latency_budget_s=req.latency_budget_s, target_device=target,
-                  distill=req.distill, distill_budget_s=req.distill_budget_s)
+                  distill=req.distill, distill_budget_s=req.distill_budget_s, auto_bits=req.auto_bits)
     if req.distill and "distill" not in names:
         raise ConfigError("Distillation is installed but the sweep cannot schedule it yet: switch it off to run.")
     return sweep.SweepConfig(**{k: v for k, v in values.items() if k in names})
@@ -274,11 +268,14 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
     if loaded.test is None:
         raise ConfigError("This model has no evaluation data and several inputs: upload evaluation data first.")
     config = sweep_config(req)
+    if req.distill and loaded.train is None:
+        raise ConfigError("Distillation needs training inputs kept apart from the evaluation data, so that "
+                          "accuracy stays honest: use a bundled sample, or switch distillation off.")
 
     def work(progress: Any, cancel: Any) -> str:
         st = store_mod.Store()
         return sweep.run_sweep(loaded.handle, loaded.test, loaded.calib, config, st,
-                               progress=progress, cancel=cancel)
+                               progress=progress, cancel=cancel, train=loaded.train)
 
     sid = sweep.sweep_id_for(loaded.handle, loaded.test, loaded.calib, config)
     running = job_for_sweep(sid)

@@ -12,7 +12,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-BIT_COLORS = {32: "#1f77b4", 16: "#2ca02c", 8: "#ff7f0e", 6: "#8c564b", 4: "#d62728", 2: "#9467bd"}
+BIT_COLORS = {32: "#1f77b4", 16: "#2ca02c", 8: "#ff7f0e", 6: "#8c564b", 4: "#d62728", 2: "#9467bd", 0: "#e377c2"}
+
+
+def bits_name(bits: int) -> str:
+    """Legend/hover name of a bit-width; 0 is the automatic per-layer mixed precision."""
+    return "mixed (auto)" if bits == 0 else f"{bits}-bit"
 KIND_SYMBOLS = {"none": "circle", "structured": "square", "unstructured": "diamond"}
 AXES = {"metric": "Accuracy (top-1, %)", "target_ms": "Latency (ms)", "size_mb": "Size (MB)",
         "latency_ms": "Latency on this CPU (ms, measured)"}
@@ -54,7 +59,7 @@ def _hover(rows: list[Row]) -> list[str]:
         ci = f" [{r['metric_lo']:.1f}–{r['metric_hi']:.1f}]" if r.get("metric_lo") is not None else ""
         out.append(
             f"<b>{r.get('label') or r['variant_id']}</b><br>prune {r['prune_kind']} {r['prune_ratio'] or 0:.0%}"
-            f" · {int(r['bits'])}-bit · opt {r.get('opt_level', '')}<br>accuracy {r['metric']:.2f} %{ci}"
+            f" · {bits_name(int(r['bits']))} · opt {r.get('opt_level', '')}<br>accuracy {r['metric']:.2f} %{ci}"
             f"<br>latency {r['target_ms']:.3g} ms · size {r['size_mb']:.3g} MB"
             + ("<br><i>simulated precision</i>" if r.get("simulated") else "")
             + (f"<br>⚑ {r['flags']}" if r.get("flags") else ""))
@@ -107,7 +112,7 @@ def pareto_2d(df: pd.DataFrame, x: str = "target_ms", y: str = "metric", *, late
     for bits, kind, g in _groups(rows):
         sym = KIND_SYMBOLS.get(kind, "circle")
         trace: dict[str, Any] = dict(
-            type="scatter", x=_col(g, x), y=_col(g, y), mode="markers", name=f"{bits}-bit · {kind}",
+            type="scatter", x=_col(g, x), y=_col(g, y), mode="markers", name=f"{bits_name(bits)} · {kind}",
             customdata=_col(g, "variant_id"), hovertext=_hover(g), hoverinfo="text",
             marker=dict(color=BIT_COLORS.get(bits, "#7f7f7f"), size=12,
                         symbol=[sym + "-open" if r["simulated"] else sym for r in g],
@@ -166,7 +171,7 @@ def pareto_3d(df: pd.DataFrame, latency_note: str = "measured", title: str = "")
         sym = KIND_SYMBOLS.get(kind, "circle")
         data.append(dict(
             type="scatter3d", x=_col(g, "target_ms"), y=_col(g, "size_mb"), z=_col(g, "metric"), mode="markers",
-            name=f"{bits}-bit · {kind}", customdata=_col(g, "variant_id"), hovertext=_hover(g), hoverinfo="text",
+            name=f"{bits_name(bits)} · {kind}", customdata=_col(g, "variant_id"), hovertext=_hover(g), hoverinfo="text",
             marker=dict(color=BIT_COLORS.get(bits, "#7f7f7f"), size=[9 if r["pareto"] else 5 for r in g],
                         symbol=[sym + "-open" if r["simulated"] else sym for r in g],
                         line=dict(color="black", width=1))))

@@ -48,10 +48,11 @@ def baseline_row(df: pd.DataFrame) -> pd.Series | None:
 
 
 def _slow_reason(row: pd.Series, vnni: bool) -> str:
-    bits = int(row.get("bits") or 32)
+    bits = 32 if pd.isna(row.get("bits")) else int(row.get("bits"))
     reasons = []
     if not bool(row.get("executable", True)):
-        reasons.append(f"INT{bits} is simulated: the file runs in FP32 (fake-quantised weights)")
+        what = "per-layer mixed precision" if bits == 0 else f"INT{bits}"
+        reasons.append(f"{what} is simulated: the file runs in FP32 (fake-quantised weights)")
     elif bits == 8:
         reasons.append("INT8 kernels without VNNI are not faster on this CPU" if not vnni else
                        "INT8 at batch 1 pays quantize/dequantize overhead on small layers")

@@ -53,6 +53,11 @@ with right.container(border=True):
         distill = st.toggle("Distillation (recover accuracy from the original model)", key="distill")
         budget = float(st.slider("Distillation budget (s per variant)", 5, 300, 30, 5, key="distill_budget",
                                  disabled=not distill))
+        st.caption("Adds a distilled copy of every pruned variant, fine-tuned on the training split to mimic "
+                   "the original model; marked *distilled* on the Pareto page.")
+    auto_bits = st.toggle("Automatic per-layer mixed precision", key="auto_bits",
+                          help="Measures each layer's sensitivity, then picks 8/4/3/2 bits per layer at the packed "
+                               "size of uniform INT4 (simulated: fake-quantised weights).")
 
 with st.expander("Measurement settings"):
     n_test = len(loaded.test) if loaded.test is not None else 0
@@ -63,7 +68,7 @@ with st.expander("Measurement settings"):
 req = api.SweepRequest(ratios=ratios, bits=tuple(sorted(bits, reverse=True)) or (32,),
                        prune_kinds=tuple(kinds) or ("structured",), importance=importance, target_device=target,
                        eval_limit=int(eval_limit), latency_budget_s=float(lat_budget), distill=distill,
-                       distill_budget_s=budget)
+                       distill_budget_s=budget, auto_bits=auto_bits)
 one = api.SweepRequest(ratios=(ratios[-1],), bits=(req.bits[-1],), prune_kinds=(req.prune_kinds[0],),
                        importance=importance, target_device=target, eval_limit=int(eval_limit),
                        latency_budget_s=float(lat_budget), distill=distill, distill_budget_s=budget)

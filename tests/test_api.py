@@ -217,3 +217,15 @@ def test_front_2d_keeps_only_non_dominated_points_of_the_view() -> None:
     naive = [a for a in rows if not any(b["target_ms"] <= a["target_ms"] and b["metric"] >= a["metric"]
                                         and b != a for b in rows)]
     assert sorted(map(id, naive)) == sorted(map(id, front))
+
+
+def test_start_sweep_refuses_distillation_without_separate_training_split(loaded: api.Loaded) -> None:
+    req = api.SweepRequest(ratios=(0.0, 0.5), bits=(32,), distill=True)
+    with pytest.raises(OptimError, match="training inputs"):
+        api.start_sweep(loaded, req)
+
+
+def test_sweep_request_counts_distilled_and_auto_variants() -> None:
+    req = api.SweepRequest(ratios=(0.0, 0.25, 0.5), bits=(32, 8), prune_kinds=("structured",), distill=True,
+                           auto_bits=True)
+    assert req.n_variants == len(api.sweep_config(req).variants()) == (1 + 4) * 2 + 1
