@@ -108,8 +108,9 @@ def test_prune_structured_prunes_only_mlp_hidden_units_when_transformer() -> Non
     shapes = sorted(tuple(t.dims) for t in out.model.graph.initializer if len(t.dims) == 2)
     assert (32, 32) in shapes and (32, 96) in shapes  # attention width untouched
     assert (32, 64) not in shapes and ((32, 32) in shapes)  # MLP 32→64→32 became 32→32→32
-    x = example_inputs(proto, seed=1)[0].numpy()
-    assert _ort(out.model, x).shape == (1, 10)
+    x = example_inputs(proto, batch=3, seed=1)[0].numpy()
+    assert _ort(out.model, x).shape == (3, 10)  # the symbolic batch survived the export
+    assert out.meta["structured_pruning"]["dynamic_batch"] is True
 
 
 def test_prune_structured_removes_attention_heads_when_prune_heads() -> None:

@@ -199,7 +199,8 @@ def _expand(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.Tensor:
         return x.expand(shape)
     x = x.reshape((1,) * (len(shape) - x.dim()) + tuple(x.shape))
     sizes = traced_sizes(a[1], target)
-    return x.expand(*[-1 if t == 1 else sz for t, sz in zip(target, sizes, strict=True)])
+    # ONNX broadcasting is two-way: a target 1 against a longer dim keeps that dim (-1 in torch)
+    return x.expand(*[-1 if t == 1 and n > 1 else sz for t, n, sz in zip(target, x.shape, sizes, strict=True)])
 
 
 def _cast(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.Tensor:
