@@ -175,3 +175,16 @@ def test_remap_reshape_recomputes_flatten_target_when_channels_shrink() -> None:
     assert remap_reshape((1, 8, 2, 2), (1, 32), (1, 4, 2, 2)) == [-1, 16]
     assert remap_reshape((1, 512, 1, 1), (1, 512), (5, 256, 1, 1)) == [-1, 256]
     assert remap_reshape((1, 32, 16), (1, 32, 4, 4), (1, 16, 16)) == [-1, 16, 4, 4]
+
+
+def test_to_torch_matches_onnxruntime_when_conv_weight_is_computed_in_graph() -> None:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Neg", ["w"], ["wn"]),
+             helper.make_node("Conv", ["x", "wn"], ["y"], pads=[1, 0, 0, 1], strides=[1, 2])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 7, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert len(to_torch(model).layers) == 0  # not a prunable layer, but it runs
+    assert max_abs_diff_vs_ort(model) < 1e-4

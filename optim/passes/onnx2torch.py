@@ -256,7 +256,7 @@ class OnnxModule(nn.Module):
                 res = self._run_layer(self.layers[kind[6:]], args[0])
             elif node.op_type == "Reshape":
                 res = self._reshape(idx, node, args)
-            elif node.op_type in ("Gemm", "LayerNormalization", "BatchNormalization"):
+            elif node.op_type in ("Gemm", "LayerNormalization", "BatchNormalization", "Conv"):
                 res = _functional(node, args)
             else:
                 res = KERNELS[node.op_type](node, args, self.opset)
@@ -332,6 +332,13 @@ def _linear(w: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
 def _functional(node: onnx.NodeProto, a: list[Any]) -> torch.Tensor:
     """Gemm / LayerNormalization / BatchNormalization whose parameters are not constants."""
     at = attrs(node)
+    if node.op_type == "Conv":  # weight computed in the graph: a plain function, invisible to pruning
+        nd = a[1].dim() - 2
+        pads = at.get("pads") or auto_pads(at.get("auto_pad", "NOTSET"), a[0], a[1].shape[2:],
+                                          at.get("strides", [1] * nd), at.get("dilations", [1] * nd))
+        fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+        return fn(F.pad(a[0], pad_pairs(pads)), a[1], a[2] if len(a) > 2 else None, at.get("strides", 1), 0,
+                  at.get("dilations", 1), at.get("group", 1))
     if node.op_type == "Gemm":
         x = a[0].t() if at.get("transA", 0) else a[0]
         w = a[1].t() if at.get("transB", 0) else a[1]
