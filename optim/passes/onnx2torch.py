@@ -47,7 +47,8 @@ LAYER_OPS = frozenset({"Conv", "Gemm", "BatchNormalization", "LayerNormalization
 SUPPORTED_OPS: frozenset[str] = frozenset(KERNELS) | LAYER_OPS
 _ELEMENTWISE_MULTI = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "Max", "Min", "Sum", "Equal",
                                 "Less", "Greater"})
-_INDEXING = frozenset({"Gather", "Slice", "Split", "Expand", "MatMul", "Gemm", "LayerNormalization"})
+_INDEXING = frozenset({"Gather", "Slice", "Split", "Expand", "MatMul", "Gemm", "LayerNormalization", "Conv",
+                       "BatchNormalization"})
 
 
 class UnsupportedOpsError(PassUnavailableError):
