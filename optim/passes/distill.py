@@ -205,7 +205,7 @@ def train_student(module: nn.Module, cfg: DistillConfig, d: dict[str, Any], ctx:
           "Fine-tunes the compressed model to mimic the original one (soft targets, optionally true labels); "
           "recovers much of the accuracy pruning or low-bit quantization cost. Needs training inputs only.")
 def run(handle: ModelHandle, config: DistillConfig, ctx: PassContext | None = None) -> ModelHandle:
-    from optim.passes.prune_structured import _export as export_like
+    from optim.passes.prune_structured import export_like
 
     ctx = ctx or PassContext()
     ctx.report(0.0, "computing teacher outputs")
