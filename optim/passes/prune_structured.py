@@ -165,7 +165,6 @@ def export_like(handle: ModelHandle, module: OnnxModule) -> tuple[onnx.ModelProt
     return torch_to_onnx(module, ex, dynamic_batch=False, **kw), False
 
 
-_export = export_like  # older name, used by optim.passes.distill
 
 
 def _runs_at_batch(proto: onnx.ModelProto, module: nn.Module, original: onnx.ModelProto, batch: int = 3) -> bool:
