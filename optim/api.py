@@ -38,7 +38,10 @@ from optim.views import (  # noqa: F401
     add_flags,
     apply_constraints,
     baseline_row,
+    fmt_ms,
     graph_diff,
+    int8_note,
+    ms_decimals,
     recommend,
     summary_facts,
 )
@@ -377,12 +380,11 @@ def report_html(sweep_id: str, variant_id: str | None, device_id: str | None = N
     return build_report(sweep_id, variant_id, device_id=device_id, model_label=model_label)
 
 
-def cpu_has_vnni() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+def cpu_has_vnni() -> bool | None:
+    """Whether this CPU has 8-bit dot-product instructions (VNNI / AMX); None when it cannot be told."""
+    from optim.passes.quant_core import cpu_has_vnni as detect
+
+    return detect()
 
 
 # Layer-by-layer and Learn helpers live in optim/api_detail.py (imported last: it builds on the above).

@@ -47,15 +47,43 @@ def baseline_row(df: pd.DataFrame) -> pd.Series | None:
     return base.iloc[0]
 
 
-def _slow_reason(row: pd.Series, vnni: bool) -> str:
+def int8_note(vnni: bool | None) -> str:
+    """One line on what INT8 can buy on this CPU, from its detected 8-bit dot-product support."""
+    if vnni is None:
+        return ("This CPU's 8-bit dot-product support (VNNI) could not be detected: INT8 may or may not be "
+                "faster here; the measured latencies say which.")
+    if vnni:
+        return ("This CPU has VNNI (8-bit dot-product instructions): INT8 kernels are expected to be faster "
+                "than FP32 here, except where quantize/dequantize overhead dominates small layers.")
+    return ("This CPU has no VNNI (8-bit dot-product instructions): INT8 kernels are often no faster than "
+            "FP32 here; the gain is in size, and on CPUs with VNNI or on NPUs.")
+
+
+def ms_decimals(values: Any) -> int:
+    """Decimals that show ~3 significant digits of the largest latency (0.072 ms, 12.3 ms, 1234 ms)."""
+    arr = pd.to_numeric(pd.Series(values), errors="coerce").abs()
+    top = float(arr.max()) if arr.notna().any() else 1.0
+    return 3 if top < 1 else 2 if top < 10 else 1 if top < 100 else 0
+
+
+def fmt_ms(v: float | None) -> str:
+    """A latency with ~3 significant digits and its unit."""
+    if v is None or pd.isna(v):
+        return "n/a"
+    return f"{float(v):.{ms_decimals([v])}f} ms"
+
+
+def _slow_reason(row: pd.Series, vnni: bool | None) -> str:
     bits = 32 if pd.isna(row.get("bits")) else int(row.get("bits"))
     reasons = []
     if not bool(row.get("executable", True)):
         what = "per-layer mixed precision" if bits == 0 else f"INT{bits}"
         reasons.append(f"{what} is simulated: the file runs in FP32 (fake-quantised weights)")
     elif bits == 8:
-        reasons.append("INT8 kernels without VNNI are not faster on this CPU" if not vnni else
-                       "INT8 at batch 1 pays quantize/dequantize overhead on small layers")
+        reasons.append("INT8 kernels without VNNI (8-bit dot products, absent on this CPU) are not faster than FP32"
+                       if vnni is False else
+                       "INT8 at batch 1 pays quantize/dequantize overhead on small layers (this CPU has VNNI)"
+                       if vnni else "INT8 kernels may lack 8-bit dot products here (VNNI not detected)")
     elif bits == 16:
         reasons.append("FP16 runs on CPU through inserted casts (no FP16 kernels)")
     if row.get("prune_kind") == "unstructured" and float(row.get("prune_ratio") or 0) > 0:
@@ -66,7 +94,7 @@ def _slow_reason(row: pd.Series, vnni: bool) -> str:
     return "; ".join(reasons) or "within measurement noise or runtime overhead"
 
 
-def add_flags(df: pd.DataFrame, vnni: bool = False, slow_tol: float = 1.05) -> pd.DataFrame:
+def add_flags(df: pd.DataFrame, vnni: bool | None = None, slow_tol: float = 1.05) -> pd.DataFrame:
     """Add ``metric`` (accuracy or agreement, in %), ``size_mb``, ``kind`` labels and ``flags`` text."""
     df = df.copy()
     has_acc = "top1" in df and df["top1"].notna().any()
