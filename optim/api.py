@@ -389,6 +389,7 @@ def cpu_has_vnni() -> bool | None:
 
 # Layer-by-layer and Learn helpers live in optim/api_detail.py (imported last: it builds on the above).
 from optim.api_detail import (  # noqa: E402,F401
+    SENSITIVITY_N,
     fusion_of,
     graph_changes,
     layer_view,
@@ -396,5 +397,11 @@ from optim.api_detail import (  # noqa: E402,F401
     roofline_of,
     runtime_fusion,
     sensitivity,
+    sensitivity_chart,
+    sensitivity_data,
+    sensitivity_estimate_s,
+    sensitivity_view,
     soft_labels,
+    start_sensitivity,
+    stored_sensitivity,
 )

@@ -1,15 +1,19 @@
-"""Second half of :mod:`optim.api`: one variant layer by layer, and the Learn page's live illustrations.
+"""Second half of :mod:`optim.api`: one variant layer by layer, measured per-layer sensitivity of the
+loaded model (a background job, stored), and the Learn page's live illustrations.
 
 Split from ``api.py`` to keep files small; pages still import everything through ``optim.api``.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 
 from optim.api import (
     MEASURED_DEVICE,
@@ -20,7 +24,8 @@ from optim.api import (
     variant_layers,
     variants,
 )
-from optim.errors import OptimError
+from optim.errors import ConfigError, OptimError
+from optim.jobs import SweepJob, job_for_sweep, start_job
 
 
 def layer_view(sweep_id: str, variant_id: str, device_id: str | None = None) -> dict[str, Any]:
@@ -73,6 +78,159 @@ def roofline(artifact: str, device_id: str) -> dict[str, Any] | None:
     pts = r["layers"].rename(columns={"attained_gops": "gflops"})
     return {"points": pts, "peak_gflops": r["peak_gops"], "bw_gbs": r["bandwidth_gbs"], "device": r["device_name"],
             "precision": r["precision_path"]}
+
+
+# --- measured per-layer sensitivity of the loaded model --------------------------------------------
+SENSITIVITY_N = 300
+SENSITIVITY_PRUNE = (0.25, 0.5, 0.75)
+SENSITIVITY_BITS = (8, 4, 2)
+
+
+def sensitivity_data(loaded: Loaded, n: int = SENSITIVITY_N) -> tuple[Any, str]:
+    """(data set, where it comes from) the measured analysis runs on: ``n`` samples of the training split
+    when the model has one, else of its calibration data, never the test split of a bundled sample."""
+    if loaded.train is not None and len(loaded.train):
+        src, what = loaded.train, "training split"
+    elif loaded.calib is not None and len(loaded.calib):
+        src, what = loaded.calib, "calibration data"
+        if loaded.origin == "upload":
+            what = ("inputs (no separate calibration data)" if loaded.calib is loaded.test
+                    else "calibration subset of the evaluation upload (no separate training data)")
+    else:
+        raise ConfigError("Measuring sensitivity needs input data: upload evaluation data on Home.")
+    sub = src.subset(min(int(n), len(src)))
+    return sub, f"{len(sub)} samples of the {what}" + ("" if sub.y is not None else ", no labels: agreement")
+
+
+def _sensitivity_key(loaded: Loaded, n: int, prune_levels: tuple[float, ...],
+                     quant_bits: tuple[int, ...]) -> tuple[Any, dict[str, Any], str]:
+    from optim.store import stable_id
+
+    data, _ = sensitivity_data(loaded, n)
+    settings = {"prune_levels": [float(p) for p in prune_levels], "quant_bits": [int(b) for b in quant_bits]}
+    return data, settings, "sensitivity:" + stable_id(loaded.handle.content_hash, data.content_hash, settings)
+
+
+def stored_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
+                       settings: dict[str, Any] | None = None) -> pd.DataFrame | None:
+    """The stored measured table for the loaded model on its sensitivity data (newest settings), or None."""
+    from optim.store import Store
+
+    data, _ = sensitivity_data(loaded, n)
+    return Store().sensitivity(loaded.handle.content_hash, data.content_hash, settings)
+
+
+def start_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
+                      prune_levels: tuple[float, ...] = SENSITIVITY_PRUNE,
+                      quant_bits: tuple[int, ...] = SENSITIVITY_BITS) -> SweepJob:
+    """Measure every weight layer alone at each setting in the background, then store the table.
+
+    Poll ``job.snapshot()``; ``job.cancel()`` stops before the next perturbed model (nothing stored).
+    A second call while the same analysis runs (another tab) returns the running job; once it is stored,
+    a job for the same model, data and settings ends at once without recomputing."""
+    from optim.sensitivity import analyze, weight_layers
+    from optim.store import Store
+
+    data, settings, key = _sensitivity_key(loaded, n, prune_levels, quant_bits)
+    running = job_for_sweep(key)
+    if running is not None and running.state == "running":
+        return running
+    total = len(weight_layers(loaded.handle.model)) * (len(prune_levels) + len(quant_bits))
+
+    def work(progress: Any, cancel: Any) -> str:
+        st, t0 = Store(), time.time()
+        if st.sensitivity(loaded.handle.content_hash, data.content_hash, settings) is not None:
+            return key
+
+        def report(fraction: float, current: str) -> None:
+            eta = (time.time() - t0) * (1 - fraction) / fraction if fraction > 0 else None
+            progress(SimpleNamespace(fraction=fraction, done=round(fraction * total), total=total,
+                                     current=current, eta_s=eta))
+
+        df = analyze(loaded.handle, data.x, data.y, prune_levels=tuple(prune_levels),
+                     quant_bits=tuple(quant_bits), progress=report, should_cancel=cancel)
+        st.put_model(loaded.handle)
+        st.put_dataset(data)
+        st.put_sensitivity(loaded.handle.content_hash, data.content_hash, settings, df)
+        return key
+
+    return start_job(work, label=f"{loaded.label}: sensitivity of {total} layer settings", total=total,
+                     sweep_id=key)
+
+
+def sensitivity_estimate_s(loaded: Loaded, n: int = SENSITIVITY_N,
+                           n_settings: int = len(SENSITIVITY_PRUNE) + len(SENSITIVITY_BITS)) -> float:
+    """Rough duration of :func:`start_sensitivity`: one timed run of the model (session included) on the
+    sensitivity data, times the number of perturbed models."""
+    from optim.measure import predict
+    from optim.sensitivity import weight_layers
+
+    data, _ = sensitivity_data(loaded, n)
+    times = []
+    for _ in range(2):  # the first run pays one-off warm-up costs the analysis pays only once
+        t0 = time.perf_counter()
+        predict(loaded.handle.model, data.x, threads=2)
+        times.append(time.perf_counter() - t0)
+    one = min(times)
+    return one * (len(weight_layers(loaded.handle.model)) * n_settings + 1)
+
+
+def _setting_label(kind: str, level: float) -> str:
+    return f"prune {level * 100:g} %" if kind == "prune" else f"{int(level)}-bit"
+
+
+def sensitivity_view(df: pd.DataFrame) -> dict[str, Any]:
+    """Heatmap-ready view of a measured table: ``table`` (layers × settings, drop in points), ``top``
+    (the 5 most sensitive layers by worst drop), ``reading`` (one sentence), ``metric_name``, ``baseline``."""
+    metric = str(df.attrs.get("metric_name") or "accuracy")
+    d = df.assign(setting=[_setting_label(k, v) for k, v in zip(df["kind"], df["level"], strict=True)])
+    pairs = d[["kind", "level"]].drop_duplicates()
+    order = ([_setting_label("prune", v) for v in sorted(pairs.loc[pairs["kind"] == "prune", "level"])]
+             + [_setting_label("quant", v) for v in sorted(pairs.loc[pairs["kind"] == "quant", "level"], reverse=True)])
+    layers = list(dict.fromkeys(d["layer"]))
+    table = d.pivot_table(index="layer", columns="setting", values="drop", aggfunc="first").reindex(
+        index=layers, columns=order)
+    worst = d.sort_values(["drop", "rel_error"], ascending=False).groupby("layer", sort=False).head(1)
+    top = worst.head(5)[["layer", "op_type", "params", "setting", "drop", "rel_error"]].rename(
+        columns={"setting": "worst setting", "drop": f"{metric} drop (points)"}).reset_index(drop=True)
+    return {"table": table, "top": top, "reading": _reading(d, metric), "metric_name": metric,
+            "baseline": df.attrs.get("baseline")}
+
+
+def _reading(d: pd.DataFrame, metric: str) -> str:
+    """'X is the most fragile: 2-bit costs N points' at the harshest quantisation and pruning levels."""
+    parts = []
+    for kind in ("quant", "prune"):
+        sub = d[d["kind"] == kind]
+        if sub.empty:
+            continue
+        level = sub["level"].min() if kind == "quant" else sub["level"].max()
+        r = sub[sub["level"] == level].sort_values(["drop", "rel_error"], ascending=False).iloc[0]
+        label = _setting_label(kind, level)
+        if r["drop"] <= 0:
+            parts.append(f"No layer alone loses {metric} at {label} on these samples (largest output change: "
+                         f"{r['layer']}, relative error {r['rel_error']:.2f}).")
+        elif not parts:
+            parts.append(f"{r['layer']} ({r['op_type']}) is the most fragile: {label} costs "
+                         f"{r['drop']:.1f} points of {metric}.")
+        else:
+            parts.append(f"Under pruning, {r['layer']} loses most: {label} costs {r['drop']:.1f} points.")
+    return " ".join(parts) or "No measured settings."
+
+
+def sensitivity_chart(table: pd.DataFrame, metric_name: str = "accuracy") -> go.Figure:
+    """Measured heatmap: layers (rows, graph order) × settings, colour = drop in points (red = fragile)."""
+    z = table.to_numpy(dtype=float)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(table.columns), y=list(table.index), colorscale="Reds", zmin=0,
+        zmax=max(1.0, float(np.nanmax(z)) if np.isfinite(z).any() else 1.0),
+        texttemplate="%{z:.1f}", colorbar=dict(title=f"{metric_name} drop (points)"),
+        hovertemplate="%{y}<br>%{x}: %{z:.2f} points<extra></extra>"))
+    fig.update_layout(title=f"Measured sensitivity: {metric_name} drop when only this layer is compressed",
+                      xaxis_title="setting (one layer at a time)", yaxis_title="layer",
+                      yaxis_autorange="reversed", height=max(300, 22 * len(table) + 140),
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
 
 
 # --- Learn page helpers ---------------------------------------------------------------------------

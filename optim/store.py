@@ -41,9 +41,11 @@ VARIANT_COLUMNS = [
 EXTRA_VARIANT_COLUMNS = ["sweep_id", "variant_key", "seq", "n_eval", "latency_runs", "sparsity", "compressed_bytes",
                          "build_s", "measure_s", "meta_json", "distilled"]  # fmt: skip
 LAYER_COLUMNS = ["node", "op_type", "ms", "share", "provider", "macs", "flops", "params", "weight_bytes"]
+SENSITIVITY_COLUMNS = ["layer", "op_type", "params", "kind", "level", "metric", "drop", "agreement", "rel_error"]
 
 _REAL = {"prune_ratio", "top1", "top1_lo", "top1_hi", "top5", "agreement", "cosine", "rel_error",
-         "latency_ms", "latency_p90_ms", "build_s", "measure_s", "ms", "share", "flops", "sparsity"}  # fmt: skip
+         "latency_ms", "latency_p90_ms", "build_s", "measure_s", "ms", "share", "flops", "sparsity", "level",
+         "metric", "drop"}  # fmt: skip
 _INT = {"bits", "executable", "size_bytes", "effective_size_bytes", "params", "macs", "seq", "n_eval",
         "latency_runs", "weight_bytes", "compressed_bytes", "distilled"}  # fmt: skip
 
@@ -68,6 +70,13 @@ CREATE TABLE IF NOT EXISTS variants (
 CREATE TABLE IF NOT EXISTS layers (
     variant_id TEXT, idx INTEGER, {", ".join(f"{c} {_col_type(c)}" for c in LAYER_COLUMNS)},
     PRIMARY KEY (variant_id, idx));
+CREATE TABLE IF NOT EXISTS sensitivity_runs (
+    model_hash TEXT, data_hash TEXT, settings_json TEXT, metric_name TEXT, baseline REAL, n_rows INTEGER,
+    created REAL, PRIMARY KEY (model_hash, data_hash, settings_json));
+CREATE TABLE IF NOT EXISTS sensitivity (
+    model_hash TEXT, data_hash TEXT, settings_json TEXT, idx INTEGER,
+    {", ".join(f'"{c}" {_col_type(c)}' for c in SENSITIVITY_COLUMNS)},
+    PRIMARY KEY (model_hash, data_hash, settings_json, idx));
 """
 
 
@@ -265,6 +274,53 @@ class Store:
                          (sweep_id,))  # fmt: skip
             conn.execute("DELETE FROM variants WHERE sweep_id=?", (sweep_id,))
             conn.execute("DELETE FROM sweeps WHERE sweep_id=?", (sweep_id,))
+
+    # --- per-layer sensitivity -------------------------------------------------------------------
+    def put_sensitivity(self, model_hash: str, data_hash: str, settings: Mapping[str, Any],
+                        df: pd.DataFrame) -> None:
+        """Store one measured sensitivity table (``optim.sensitivity.analyze`` rows, plus its
+        ``metric_name`` / ``baseline`` attrs), replacing any earlier one with the same key."""
+        key = (model_hash, data_hash, canonical_json(settings))
+        cols = [c for c in SENSITIVITY_COLUMNS if c in df.columns]
+        rows = [(*key, i, *(_plain(v) for v in rec))
+                for i, rec in enumerate(df[cols].itertuples(index=False, name=None))]
+        baseline = df.attrs.get("baseline")
+        quoted = ", ".join(f'"{c}"' for c in cols)  # "drop" is an SQL keyword
+        with self._connect() as conn:
+            conn.execute("DELETE FROM sensitivity WHERE model_hash=? AND data_hash=? AND settings_json=?", key)
+            conn.executemany(
+                f"INSERT INTO sensitivity (model_hash, data_hash, settings_json, idx, {quoted}) "
+                f"VALUES (?, ?, ?, ?, {', '.join('?' * len(cols))})",
+                rows,
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO sensitivity_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, df.attrs.get("metric_name"), None if baseline is None else float(baseline), len(rows),
+                 time.time()),
+            )  # fmt: skip
+
+    def sensitivity(self, model_hash: str, data_hash: str,
+                    settings: Mapping[str, Any] | None = None) -> pd.DataFrame | None:
+        """The stored table for this model and data (``settings`` None: the newest one), or None.
+
+        ``attrs`` carry ``metric_name``, ``baseline`` and ``settings`` (parsed) as stored."""
+        sql = "SELECT * FROM sensitivity_runs WHERE model_hash=? AND data_hash=?"
+        params: tuple[Any, ...] = (model_hash, data_hash)
+        if settings is not None:
+            sql, params = sql + " AND settings_json=?", (*params, canonical_json(settings))
+        runs = self._query(sql + " ORDER BY created DESC LIMIT 1", params)
+        if runs.empty:
+            return None
+        run = runs.iloc[0]
+        cols = ", ".join(f'"{c}"' for c in SENSITIVITY_COLUMNS)
+        df = self._query(f"SELECT {cols} FROM sensitivity WHERE model_hash=? AND data_hash=? AND settings_json=? "
+                         "ORDER BY idx", (model_hash, data_hash, run["settings_json"]))  # fmt: skip
+        if len(df) != int(run["n_rows"]):
+            return None  # a partial write cannot happen (one transaction), but never show half a table
+        baseline = None if pd.isna(run["baseline"]) else float(run["baseline"])
+        df.attrs.update(metric_name=run["metric_name"], baseline=baseline,
+                        settings=json.loads(run["settings_json"]), created=float(run["created"]))
+        return df
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:

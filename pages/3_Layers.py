@@ -1,4 +1,5 @@
-"""Layers: where the selected variant's time, bytes and MACs go, against the baseline."""
+"""Layers: where the selected variant's time, bytes and MACs go, against the baseline; and the loaded
+model's measured per-layer sensitivity (a background job, stored per model and data)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,76 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
+
+@st.cache_data(show_spinner="Timing one run of the model…", max_entries=16)
+def _estimate_s(key: str, _loaded: api.Loaded) -> float:
+    return api.sensitivity_estimate_s(_loaded)
+
+
+def _sens_panel(job: api.SweepJob) -> None:
+    s = job.snapshot()
+    if s["state"] == "running":
+        eta = f" · about {s['eta_s']:.0f} s left" if s["eta_s"] is not None else ""
+        with st.status(f"Measuring sensitivity: {s['done']}/{s['total']} layer settings{eta}", expanded=True,
+                       state="running"):
+            st.progress(min(max(s["fraction"], 0.0), 1.0), text=s["current"] or "starting…")
+            if st.button("Cancel", key=f"sens_cancel_{s['id']}", help="Stops before the next layer setting"):
+                job.cancel()
+                st.toast("Cancelling the sensitivity analysis…")
+    elif s["state"] == "failed":
+        st.error(f"The sensitivity analysis stopped: {s['error']}")
+    elif s["state"] == "cancelled":
+        st.warning("Sensitivity analysis cancelled; nothing was stored.")
+
+
+def measured_sensitivity() -> None:
+    """The loaded model's stored measured sensitivity (heatmap + reading), or a button that measures it."""
+    loaded = ui.current_model()
+    if loaded is None:
+        st.info("Load a model on Home to measure its per-layer sensitivity.")
+        return
+    with ui.guard("Measuring sensitivity"):
+        job = api.get_job(st.session_state.get("sens_job_id"))
+        if job is not None:
+            _sens_panel(job)
+        df = api.stored_sensitivity(loaded)
+        data, source = api.sensitivity_data(loaded)
+        if df is not None:
+            view = api.sensitivity_view(df)
+            st.plotly_chart(api.sensitivity_chart(view["table"], view["metric_name"]), key="sens_measured")
+            st.markdown(f"**Reading.** {view['reading']}")
+            st.markdown("**Top 5 most sensitive layers** (worst drop over all settings)")
+            st.dataframe(view["top"], hide_index=True, key="sens_top")
+            base = (f", baseline accuracy {view['baseline']:.1f} %"
+                    if view["baseline"] is not None and view["metric_name"] == "accuracy" else "")
+            st.caption(f"Measured on {loaded.label}: each layer alone pruned (smallest-L1 output channels zeroed) "
+                       f"or fake-quantised per channel; {source}{base}. One sample = "
+                       f"{100 / max(len(data), 1):.2f} points, so drops under ~1 point are noise.")
+        elif job is None or job.state != "running":
+            est = _estimate_s(loaded.key, loaded)
+            st.caption(f"Not measured yet for {loaded.label}: runs every prunable/quantizable layer alone at "
+                       f"prune 25/50/75 % and 8/4/2 bits on {source}.")
+            if st.button(f"Measure sensitivity (~{max(est, 1):.0f} s)", key="measure_sens", type="primary"):
+                st.session_state["sens_job_id"] = api.start_sensitivity(loaded).id
+                st.rerun()
+        if job is not None and job.state != "running" and job.id not in st.session_state.setdefault("sens_seen", set()):
+            st.session_state["sens_seen"].add(job.id)
+            st.rerun()  # stop polling
+
+
+def measured_section() -> None:
+    st.subheader("Sensitivity (measured)")
+    job = api.get_job(st.session_state.get("sens_job_id"))
+    st.fragment(measured_sensitivity, run_every=1.0 if job is not None and job.state == "running" else None)()
+
+
 ui.setup("Layers")
 st.title(":material/layers: Layers")
 sid = ui.current_sweep()
 vid = st.query_params.get("variant") or st.session_state.get("selected_variant")
 if sid is None:
     st.info("No sweep yet: run one on the Optimize page, or try the demo from Home.")
+    measured_section()
     st.stop()
 
 with ui.guard("Reading the sweep"):
@@ -90,12 +155,14 @@ with ui.guard("Reading the sweep"):
         else:
             st.info("No ONNX artifact stored for this variant.")
     with t3:
+        measured_section()
         if isinstance(bart, str):
+            st.subheader("Weight-only proxy (no data)")
             st.plotly_chart(api.sensitivity_heatmap(api.sensitivity(bart),
-                                                    "Quantization sensitivity proxy: weight SQNR per layer"),
+                                                    "Weight-only proxy (no data): weight SQNR per layer"),
                             key="sens")
-            st.caption("Estimated proxy from the baseline's weights: red layers lose the most signal at low "
-                       "bit-widths — keep them at higher precision.")
+            st.caption("Estimated from the sweep baseline's weights alone, without running the model: red layers "
+                       "lose the most signal at low bit-widths. The measured analysis above is the one to trust.")
     with t4:
         rl = api.roofline(art, device) if isinstance(art, str) and device != api.MEASURED_DEVICE else None
         if rl is None or rl["points"].empty:
