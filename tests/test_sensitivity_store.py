@@ -169,3 +169,22 @@ def test_layers_page_measure_button_runs_analysis_then_shows_heatmap(tiny_cnn, t
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert _measured_chart(at) is not None
     assert np.isfinite(api.stored_sensitivity(loaded)["drop"]).all()
+
+
+def test_layers_page_with_sweep_shows_measured_and_proxy_heatmaps(tiny_cnn, tiny_images) -> None:
+    loaded = _loaded(tiny_cnn, tiny_images, with_train=False)
+    job = api.start_sweep(loaded, api.SweepRequest(ratios=(0.0,), bits=(32, 8), eval_limit=40,
+                                                    latency_budget_s=0.05))
+    assert job.wait(120) and job.state == "done", job.error
+    data, _ = api.sensitivity_data(loaded)
+    Store().put_sensitivity(tiny_cnn.content_hash, data.content_hash, {"s": 1}, _table())
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state["uploads"] = {loaded.key: loaded}
+    at.session_state["model_src"] = ("upload", loaded.key)
+    at.query_params["sweep"] = job.sweep_id
+    at.run()
+    at.switch_page("pages/3_Layers.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("Measured sensitivity") for t in titles), titles
+    assert any(t.startswith("Weight-only proxy (no data)") for t in titles), titles
