@@ -152,7 +152,10 @@ def pruning_plan(handle: ModelHandle, sensitivity: pd.DataFrame, macs_fraction: 
     """
     if not 0 < macs_fraction <= 1:
         raise ConfigError(f"macs_fraction must be in (0, 1], got {macs_fraction}.")
-    layers = weight_layers(handle.model)
+    outputs = {o.name for o in handle.model.graph.output}
+    producers = {n.name: set(n.output) for n in handle.model.graph.node}
+    # a layer that writes a graph output (the classifier) keeps its outputs: they are the classes
+    layers = [la for la in weight_layers(handle.model) if not producers.get(la.node, set()) & outputs]
     macs = _layer_macs(handle.model)
     total = float(sum(macs.get(la.node, 0) for la in layers)) or 1.0
     costs = [[0.0 if r == 0 else _cost(sensitivity, "prune", la.node, r) for r in ratios] for la in layers]

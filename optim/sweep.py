@@ -37,7 +37,7 @@ from optim.sweep_exec import (
 )
 
 NOT_IDENTITY = frozenset({"target_device"})
-KINDS = ("structured", "unstructured")
+KINDS = ("structured", "unstructured", "auto")  # auto: per-layer structured ratios from sensitivity
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 
@@ -52,7 +52,9 @@ class SweepConfig:
 
     ratios: tuple[float, ...] = field(default=(0.0, 0.25, 0.5, 0.75), metadata=_f("Pruning ratios (0 = none).", min=0.0, max=0.95))
     bits: tuple[int, ...] = field(default=(32, 16, 8, 4), metadata=_f("Bit-widths; 2/3/5/6/7 are simulated.", choices=list(BITS)))
-    prune_kinds: tuple[str, ...] = field(default=KINDS, metadata=_f("Pruning kinds.", choices=list(KINDS)))
+    prune_kinds: tuple[str, ...] = field(default=KINDS[:2], metadata=_f(
+        "Pruning kinds; 'auto' = structured with per-layer ratios planned from a sensitivity analysis.",
+        choices=list(KINDS)))
     opt_levels: tuple[str, ...] = field(default=("all",), metadata=_f("ONNX Runtime graph optimisation levels.", choices=list(OPT_LEVELS)))
     importance: str = field(default="l2", metadata=_f("Pruning importance criterion (passed to the pruning passes)."))
     quant_format: str = field(default="qdq", metadata=_f("INT8 static graph format.", choices=["qdq", "qoperator"]))

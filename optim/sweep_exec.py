@@ -42,7 +42,7 @@ PASS_NAMES: dict[str, str] = {
     "quantize": "quantize",
 }
 BIT_LABELS = {32: "FP32", 16: "FP16", 8: "INT8", 4: "INT4", 0: "auto mixed ≤INT4"}
-KIND_LABELS = {"none": "dense", "structured": "struct", "unstructured": "unstruct"}
+KIND_LABELS = {"none": "dense", "structured": "struct", "unstructured": "unstruct", "auto": "auto-struct"}
 
 
 @dataclass(frozen=True)
@@ -217,8 +217,34 @@ class VariantBuilder:
             cfg = make_config("distill", **self.distill_settings)
             return self._once(("distill", kind, ratio),
                               lambda: get_pass("distill").run(self.pruned(kind, ratio), cfg, self.ctx))
+        if kind == "auto":
+            return self._once(("prune", kind, ratio), lambda: self.auto_pruned(ratio))
         cfg = make_config(PASS_NAMES[kind], ratio=ratio, importance=self.importance)
         return self._once(("prune", kind, ratio), lambda: get_pass(PASS_NAMES[kind]).run(self.base, cfg, self.ctx))
+
+    def _sensitivity_data(self) -> Any:
+        data = self.calib if self.calib is not None else self.ctx.train
+        if data is None:
+            raise ConfigError("Automatic per-layer plans need calibration data for their sensitivity analysis.")
+        return data.subset(min(len(data), 256), seed=1)
+
+    def auto_pruned(self, ratio: float) -> ModelHandle:
+        """Structured pruning with per-layer ratios from a sensitivity analysis (``optim.plans``), at the
+        same first-order MACs budget as uniform pruning at ``ratio`` (each layer keeps 1 − r_i of its MACs)."""
+        from optim.plans import pruning_plan
+        from optim.sensitivity import analyze
+
+        def sens() -> Any:
+            sub = self._sensitivity_data()
+            return analyze(self.base, sub.x, sub.y, quant_bits=(), should_cancel=self.ctx.should_cancel)
+
+        table = self._once(("sensitivity", "prune"), sens)
+        plan = pruning_plan(self.base, table, macs_fraction=1 - ratio)
+        cfg = make_config(PASS_NAMES["structured"], ratio=0.0, importance=self.importance,
+                          layer_ratios=tuple(sorted(plan.choices.items())))
+        out = get_pass(PASS_NAMES["structured"]).run(self.base, cfg, self.ctx)
+        meta = {"prune_ratio": ratio, "prune_kind": "auto", "pruning_plan": plan.choices}
+        return out.derive(out.model, f"auto per-layer plan (budget = uniform {ratio:.0%})", **meta)
 
     def quantized(self, kind: str, ratio: float, bits: int, distilled: bool = False) -> ModelHandle:
         if bits == 0:
@@ -240,10 +266,7 @@ class VariantBuilder:
         from optim.plans import apply_bit_plan, bit_plan, uniform_bytes
         from optim.sensitivity import analyze
 
-        data = self.calib if self.calib is not None else self.ctx.train
-        if data is None:
-            raise ConfigError("Automatic mixed precision needs calibration data for its sensitivity analysis.")
-        sub = data.subset(min(len(data), 256), seed=1)
+        sub = self._sensitivity_data()
         sens = analyze(handle, sub.x, sub.y, prune_levels=(), quant_bits=(8, 4, 3, 2),
                        should_cancel=self.ctx.should_cancel)  # fmt: skip
         plan = bit_plan(handle, sens, uniform_bytes(handle, 4), bits_choices=(8, 4, 3, 2))

@@ -35,3 +35,32 @@ def test_run_sweep_adds_distilled_and_auto_bits_variants(tiny_cnn: ModelHandle, 
     # distillation keeps its best epoch (the start, if nothing improved): never worse than the pruned model
     assert df.loc["structured:0.5:32:all:kd", "rel_error"] <= df.loc["structured:0.5:32:all", "rel_error"] + 1e-9
     assert '"distillation"' in df.loc["structured:0.5:32:all:kd", "meta_json"]
+
+
+def test_run_sweep_auto_kind_prunes_with_a_per_layer_plan(tiny_cnn: ModelHandle, tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((300, 3, 16, 16)).astype(np.float32)
+    y = predict(tiny_cnn, x).argmax(1).astype(np.int64)
+    data = Dataset(x=x, y=y, name="d")
+    config = SweepConfig(ratios=(0, 0.5), bits=(32,), prune_kinds=("structured", "auto"), latency_budget_s=0.02,
+                         profile_runs=2)
+    store = Store(tmp_path)
+    df = store.variants(run_sweep(tiny_cnn, data, data.subset(100), config, store)).set_index("variant_key")
+    auto = df.loc["auto:0.5:32:all"]
+    assert auto["status"] == "ok", auto["error"]
+    assert "auto-struct 50%" in auto["label"]
+    assert auto["macs"] < df.loc["none:0:32:all", "macs"]
+    assert '"pruning_plan"' in auto["meta_json"]
+
+
+def test_prune_structured_applies_layer_ratios_only_to_listed_layers(tiny_cnn: ModelHandle) -> None:
+    from optim.passes import get_pass
+    from optim.summary import summarize
+
+    p = get_pass("prune_structured")
+    out = p.run(tiny_cnn, p.config_cls(ratio=0.0, layer_ratios=(("/pw/Conv", 0.5),)))
+    before = summarize(tiny_cnn).layers.set_index("node")
+    after = summarize(out).layers
+    assert summarize(out).params < summarize(tiny_cnn).params
+    conv1_after = after[after["op_type"] == "Conv"]["params"].iloc[0]
+    assert conv1_after == before.loc["/conv1/Conv", "params"]  # unlisted first conv keeps every channel

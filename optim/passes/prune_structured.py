@@ -67,9 +67,14 @@ class StructuredPruneConfig:
         "help": "Transformers: also remove round(heads × ratio) whole attention heads per block."})
     seed: int = field(default=0, metadata={"help": "Seed for random importance and synthetic data.",
                                            "min": 0, "max": 2**31 - 1})
+    layer_ratios: tuple[tuple[str, float], ...] = field(default=(), metadata={
+        "help": "Per-layer ratios as (ONNX node name, ratio) pairs, e.g. from optim.plans.pruning_plan; "
+                "layers not listed use `ratio`. A coupled group takes the ratio of its first layer."})
 
     def __post_init__(self) -> None:
         check_range("ratio", self.ratio, 0.0, 0.95)
+        for node, r in self.layer_ratios:
+            check_range(f"layer_ratios[{node}]", r, 0.0, 0.95)
         check_choice("scope", self.scope, SCOPES)
         check_choice("importance", self.importance, IMPORTANCES)
         check_choice("round_to", self.round_to, ROUND_TO)
@@ -105,8 +110,9 @@ def _cap_samples(x: list[torch.Tensor], budget: int = 5_000_000) -> list[torch.T
     return [t[:keep] for t in x]
 
 
-def _ignored_layers(module: OnnxModule, ex: list[torch.Tensor]) -> list[nn.Module]:
-    """Conv/linear layers of every channel group that touches an output the converter marked unsafe."""
+def _ignored_layers(module: OnnxModule, ex: list[torch.Tensor]) -> tuple[list[nn.Module], Any]:
+    """Conv/linear layers of every channel group that touches an output the converter marked unsafe
+    (and the dependency graph, for per-group ratios)."""
     module.unsafe_grad_fns = set()
     try:
         dg = tp.DependencyGraph().build_dependency(module, example_inputs=ex)
@@ -121,7 +127,7 @@ def _ignored_layers(module: OnnxModule, ex: list[torch.Tensor]) -> list[nn.Modul
         if any(n.grad_fn in unsafe for n in touched):  # block the group: ignore its out-channel layers
             ignored += [dep.target.module for dep, _ in group if isinstance(dep.target.module, _ROOTS)
                         and dg.is_out_channel_pruning_fn(dep.handler) and dep.target.module not in ignored]
-    return ignored
+    return ignored, dg
 
 
 def _taylor_grads(module: nn.Module, x: list[torch.Tensor], y: np.ndarray | None) -> None:
@@ -184,17 +190,39 @@ def _runs_at_batch(proto: onnx.ModelProto, module: nn.Module, original: onnx.Mod
     return got.shape == tuple(ref.shape) and np.allclose(got, ref.numpy(), atol=1e-3, rtol=1e-3)
 
 
+def _layer_ratio_dict(module: OnnxModule, layer_ratios: tuple[tuple[str, float], ...], dg: Any,
+                      ignored: list[nn.Module]) -> dict[nn.Module, float]:
+    """Per-layer ratios (by ONNX node name) → one ratio per coupled channel group, keyed by the group's
+    root layer as torch-pruning expects: the mean of the listed ratios of the group's layers whose
+    output channels it removes (unknown names are ignored)."""
+    wanted = dict(layer_ratios)
+    by_layer: dict[nn.Module, float] = {}
+    for kind, node, _, _ in module.steps:
+        if kind.startswith("layer:") and node.name in wanted:
+            by_layer[module.layers[kind.removeprefix("layer:")]] = float(wanted[node.name])
+    out: dict[nn.Module, float] = {}
+    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=_ROOTS):
+        members = [dep.target.module for dep, _ in group
+                   if isinstance(dep.target.module, _ROOTS) and dg.is_out_channel_pruning_fn(dep.handler)]
+        listed = [by_layer[m] for m in members if m in by_layer]
+        if listed:
+            out[group[0].dep.target.module] = float(np.mean(listed))
+    return out
+
+
 def _prune(module: OnnxModule, cfg: StructuredPruneConfig, x: list[torch.Tensor], y: np.ndarray | None,
            ctx: PassContext) -> dict[str, set[int]]:
     """Prune ``module`` in place; returns removed output-channel indices per layer name."""
     ex = [t[:1] for t in x]
-    ignored = _ignored_layers(module, ex)
+    ignored, dg = _ignored_layers(module, ex)
+    ratio_dict = _layer_ratio_dict(module, cfg.layer_ratios, dg, ignored) if cfg.layer_ratios else None
     ctx.check_cancel()
     torch.manual_seed(cfg.seed)
     pruner = tp.pruner.BasePruner(
         module, ex, importance=make_importance(cfg.importance), global_pruning=cfg.scope == "global",
         pruning_ratio=cfg.ratio, max_pruning_ratio=0.95, ignored_layers=ignored,
-        round_to=cfg.round_to if cfg.round_to > 1 else None)
+        round_to=cfg.round_to if cfg.round_to > 1 else None,
+        pruning_ratio_dict=ratio_dict or None)
     groups = list(pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=_ROOTS))
     if not groups:
         return {}
@@ -226,7 +254,7 @@ def run(handle: ModelHandle, config: StructuredPruneConfig, ctx: PassContext | N
     params_before = _params(module)
     details: dict[str, Any] = {"importance": config.importance, "scope": config.scope,
                                "params_before": params_before, "calibration": source}
-    if config.ratio > 0:
+    if config.ratio > 0 or any(r > 0 for _, r in config.layer_ratios):
         teacher = copy.deepcopy(module)
         before = {n: tuple(m.weight.shape) for n, m in module.named_modules() if isinstance(m, _ROOTS)}
         ctx.report(0.1, "tracing channel dependencies")
