@@ -4,7 +4,8 @@ Prints:
 1. 50 % structured pruning: top-1 before distillation, after labelled distillation, after
    label-free distillation, and the FP32 baseline (target: after within 1 point of FP32);
 2. label-free recovery / labelled recovery (target ≥ 0.8);
-3. per-layer mixed precision (sensitivity on the training split, knapsack plan) against uniform
+3. quantization-aware fine-tuning at 4/3/2 bits: how much of the post-training loss comes back;
+4. per-layer mixed precision (sensitivity on the training split, knapsack plan) against uniform
    fake-quantised weights at the same packed size, for 4-bit (target: mixed > uniform) and lower budgets.
 
 Usage: python benchmarks/distill.py [--sample resnet_digits] [--epochs 4] [--seconds 90]
@@ -71,11 +72,23 @@ def main() -> None:
     else:
         print(f"labelled distillation gained {gain_l:+.2f} points (nothing to recover); label-free {gain_u:+.2f}")
 
+    quant = get_pass("quantize")
+    print("\nquantization-aware fine-tune (fake-quantised weights, straight-through gradients) vs post-training:")
+    for bits in (4, 3, 2):
+        ptq = top1(quant.run(handle, quant.config_cls(mode="fake", bits=bits)), test)
+        t0 = time.monotonic()
+        qat_cfg = distill.config_cls(epochs=2, budget_s=args.seconds / 2, qat_bits=bits, lr=3e-4)
+        tuned = distill.run(handle, qat_cfg, PassContext(train=train, teacher=handle))
+        qat = top1(quant.run(tuned, quant.config_cls(mode="fake", bits=bits)), test)
+        lost = base[0] - ptq[0]
+        back = (qat[0] - ptq[0]) / lost if lost > 0 else float("nan")
+        print(f"  {bits}-bit weights: PTQ {fmt(ptq)} -> QAT {fmt(qat)}; share of the PTQ loss recovered "
+              f"{back:.2f}  [{time.monotonic() - t0:.0f} s]")
+
     t0 = time.monotonic()
     sub = train.subset(min(args.sens_samples, len(train)), seed=1)
     sens = analyze(handle, sub.x, sub.y, prune_levels=(), quant_bits=(8, 4, 3, 2))
     print(f"\nsensitivity on {len(sub)} training samples: {len(sens)} rows in {time.monotonic() - t0:.1f} s")
-    quant = get_pass("quantize")
     for bits in (4, 3, 2):
         budget = uniform_bytes(handle, bits)
         plan = bit_plan(handle, sens, budget, bits_choices=(8, 4, 3, 2))
