@@ -126,7 +126,8 @@ def analyze(handle: ModelHandle, x: np.ndarray, y: np.ndarray | None = None,
                          "level": level, "metric": metric, "drop": base_metric - metric, "agreement": agree,
                          "rel_error": rel})
             if progress is not None:
-                progress((i * len(settings) + j + 1) / total, f"{layer.node}: {kind} {level:g}")
+                what = f"pruned {level * 100:g} %" if kind == "prune" else f"{level:g}-bit"
+                progress((i * len(settings) + j + 1) / total, f"{layer.node}: {what}")
     df = pd.DataFrame(rows)
     df.attrs["metric_name"] = "accuracy" if y is not None else "agreement"
     df.attrs["baseline"] = base_metric

@@ -47,7 +47,10 @@ def measured_sensitivity() -> None:
             st.plotly_chart(api.sensitivity_chart(view["table"], view["metric_name"]), key="sens_measured")
             st.markdown(f"**Reading.** {view['reading']}")
             st.markdown("**Top 5 most sensitive layers** (worst drop over all settings)")
-            st.dataframe(view["top"], hide_index=True, key="sens_top")
+            drop_col = f"{view['metric_name']} drop (points)"
+            st.dataframe(view["top"], hide_index=True, key="sens_top", column_config={
+                drop_col: st.column_config.NumberColumn(drop_col, format="%.1f"),
+                "rel_error": st.column_config.NumberColumn("relative output error", format="%.2f")})
             base = (f", baseline accuracy {view['baseline']:.1f} %"
                     if view["baseline"] is not None and view["metric_name"] == "accuracy" else "")
             st.caption(f"Measured on {loaded.label}: each layer alone pruned (smallest-L1 output channels zeroed) "
