@@ -33,8 +33,8 @@ def _sens_panel(job: api.SweepJob) -> None:
 def measured_sensitivity() -> None:
     """The loaded model's stored measured sensitivity (heatmap + reading), or a button that measures it."""
     loaded = ui.current_model()
-    if loaded is None:
-        st.info("Load a model on Home to measure its per-layer sensitivity.")
+    if loaded is None or all(d is None for d in (loaded.train, loaded.calib, loaded.test)):
+        st.info("Load a model with input data on Home to measure its per-layer sensitivity.")
         return
     with ui.guard("Measuring sensitivity"):
         job = api.get_job(st.session_state.get("sens_job_id"))
@@ -68,8 +68,12 @@ def measured_sensitivity() -> None:
             st.rerun()  # stop polling
 
 
-def measured_section() -> None:
+def measured_section(sweep_id: str | None = None) -> None:
     st.subheader("Sensitivity (measured)")
+    loaded, info = ui.current_model(), api.sweep_info(sweep_id) if sweep_id else None
+    if loaded is not None and info and info.get("model_hash") not in (None, loaded.handle.content_hash):
+        st.caption(f"For the loaded model ({loaded.label}); this sweep was run on another model "
+                   f"({info.get('model_name')}): its weight-only proxy is below.")
     job = api.get_job(st.session_state.get("sens_job_id"))
     st.fragment(measured_sensitivity, run_every=1.0 if job is not None and job.state == "running" else None)()
 
@@ -158,7 +162,7 @@ with ui.guard("Reading the sweep"):
         else:
             st.info("No ONNX artifact stored for this variant.")
     with t3:
-        measured_section()
+        measured_section(sid)
         if isinstance(bart, str):
             st.subheader("Weight-only proxy (no data)")
             st.plotly_chart(api.sensitivity_heatmap(api.sensitivity(bart),

@@ -188,3 +188,15 @@ def test_layers_page_with_sweep_shows_measured_and_proxy_heatmaps(tiny_cnn, tiny
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert any(t.startswith("Measured sensitivity") for t in titles), titles
     assert any(t.startswith("Weight-only proxy (no data)") for t in titles), titles
+
+
+def test_sensitivity_data_raises_config_error_when_model_has_no_data(tiny_cnn) -> None:
+    loaded = api.Loaded(handle=tiny_cnn, test=None, calib=None, origin="upload", label="no data")
+    with pytest.raises(api.ConfigError, match="upload evaluation data"):
+        api.sensitivity_data(loaded)
+
+
+def test_layers_page_explains_instead_of_failing_when_model_has_no_data(tiny_cnn) -> None:
+    at = _layers_app(api.Loaded(handle=tiny_cnn, test=None, calib=None, origin="upload", label="no data"))
+    assert not at.error, [e.value for e in at.error]
+    assert any("with input data" in i.value for i in at.info)
