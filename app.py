@@ -7,6 +7,10 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
+LAYER_COLUMNS = {"node": "layer", "op_type": "operator", "out_shape": "output shape", "weight_dtype": "weight dtype",
+                 **{c: st.column_config.NumberColumn(t, format="localized") for c, t in (
+                     ("macs", "MACs"), ("flops", "FLOPs"), ("params", "params"), ("weight_bytes", "weight bytes"),
+                     ("act_in_elems", "input elements"), ("act_out_elems", "output elements"))}}
 ui.setup("Home")
 st.title(":material/compress: Model Compression Trade-off Explorer")
 st.write("Prune and quantize a model, **measure** what each variant costs and buys — accuracy, latency, "
@@ -25,11 +29,11 @@ top = st.columns([2, 3])
 with top[0]:
     has_demo = any(s["name"] == api.DEMO_SAMPLE for s in ui.samples())
     if st.button("▶ Try the demo", type="primary", disabled=not has_demo, key="demo",
-                 help="Prunes and quantizes the ResNet sample (~8 variants, ~30 s) and opens the Pareto front"):
+                 help="Prunes and quantizes the ResNet sample (6 variants, ~10–30 s) and opens the Pareto front"):
         run_demo()
 with top[1]:
-    st.caption("The demo sweeps 2 pruning ratios × 3 bit-widths on the ResNet digits sample and lands on the "
-               "Pareto page, where variants appear as they finish.")
+    st.caption("The demo sweeps unpruned and 50 % structured pruning × FP32 / INT8 / INT4 on the ResNet digits "
+               "sample and lands on the Pareto page, where variants appear as they finish.")
 
 st.subheader("1 · Choose a model")
 samples = ui.samples()
@@ -41,8 +45,8 @@ for col, s in zip(cols, samples, strict=False):
         st.markdown(f"**{s['name']}**")
         st.caption(s.get("description", ""))
         acc = s.get("fp32_top1")
-        if acc is not None:
-            st.caption(f"{s.get('arch', '')} · {s.get('dataset', '')} · top-1 {acc:.1%}")
+        top1 = f" · top-1 {acc:.1%}" if acc is not None and "top-1" not in s.get("description", "") else ""
+        st.caption(f"{s.get('arch', '')} · {s.get('dataset', '')}{top1}")
         current = st.session_state.get("model_src") == ("sample", s["name"])
         if st.button("Selected" if current else "Use this model", key=f"use_{s['name']}", disabled=current):
             ui.select_sample(s["name"])
@@ -96,6 +100,6 @@ with ui.guard("Summarising the model"):
         c[2].page_link(ui.PAGES["optimize"], label="Next: choose the knobs →", icon=":material/tune:")
     t1, t2 = st.tabs(["Per-layer table", "Operator histogram"])
     with t1:
-        st.dataframe(summ["layers"], hide_index=True, height=320)
+        st.dataframe(summ["layers"], hide_index=True, height=320, column_config=LAYER_COLUMNS)
     with t2:
         st.plotly_chart(api.op_histogram_chart(summ["ops"]), key="ops_chart")

@@ -62,6 +62,8 @@ def guard(what: str = "That") -> Iterator[None]:
     except api.OptimError as err:
         st.error(str(err))
     except Exception as err:  # noqa: BLE001 - the page must never show a raw traceback
+        if type(err).__module__.startswith("streamlit."):
+            raise  # Streamlit's own control flow (e.g. a fragment that already showed its error)
         st.error(f"{what} failed unexpectedly ({type(err).__name__}). Try again, or report it with the details.")
         with st.expander("Details"):
             st.code("".join(traceback.format_exception(err)), language="text")

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from optim.views import fmt_ms
+
 BIT_COLORS = {32: "#1f77b4", 16: "#2ca02c", 8: "#ff7f0e", 6: "#8c564b", 4: "#d62728", 2: "#9467bd", 0: "#e377c2"}
 
 
@@ -33,7 +35,7 @@ def _axis_title(col: str, df: pd.DataFrame, latency_note: str) -> str:
 
 
 _PLOT_COLS = ["variant_id", "label", "status", "prune_kind", "prune_ratio", "bits", "opt_level", "metric",
-              "metric_lo", "metric_hi", "target_ms", "size_mb", "simulated", "flags", "pareto"]
+              "metric_lo", "metric_hi", "target_ms", "size_mb", "simulated", "flags", "pareto", "distilled"]
 Row = dict[str, Any]
 
 
@@ -60,17 +62,34 @@ def _hover(rows: list[Row]) -> list[str]:
         out.append(
             f"<b>{r.get('label') or r['variant_id']}</b><br>prune {r['prune_kind']} {r['prune_ratio'] or 0:.0%}"
             f" · {bits_name(int(r['bits']))} · opt {r.get('opt_level', '')}<br>accuracy {r['metric']:.2f} %{ci}"
-            f"<br>latency {r['target_ms']:.3g} ms · size {r['size_mb']:.3g} MB"
+            f"<br>latency {fmt_ms(r['target_ms'])} · size {r['size_mb']:.3g} MB"
             + ("<br><i>simulated precision</i>" if r.get("simulated") else "")
             + (f"<br>⚑ {r['flags']}" if r.get("flags") else ""))
     return out
 
 
-def _groups(rows: list[Row]) -> list[tuple[int, str, list[Row]]]:
-    groups: dict[tuple[int, str], list[Row]] = {}
+def _distilled(r: Row) -> bool:
+    v = r.get("distilled")
+    return bool(v) and not (isinstance(v, float) and np.isnan(v))
+
+
+def _groups(rows: list[Row]) -> list[tuple[str, int, str, list[Row]]]:
+    """One legend entry per (bits, pruning kind, distilled): (name, bits, marker symbol, rows)."""
+    groups: dict[tuple[int, str, bool], list[Row]] = {}
     for r in rows:
-        groups.setdefault((int(r["bits"]), str(r["prune_kind"])), []).append(r)
-    return [(b, k, groups[(b, k)]) for b, k in sorted(groups)]
+        groups.setdefault((int(r["bits"]), str(r["prune_kind"]), _distilled(r)), []).append(r)
+    out = []
+    for b, k, d in sorted(groups):
+        sym = KIND_SYMBOLS.get(k, "circle")
+        out.append((f"{bits_name(b)} · {k}" + (" · distilled" if d else ""), b, sym + ("-dot" if d else ""),
+                    groups[(b, k, d)]))
+    return out
+
+
+def _symbols(sym: str, g: list[Row]) -> list[str]:
+    """Open markers for simulated precision ('square-dot' → 'square-open-dot')."""
+    base, dot = (sym[:-4], "-dot") if sym.endswith("-dot") else (sym, "")
+    return [f"{base}-open{dot}" if r["simulated"] else sym for r in g]
 
 
 def _col(rows: list[Row], c: str) -> list[Any]:
@@ -109,13 +128,11 @@ def pareto_2d(df: pd.DataFrame, x: str = "target_ms", y: str = "metric", *, late
     """2-D projection: one trace per (bits, kind); customdata = variant_id; front joined by a line."""
     rows = _records(df, x, y)
     data: list[dict[str, Any]] = []
-    for bits, kind, g in _groups(rows):
-        sym = KIND_SYMBOLS.get(kind, "circle")
+    for name, bits, sym, g in _groups(rows):
         trace: dict[str, Any] = dict(
-            type="scatter", x=_col(g, x), y=_col(g, y), mode="markers", name=f"{bits_name(bits)} · {kind}",
+            type="scatter", x=_col(g, x), y=_col(g, y), mode="markers", name=name,
             customdata=_col(g, "variant_id"), hovertext=_hover(g), hoverinfo="text",
-            marker=dict(color=BIT_COLORS.get(bits, "#7f7f7f"), size=12,
-                        symbol=[sym + "-open" if r["simulated"] else sym for r in g],
+            marker=dict(color=BIT_COLORS.get(bits, "#7f7f7f"), size=12, symbol=_symbols(sym, g),
                         line=dict(width=[3 if r["pareto"] else 1 for r in g], color="black")))
         if y == "metric" and any(r["metric_lo"] is not None for r in g):
             trace["error_y"] = dict(type="data", symmetric=False, thickness=1, width=3,
@@ -167,11 +184,11 @@ def pareto_3d(df: pd.DataFrame, latency_note: str = "measured", title: str = "")
     """3-D scatter (latency, size, accuracy); Pareto points joined by a line."""
     rows = _records(df, "metric", "target_ms")
     data: list[dict[str, Any]] = []
-    for bits, kind, g in _groups(rows):
-        sym = KIND_SYMBOLS.get(kind, "circle")
+    for name, bits, sym, g in _groups(rows):
+        sym = sym.removesuffix("-dot")  # scatter3d has no '-dot' markers: distilled shows in the name/hover
         data.append(dict(
             type="scatter3d", x=_col(g, "target_ms"), y=_col(g, "size_mb"), z=_col(g, "metric"), mode="markers",
-            name=f"{bits_name(bits)} · {kind}", customdata=_col(g, "variant_id"), hovertext=_hover(g), hoverinfo="text",
+            name=name, customdata=_col(g, "variant_id"), hovertext=_hover(g), hoverinfo="text",
             marker=dict(color=BIT_COLORS.get(bits, "#7f7f7f"), size=[9 if r["pareto"] else 5 for r in g],
                         symbol=[sym + "-open" if r["simulated"] else sym for r in g],
                         line=dict(color="black", width=1))))

@@ -8,6 +8,7 @@ import streamlit as st
 import dashboard as ui
 from optim import api
 
+BITS = {32: "FP32", 16: "FP16", 8: "INT8", 4: "INT4"}
 ui.setup("Optimize")
 st.title(":material/tune: Optimize")
 loaded = ui.current_model()
@@ -37,8 +38,8 @@ with left.container(border=True):
                               help="How channels are scored before the lowest are removed")
 with right.container(border=True):
     st.markdown("**Quantization and target**")
-    bits = st.multiselect("Bit-widths", [32, 16, 8, 4], default=[32, 8], key="bits",
-                          help="32 = FP32 (no quantization); 4-bit convolutions are *simulated*")
+    bits = st.multiselect("Bit-widths", [32, 16, 8, 4], default=[32, 8], key="bits", format_func=BITS.get,
+                          help="FP32 = no quantization; INT4 runs MatMul layers natively, convolutions are *simulated*")
     st.caption("Below 8 bits the runtime cannot execute convolutions here: those variants are **simulated** "
                "(fake-quantised weights for accuracy, packed bytes for size).")
     devices = api.list_devices()
@@ -101,8 +102,10 @@ def live() -> None:
                          column_config={"metric": st.column_config.NumberColumn("accuracy %", format="%.2f"),
                                         "metric_lo": st.column_config.NumberColumn("95 % lo", format="%.2f"),
                                         "metric_hi": st.column_config.NumberColumn("95 % hi", format="%.2f"),
-                                        "latency_ms": st.column_config.NumberColumn("latency ms", format="%.2f"),
-                                        "size_mb": st.column_config.NumberColumn("size MB", format="%.3f")})
+                                        "latency_ms": st.column_config.NumberColumn(
+                                            "latency ms (measured)", format=f"%.{api.ms_decimals(df['latency_ms'])}f"),
+                                        "size_mb": st.column_config.NumberColumn("size MB", format="%.3f"),
+                                        "flags": st.column_config.TextColumn("flags", width="large")})
     if job.state == "done":
         st.success(f"Sweep finished: {job.done} variants.")
         st.page_link(ui.PAGES["pareto"], label="See the Pareto front →", icon=":material/scatter_plot:")

@@ -76,6 +76,11 @@ def _slider(col, label: str, hi: float, key: str) -> float | None:
 @st.fragment
 def explorer(df: pd.DataFrame, note: str) -> None:
     """Constraints, chart and table: a slider move reruns only this fragment."""
+    with ui.guard("Drawing the front"):
+        _explorer(df, note)
+
+
+def _explorer(df: pd.DataFrame, note: str) -> None:
     ok = df[df["status"].eq("ok") & df["metric"].notna()]
     metric_name = ok["metric_name"].iloc[0]
     with st.container(border=True):
@@ -87,7 +92,7 @@ def explorer(df: pd.DataFrame, note: str) -> None:
     df, best = api.apply_constraints(df, max_ms, max_mb, min_acc)
     if best is not None:
         st.success(f"Best under constraints: **{best['label']}**: {best['metric']:.2f} % {metric_name}, "
-                   f"{best['target_ms']:.3g} ms ({note}), {best['size_mb']:.3g} MB.")
+                   f"{api.fmt_ms(best['target_ms'])} ({note}), {best['size_mb']:.2f} MB.")
     else:
         st.warning("No variant meets all three constraints: relax one of them.")
     best_id = best["variant_id"] if best is not None else None
@@ -105,7 +110,8 @@ def explorer(df: pd.DataFrame, note: str) -> None:
             st.session_state["selected_variant"] = st.session_state["pick_variant"] = vid
             st.rerun(scope="fragment")
     st.caption(f"Latency: {note}. Colour = bit-width · symbol = pruning (circle none, square structured, "
-               "diamond unstructured) · open marker = simulated · thick ring = Pareto-optimal in accuracy, "
+               "diamond unstructured) · dot inside = distilled · open marker = simulated · thick ring = "
+               "Pareto-optimal in accuracy, "
                "latency and size · dashed staircase = front of the two axes shown · bars = 95 % interval. "
                "Click a point to select it.")
     ids = ok["variant_id"].tolist()
@@ -128,15 +134,20 @@ def variants_table(df: pd.DataFrame, metric_name: str, note: str) -> None:
     if note.startswith("measured"):
         cols.remove("latency_ms")  # same numbers as the latency column
     table = df[[c for c in cols if c in df]].sort_values("metric", ascending=False)
+    ms = f"%.{api.ms_decimals(table['target_ms'])}f"
     st.dataframe(table, hide_index=True, key="variants_table", column_config={
         "metric": st.column_config.NumberColumn(f"{metric_name} %", format="%.2f"),
         "metric_lo": st.column_config.NumberColumn("95 % lo", format="%.2f"),
         "metric_hi": st.column_config.NumberColumn("95 % hi", format="%.2f"),
-        "target_ms": st.column_config.NumberColumn(f"latency ms ({note})", format="%.4g"),
-        "latency_ms": st.column_config.NumberColumn("latency ms (measured)", format="%.4g"),
-        "size_mb": st.column_config.NumberColumn("size MB", format="%.4g"),
+        "target_ms": st.column_config.NumberColumn(f"latency ms ({note})", format=ms),
+        "latency_ms": st.column_config.NumberColumn("latency ms (measured)",
+                                                    format=f"%.{api.ms_decimals(df['latency_ms'])}f"),
+        "size_mb": st.column_config.NumberColumn("size MB", format="%.3f"),
+        "bits": st.column_config.NumberColumn("bits", help="0 = automatic per-layer mixed precision"),
         "prune_ratio": st.column_config.NumberColumn("ratio", format="%.2f"),
         "flags": st.column_config.TextColumn("flags", width="large")})
+    if df["bits"].eq(8).any():
+        st.caption(api.int8_note(api.cpu_has_vnni()))
 
 
 with ui.guard("Reading the sweep"):

@@ -30,6 +30,10 @@ with ui.guard("Preparing the downloads"):
     vid = st.selectbox("Variant", ids, index=ids.index(cur),
                        format_func=lambda v: ui.variant_label(df, v), key="export_variant")
     row = ok[ok["variant_id"] == vid].iloc[0]
+    ci = f" [{row['metric_lo']:.2f}–{row['metric_hi']:.2f}]" if row["metric_lo"] == row["metric_lo"] else ""
+    st.markdown(f"**{row['label']}**: {row['metric']:.2f} %{ci} {row['metric_name']}, "
+                f"{api.fmt_ms(row['latency_ms'])} measured on this CPU, {row['size_mb']:.2f} MB"
+                + (" (packed, simulated)" if row["simulated"] else "") + (f" · ⚑ {row['flags']}" if row["flags"] else ""))
     c = st.columns(3)
     with c[0].container(border=True):
         st.markdown("**Model (ONNX)**")
