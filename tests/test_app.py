@@ -231,3 +231,100 @@ def test_demo_on_resnet_sample_lands_on_pareto_with_points() -> None:
     at.switch_page("pages/2_Pareto.py").run()
     assert not at.exception
     assert _chart_points(at, 0) >= 5
+
+
+def _quick_sweep(tiny_cnn, tiny_images) -> str:
+    """Baseline + INT8 on the tiny CNN (stored: a second call returns at once)."""
+    job = api.start_sweep(_tiny(tiny_cnn, tiny_images), api.SweepRequest(ratios=(0.0,), bits=(32, 8), eval_limit=40,
+                                                                          latency_budget_s=0.05))
+    assert job.wait(120) and job.state == "done"
+    return job.sweep_id
+
+
+@pytest.mark.parametrize(("vnni", "expected"), [(True, "This CPU has VNNI"), (False, "This CPU has no VNNI"),
+                                                (None, "could not be detected")])
+def test_pareto_explains_int8_by_detected_vnni(vnni: bool | None, expected: str, tiny_cnn, tiny_images,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    sid = _quick_sweep(tiny_cnn, tiny_images)
+    monkeypatch.setattr(api, "cpu_has_vnni", lambda: vnni)
+    at = _app()
+    at.query_params["sweep"] = sid
+    at.run()
+    at.switch_page("pages/2_Pareto.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    notes = [c.value for c in at.caption if "VNNI" in c.value]
+    assert len(notes) == 1 and expected in notes[0], notes
+
+
+def test_api_cpu_has_vnni_matches_cpuinfo_flags() -> None:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None
+    if flags is None:
+        assert api.cpu_has_vnni() is None
+    else:
+        assert api.cpu_has_vnni() == any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def test_add_flags_never_blames_missing_vnni_when_cpu_has_it() -> None:
+    import pandas as pd
+
+    rows = [dict(variant_id=v, label=v, status="ok", prune_kind="none", prune_ratio=0.0, bits=b, executable=True,
+                 top1=0.9, top1_lo=0.85, top1_hi=0.95, latency_ms=ms, size_bytes=1e6) for v, b, ms in
+            (("base", 32, 1.0), ("int8", 8, 2.0))]
+    with_vnni = api.add_flags(pd.DataFrame(rows), vnni=True).set_index("variant_id").loc["int8", "flags"]
+    without = api.add_flags(pd.DataFrame(rows), vnni=False).set_index("variant_id").loc["int8", "flags"]
+    assert "slower than baseline" in with_vnni and "without VNNI" not in with_vnni and "has VNNI" in with_vnni
+    assert "without VNNI" in without
+
+
+def test_pareto_2d_gives_distilled_and_auto_mixed_their_own_legend_entries() -> None:
+    import pandas as pd
+
+    rows = [dict(variant_id=v, label=v, status="ok", prune_kind=k, prune_ratio=r, bits=b, executable=ex,
+                 top1=0.9, top1_lo=0.85, top1_hi=0.95, latency_ms=1.0 + i, size_bytes=1e6, distilled=d)
+            for i, (v, k, r, b, ex, d) in enumerate([
+                ("base", "none", 0.0, 32, True, False), ("p", "structured", 0.5, 32, True, False),
+                ("p_kd", "structured", 0.5, 32, True, True), ("auto", "none", 0.0, 0, False, False)])]
+    df = api.add_flags(pd.DataFrame(rows))
+    df["target_ms"], df["pareto"] = df["latency_ms"], True
+    traces = {t.name: t for t in api.pareto_2d(df).data if t.customdata is not None}
+    assert set(traces) == {"32-bit · none", "32-bit · structured", "32-bit · structured · distilled",
+                           "mixed (auto) · none"}
+    assert list(traces["32-bit · structured · distilled"].marker.symbol) == ["square-dot"]
+    assert list(traces["mixed (auto) · none"].marker.symbol) == ["circle-open"]  # simulated
+    hover = traces["32-bit · structured"].hovertext[0]
+    assert "1.000 ms" not in hover and "2.00 ms" in hover  # ~3 significant digits with the unit
+
+
+@pytest.mark.parametrize(("values", "decimals"), [([0.07187, 0.17], 3), ([3.2, 9.9], 2), ([12.0, 250.0], 0)])
+def test_ms_decimals_keeps_three_significant_digits_of_largest(values: list[float], decimals: int) -> None:
+    assert api.ms_decimals(values) == decimals
+    assert api.fmt_ms(0.07187) == "0.072 ms"
+
+
+def test_streamlit_upload_limit_allows_engine_limit() -> None:
+    import tomllib
+
+    conf = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert conf["server"]["maxUploadSize"] >= 500  # model_io.load accepts up to 500 MB
+
+
+def test_guard_lets_streamlit_control_flow_through() -> None:
+    import sys
+
+    from streamlit.errors import FragmentHandledException
+
+    sys.path.insert(0, str(ROOT))
+    import dashboard
+
+    with pytest.raises(FragmentHandledException), dashboard.guard("x"):
+        raise FragmentHandledException(ValueError("shown by the fragment already"))
+
+
+def test_export_shows_selected_variant_numbers(tiny_cnn, tiny_images) -> None:
+    sid = _quick_sweep(tiny_cnn, tiny_images)
+    at = _app()
+    at.query_params["sweep"] = sid
+    at.run()
+    at.switch_page("pages/4_Export.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("ms measured on this CPU" in m.value and "MB" in m.value for m in at.markdown)
