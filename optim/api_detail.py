@@ -138,8 +138,8 @@ def start_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
     total = len(weight_layers(loaded.handle.model)) * (len(prune_levels) + len(quant_bits))
 
     def work(progress: Any, cancel: Any) -> str:
-        st, t0 = Store(), time.time()
-        if st.sensitivity(loaded.handle.content_hash, data.content_hash, settings) is not None:
+        store, t0 = Store(), time.time()
+        if store.sensitivity(loaded.handle.content_hash, data.content_hash, settings) is not None:
             return key
 
         def report(fraction: float, current: str) -> None:
@@ -149,9 +149,9 @@ def start_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
 
         df = analyze(loaded.handle, data.x, data.y, prune_levels=tuple(prune_levels),
                      quant_bits=tuple(quant_bits), progress=report, should_cancel=cancel)
-        st.put_model(loaded.handle)
-        st.put_dataset(data)
-        st.put_sensitivity(loaded.handle.content_hash, data.content_hash, settings, df)
+        store.put_model(loaded.handle)
+        store.put_dataset(data)
+        store.put_sensitivity(loaded.handle.content_hash, data.content_hash, settings, df)
         return key
 
     return start_job(work, label=f"{loaded.label}: sensitivity of {total} layer settings", total=total,
@@ -160,18 +160,23 @@ def start_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
 
 def sensitivity_estimate_s(loaded: Loaded, n: int = SENSITIVITY_N,
                            n_settings: int = len(SENSITIVITY_PRUNE) + len(SENSITIVITY_BITS)) -> float:
-    """Rough duration of :func:`start_sensitivity`: one timed run of the model (session included) on the
-    sensitivity data, times the number of perturbed models."""
+    """Rough duration of :func:`start_sensitivity`: a run of the model (session included) timed on 8 and
+    on 64 samples, extrapolated linearly to the sensitivity data, times the number of perturbed models."""
     from optim.measure import predict
     from optim.sensitivity import weight_layers
 
     data, _ = sensitivity_data(loaded, n)
-    times = []
-    for _ in range(2):  # the first run pays one-off warm-up costs the analysis pays only once
+
+    def timed(k: int) -> tuple[int, float]:
+        x = data.x[:k]
         t0 = time.perf_counter()
-        predict(loaded.handle.model, data.x, threads=2)
-        times.append(time.perf_counter() - t0)
-    one = min(times)
+        predict(loaded.handle.model, x, threads=2)
+        return len(x), time.perf_counter() - t0
+
+    timed(8)  # warm-up: one-off costs the analysis pays only once
+    (n1, t1), (n2, t2) = timed(8), timed(64)
+    per_sample = max(t2 - t1, 0.0) / (n2 - n1) if n2 > n1 else t2 / max(n2, 1)
+    one = t1 + per_sample * (len(data) - n1)
     return one * (len(weight_layers(loaded.handle.model)) * n_settings + 1)
 
 
