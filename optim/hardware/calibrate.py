@@ -73,8 +73,8 @@ def measure_bandwidth_gbs(mbytes: int = 64, repeats: int = 5) -> float:
 def default_calibration_models(minimum: int = 3) -> list[ModelHandle]:
     """The bundled sample models whose artifacts exist, topped up with MLPerf Tiny reference models
     (ResNet-8, DS-CNN) until there are ``minimum`` (two whole-model unknowns need several models), plus
-    ResNet-8 at width 0.7: its 11/22/45 channels exercise the slower non-NCHWc conv path that pruned
-    models fall into and no bundled model shows."""
+    ResNet-8, DS-CNN and MobileNetV1 at width 0.7: their 11/22/45/89 channels exercise the slower non-NCHWc dense and
+    depthwise conv paths that pruned models fall into and no bundled model shows."""
     handles: list[ModelHandle] = []
     try:
         from optim import samples
@@ -88,7 +88,7 @@ def default_calibration_models(minimum: int = 3) -> list[ModelHandle]:
 
     for name in ("resnet8", "ds_cnn", "mobilenet_v1_025")[: max(0, minimum - len(handles))]:
         handles.append(reference_model(name))
-    handles.append(reference_model("resnet8", ODD_WIDTH))
+    handles += [reference_model(n, ODD_WIDTH) for n in ("resnet8", "ds_cnn", "mobilenet_v1_025")]
     return handles
 
 
@@ -150,8 +150,14 @@ def node_table(handle: ModelHandle, repeats: int = 4, runs: int = 5, target_ms: 
     df = layers.merge(prof[["graph_node", "ms"]], left_on="node", right_on="graph_node", how="inner")
     df = df.groupby("node", as_index=False, sort=False).agg({**{c: "first" for c in layers.columns if c != "node"},
                                                              "ms": "sum"})
+    reorders = layers[layers["op_class"] == "reorder"].copy()
+    is_reorder = prof["op_type"].isin(["ReorderInput", "ReorderOutput"])
+    if len(reorders) and is_reorder.any():
+        df = pd.concat([df, _split_reorders(reorders, float(prof.loc[is_reorder, "ms"].sum()))], ignore_index=True)
+        prof.loc[is_reorder, "graph_node"] = "reorder"
     is_compute = df["op_class"].isin(COMPUTE_CLASSES)
-    df["ops"] = np.where(is_compute, 2.0 * df["macs"].astype(float), df["flops"].astype(float))
+    df["ops"] = np.where(is_compute, 2.0 * df["macs"].astype(float) * df["mac_pad"].astype(float),
+                         df["flops"].astype(float))
     df["bytes"] = df["params"].astype(float) * 4 + (df["act_in_elems"] + df["act_out_elems"]).astype(float) * 4
     df["model"] = handle.name
     unmapped = float(prof.loc[prof["graph_node"].isna(), "ms"].sum())
@@ -162,6 +168,15 @@ def node_table(handle: ModelHandle, repeats: int = 4, runs: int = 5, target_ms: 
     df.attrs["unmapped_ms"] = unmapped * factor
     df.attrs["wall_inflation"] = 1.0 / factor
     return df
+
+
+def _split_reorders(rows: pd.DataFrame, total_ms: float) -> pd.DataFrame:
+    """The profile names layout reorders ``ReorderOutput_token_N``, which says not which tensor they move;
+    share the model's measured reorder time among the predicted reorders in proportion to a prior
+    (2 us + bytes moved at 20 GB/s)."""
+    nbytes = (rows["act_in_elems"] + rows["act_out_elems"]).astype(float) * 4
+    prior = 2e-3 + nbytes / 20e9 * 1e3
+    return rows.assign(ms=total_ms * prior / prior.sum())
 
 
 def _predict(params: np.ndarray, ops: np.ndarray, nbytes: np.ndarray, peak: float, bw: float) -> np.ndarray:

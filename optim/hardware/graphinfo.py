@@ -85,23 +85,12 @@ def fused_nodes(model: onnx.ModelProto, style: str = "aggressive") -> set[str]:
 
 
 def nchw_fallback_convs(model: onnx.ModelProto, block: int) -> set[str]:
-    """Dense convs ONNX Runtime cannot move to its blocked NCHWc layout on this CPU.
+    """Dense/depthwise convs ONNX Runtime leaves off its blocked NCHWc layout on this CPU (see
+    :mod:`optim.hardware.ortcpu`): a pruned model with 22 or 45 channels can be slower than its
+    32/64-channel original."""
+    from optim.hardware.ortcpu import nchwc_plan
 
-    The NCHWc transformer needs output channels (and input channels, except for a first layer with at
-    most 4) to be multiples of the vector block (16 floats with AVX-512, 8 with AVX2). Other convs run
-    the generic im2col + GEMM path behind layout reorders, several times slower per MAC — which is why
-    a pruned model with 22 or 45 channels can be slower than its 32/64-channel original."""
-    weights = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    out: set[str] = set()
-    for node in model.graph.node:
-        if node.op_type != "Conv" or len(node.input) < 2 or len(weights.get(node.input[1], ())) < 3:
-            continue
-        if next((a.i for a in node.attribute if a.name == "group"), 1) > 1:
-            continue
-        cout, cin = weights[node.input[1]][:2]
-        if cout % block or (cin > 4 and cin % block):
-            out.add(node.name)
-    return out
+    return nchwc_plan(model, block).fallback
 
 
 def weight_dq_elems(model: onnx.ModelProto) -> dict[str, int]:
@@ -154,7 +143,31 @@ def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool, channel_
     dq = weight_dq_elems(model)
     if dq:
         df["act_in_elems"] = (df["act_in_elems"] - df["node"].map(dq).fillna(0)).clip(lower=0)
+    df["mac_pad"] = 1.0
     if channel_block > 1:
-        slow = nchw_fallback_convs(model, channel_block)
-        df.loc[df["node"].isin(slow) & (df["op_class"] == "conv"), "op_class"] = "conv_nchw"
+        df = _apply_nchwc(df, model, channel_block)
     return df
+
+
+def _apply_nchwc(df: pd.DataFrame, model: onnx.ModelProto, block: int) -> pd.DataFrame:
+    """Slow-path convs get classes ``conv_nchw``/``dwconv_nchw``, blocked ones their channel padding,
+    and every predicted layout reorder becomes a row of class ``reorder`` (it is a kernel of its own)."""
+    from optim.hardware.ortcpu import nchwc_plan, tensor_elems
+
+    plan = nchwc_plan(model, block)
+    slow = df["node"].isin(plan.fallback)
+    df.loc[slow & (df["op_class"] == "conv"), "op_class"] = "conv_nchw"
+    df.loc[slow & (df["op_class"] == "dwconv"), "op_class"] = "dwconv_nchw"
+    df["mac_pad"] = df["node"].map(plan.mac_pad).fillna(1.0)
+    if not plan.reorders:
+        return df
+    first_out = {n.output[0]: n.name for n in model.graph.node if n.output}
+    out_elems = dict(zip(df["node"], df["act_out_elems"].astype(float), strict=False))
+    producer_out = {t: out_elems[n] for t, n in first_out.items() if n in out_elems}
+    rows = []
+    for name, op_type, tensor in plan.reorders:
+        elems = tensor_elems(model, producer_out, tensor)
+        rows.append({"node": name, "op_type": op_type, "op_class": "reorder", "macs": 0, "flops": 0,
+                     "params": 0, "weight_bytes": 0, "act_in_elems": elems, "act_out_elems": elems,
+                     "fused": False, "mac_pad": 1.0})
+    return pd.concat([df, pd.DataFrame(rows)], ignore_index=True)

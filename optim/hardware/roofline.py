@@ -17,7 +17,7 @@ import pandas as pd
 from optim.errors import HardwareError
 from optim.hardware.catalog import PRECISION_BITS, PRECISIONS, Device
 
-COMPUTE_CLASSES = ("conv", "conv_nchw", "dwconv", "gemm")
+COMPUTE_CLASSES = ("conv", "conv_nchw", "dwconv", "dwconv_nchw", "gemm")
 LAYER_COLUMNS = ["node", "op_type", "op_class", "macs", "ops", "weight_bytes", "act_bytes", "bytes",
                  "intensity", "compute_ms", "memory_ms", "overhead_ms", "ms", "bound", "precision_path"]
 
@@ -81,7 +81,8 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
     act_in_elems, act_out_elems, fused (bool). Returns :data:`LAYER_COLUMNS`."""
     df = layers.copy()
     is_compute = df["op_class"].isin(COMPUTE_CLASSES)
-    ops = np.where(is_compute, 2.0 * df["macs"].astype(float), df["flops"].astype(float)) * batch
+    pad = df["mac_pad"].astype(float) if "mac_pad" in df else 1.0
+    ops = np.where(is_compute, 2.0 * df["macs"].astype(float) * pad, df["flops"].astype(float)) * batch
     w_bytes = df["params"].astype(float) * PRECISION_BITS[path.storage] / 8
     a_bytes = (df["act_in_elems"].astype(float) + df["act_out_elems"].astype(float)) * batch * path.act_bytes
     total_bytes = w_bytes + a_bytes
