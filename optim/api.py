@@ -38,6 +38,7 @@ from optim.views import (  # noqa: F401
     add_flags,
     apply_constraints,
     baseline_row,
+    flags_on_target,
     fmt_ms,
     graph_diff,
     int8_note,
@@ -324,6 +325,7 @@ def variants(sweep_id: str, device_id: str | None = None) -> pd.DataFrame:
         has = est.notna()
         df.loc[has, "target_ms"] = est[has]
         df.loc[has, "target_source"] = "estimated"
+        df["flags"] = flags_on_target(df["flags"], has)
     df["pareto"] = _pareto(df)
     return df
 

@@ -255,7 +255,8 @@ def roofline_chart(points: pd.DataFrame, peak_gflops: float, bw_gbs: float, devi
                                name=f"roof: {peak_gflops:.0f} G ops/s, {bw_gbs:.0f} GB/s", line=dict(color="black")))
     fig.add_trace(go.Scatter(x=points["intensity"], y=points["gflops"], mode="markers", name="layers (estimated)",
                              text=points["node"], hoverinfo="text+x+y", marker=dict(size=9, color="#ff7f0e")))
-    fig.update_layout(title=f"Roofline on {device} (estimated)", xaxis_type="log", yaxis_type="log",
+    name = device if "estimated" in device else f"{device} (estimated)"
+    fig.update_layout(title=f"Roofline on {name}", xaxis=dict(type="log", dtick=1), yaxis=dict(type="log", dtick=1),
                       xaxis_title="arithmetic intensity (ops/byte)", yaxis_title="attained (G ops/s)",
                       height=380, margin=dict(l=10, r=10, t=50, b=10))
     return fig

@@ -46,7 +46,8 @@ def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | 
     df = api.variants(sweep_id, device_id)
     if df.empty:
         raise api.OptimError(f"Sweep {sweep_id} has no stored variants: run it first, then build the report.")
-    note = "measured on this CPU" if not device_id or device_id == api.MEASURED_DEVICE else f"estimated on {device_id}"
+    note = "measured on this CPU" if not device_id or device_id == api.MEASURED_DEVICE else \
+        f"estimated on {_device_name(device_id)}"
     rec = api.recommend(df, variant_id)
     figs: list[Any] = [pareto_2d(df, latency_note=note, best_id=rec["variant_id"] if rec is not None else None),
                        pareto_2d(df, "size_mb", "metric", latency_note=note), pareto_3d(df, latency_note=note)]
@@ -61,12 +62,14 @@ def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | 
     base = api.baseline_row(df)
     if base is not None:
         parts.append(f"<h2>The model</h2><p>Baseline (FP32, unpruned): <b>{base['metric']:.2f} %</b> "
-                     f"[{base['metric_lo']:.2f}–{base['metric_hi']:.2f}], {base['latency_ms']:.2f} ms measured, "
+                     f"[{base['metric_lo']:.2f}–{base['metric_hi']:.2f}], {api.fmt_ms(base['latency_ms'])} measured, "
                      f"{base['size_mb']:.2f} MB.</p>")
+    if df["bits"].eq(8).any():
+        parts.append(f"<p class=sub>{html.escape(api.int8_note(api.cpu_has_vnni()))}</p>")
     if rec is not None:
         parts.append(f"<h2>Recommended variant</h2><div class=box><b>{html.escape(str(rec['label']))}</b>: "
                      f"{rec['metric']:.2f} % [{rec['metric_lo']:.2f}–{rec['metric_hi']:.2f}], "
-                     f"{rec['target_ms']:.2f} ms ({note}), {rec['size_mb']:.3f} MB"
+                     f"{api.fmt_ms(rec['target_ms'])} ({note}), {rec['size_mb']:.3f} MB"
                      + (f"<br>⚑ {html.escape(rec['flags'])}" if rec["flags"] else "") + "</div>")
     parts.append("<h2>The Pareto front</h2>")
     for i, fig in enumerate(figs):
@@ -78,8 +81,8 @@ def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | 
         {"label": "variant", "metric": "accuracy %", "metric_lo": "95 % lo", "metric_hi": "95 % hi",
          "latency_ms": "latency ms (measured)", "target_ms": f"latency ms ({note})", "size_mb": "size MB",
          "pareto": "Pareto", "flags": "flags"},
-        {"metric": ".2f", "metric_lo": ".2f", "metric_hi": ".2f", "latency_ms": ".3f", "target_ms": ".3f",
-         "size_mb": ".3f"}))
+        {"metric": ".2f", "metric_lo": ".2f", "metric_hi": ".2f", "latency_ms": f".{api.ms_decimals(df['latency_ms'])}f",
+         "target_ms": f".{api.ms_decimals(df['target_ms'])}f", "size_mb": ".3f"}))
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Compression report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
 
@@ -99,4 +102,11 @@ def _layers_section(sweep_id: str, rec: pd.Series, device_id: str | None) -> str
             + _table(t.head(40), {"node": "layer", "op_type": "op", "status": "", "base_ms": "baseline ms",
                                   "ms": "variant ms", "est_ms": "estimated ms", "macs": "MACs",
                                   "params": "params", "applied_ratio": "params removed"},
-                     {"base_ms": ".4f", "ms": ".4f", "est_ms": ".4f", "applied_ratio": ".2f"}))
+                     {"base_ms": ".4f", "ms": ".4f", "est_ms": ".4f", "applied_ratio": ".2f", "macs": ",.0f",
+                      "params": ",.0f"}))
+
+
+def _device_name(device_id: str) -> str:
+    devices = api.list_devices()
+    names = dict(zip(devices["id"], devices["name"], strict=False))
+    return str(names.get(device_id, device_id))

@@ -131,6 +131,13 @@ def add_flags(df: pd.DataFrame, vnni: bool | None = None, slow_tol: float = 1.05
     return df
 
 
+def flags_on_target(flags: pd.Series, estimated: pd.Series) -> pd.Series:
+    """Where latency is *estimated* on another device, say that 'slower than baseline' is this CPU's
+    measurement (the estimate shown next to it may well be faster)."""
+    marked = flags.str.replace("slower than baseline —", "slower than baseline on this CPU (measured) —", regex=False)
+    return marked.where(estimated, flags)
+
+
 def _overlaps(row: pd.Series, base: pd.Series) -> bool:
     """Differences inside the 95 % intervals are not significant (the baseline's or the variant's)."""
     if pd.isna(row["metric_lo"]) or pd.isna(base["metric_lo"]):

@@ -59,15 +59,16 @@ with ui.guard("Building the illustrations"):
                               key="learn_sample")
         soft = api.soft_labels(loaded, int(idx), (1.0, 4.0))
         fig = go.Figure([go.Bar(x=soft["class"], y=soft[c], name=c) for c in soft.columns if c.startswith("T =")])
-        fig.update_layout(title="Teacher probabilities at two temperatures", xaxis_title="class",
+        fig.update_layout(title="Teacher probabilities at two temperatures", xaxis_title="class", xaxis_type="category",
                           yaxis_title="probability", barmode="group", height=320)
         st.plotly_chart(fig, key="learn_kd")
         st.info("The Optimize page offers distillation when sweeps can schedule it."
                 if not api.distill_supported() else "Distillation is available on the Optimize page.")
     with tf:
-        st.markdown("Operator fusion merges neighbouring nodes (Conv + BatchNorm + ReLU) into one kernel, "
-                    "saving memory traffic and launch overhead. ONNX Runtime does it when a session is created. "
-                    "Below: this model's graph nodes vs the kernels ORT actually runs (measured by its profiler).")
+        st.markdown("Operator fusion merges neighbouring nodes (e.g. Conv + ReLU, or Conv + Add + ReLU) into one "
+                    "kernel, saving memory traffic and launch overhead; BatchNorm is usually folded into the Conv "
+                    "weights before that. ONNX Runtime fuses when a session is created. Switch on profiling to see "
+                    "this model's graph nodes vs the kernels ORT actually runs (measured by its profiler).")
         if st.toggle("Profile this model now (~1 s)", key="learn_fusion"):
             st.dataframe(api.fusion_of(loaded), hide_index=True)
         ops = ui.summary(loaded.key, loaded)["ops"]

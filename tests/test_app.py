@@ -328,3 +328,11 @@ def test_export_shows_selected_variant_numbers(tiny_cnn, tiny_images) -> None:
     at.switch_page("pages/4_Export.py").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("ms measured on this CPU" in m.value and "MB" in m.value for m in at.markdown)
+
+
+def test_flags_on_target_says_slowdown_was_measured_here_when_latency_is_estimated() -> None:
+    import pandas as pd
+
+    flags = pd.Series(["slower than baseline — x", "slower than baseline — y", ""])
+    out = api.flags_on_target(flags, pd.Series([True, False, True]))
+    assert out.tolist() == ["slower than baseline on this CPU (measured) — x", "slower than baseline — y", ""]
