@@ -88,15 +88,15 @@ with ui.guard("Summarising the model"):
         b = ui.baseline(loaded.key, loaded)
         c = st.columns(3)
         if b["top1"] is not None:
-            c[0].metric("Baseline accuracy (measured)", f"{b['top1']:.1%}",
+            c[0].metric("Baseline accuracy (measured)", f"{b['top1'] * 100:.2f} %",
                         help=f"95 % Wilson interval over {b['n']} test samples")
             n_all = len(loaded.test) if loaded.test is not None else b["n"]
-            c[0].caption(f"95 % interval {b['top1_lo']:.1%} – {b['top1_hi']:.1%} (n = {b['n']} of {n_all} test "
+            c[0].caption(f"95 % interval {b['top1_lo'] * 100:.2f} – {b['top1_hi'] * 100:.2f} % (n = {b['n']} of {n_all} test "
                          "samples; sweeps use the evaluation size set on Optimize)")
         else:
             c[0].metric("Baseline accuracy", "n/a", help="No labelled data: variants are compared by agreement")
-        c[1].metric("Latency (measured, batch 1)", f"{b['latency_ms']:.2f} ms")
-        c[1].caption(f"median of {b['runs']} runs, p90 {b['latency_p90_ms']:.2f} ms, {b['threads']} thread")
+        c[1].metric("Latency (measured, batch 1)", api.fmt_ms(b["latency_ms"]))
+        c[1].caption(f"median of {b['runs']} runs, p90 {api.fmt_ms(b['latency_p90_ms'])}, {b['threads']} thread")
         c[2].page_link(ui.PAGES["optimize"], label="Next: choose the knobs →", icon=":material/tune:")
     t1, t2 = st.tabs(["Per-layer table", "Operator histogram"])
     with t1:

@@ -189,7 +189,7 @@ def pareto_3d(df: pd.DataFrame, latency_note: str = "measured", title: str = "")
         data.append(dict(
             type="scatter3d", x=_col(g, "target_ms"), y=_col(g, "size_mb"), z=_col(g, "metric"), mode="markers",
             name=name, customdata=_col(g, "variant_id"), hovertext=_hover(g), hoverinfo="text",
-            marker=dict(color=BIT_COLORS.get(bits, "#7f7f7f"), size=[9 if r["pareto"] else 5 for r in g],
+            marker=dict(color=BIT_COLORS.get(bits, "#7f7f7f"), size=[11 if r["pareto"] else 7 for r in g],
                         symbol=[sym + "-open" if r["simulated"] else sym for r in g],
                         line=dict(color="black", width=1))))
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["target_ms"])
@@ -197,8 +197,10 @@ def pareto_3d(df: pd.DataFrame, latency_note: str = "measured", title: str = "")
         data.append(dict(type="scatter3d", x=_col(front, "target_ms"), y=_col(front, "size_mb"),
                          z=_col(front, "metric"), mode="lines", name=FRONT, hoverinfo="skip",
                          line=dict(color="black", dash="dash", width=3)))
-    title_of = {c: dict(text=_axis_title(c, df, latency_note)) for c in ("target_ms", "size_mb", "metric")}
-    layout = dict(title=dict(text=title or "Accuracy × latency × size"), height=520,
+    title_of = {c: dict(text=_axis_title(c, df, latency_note)) for c in ("size_mb", "metric")}
+    short = "estimated" if "estimated" in latency_note else "measured"
+    title_of["target_ms"] = dict(text=f"Latency (ms, {short})")  # long device names get clipped in 3-D
+    layout = dict(title=dict(text=title or f"Accuracy × latency × size (latency {latency_note})"), height=560,
                   margin=dict(l=0, r=0, t=40, b=0), legend=dict(title=dict(text="bit-width · pruning")),
                   scene=dict(xaxis=dict(title=title_of["target_ms"]), yaxis=dict(title=title_of["size_mb"]),
                              zaxis=dict(title=title_of["metric"])))

@@ -51,7 +51,10 @@ with right.container(border=True):
     if api.pass_available("distill") and not api.distill_supported():
         st.caption("Distillation is installed as a pass; sweeps do not schedule it yet.")
     if api.distill_supported():
-        distill = st.toggle("Distillation (recover accuracy from the original model)", key="distill")
+        no_train = loaded.train is None
+        distill = st.toggle("Distillation (recover accuracy from the original model)", key="distill",
+                            disabled=no_train, help="Needs a training split kept apart from the evaluation data "
+                            "(bundled samples have one; uploads do not yet)" if no_train else None)
         budget = float(st.slider("Distillation budget (s per variant)", 5, 300, 30, 5, key="distill_budget",
                                  disabled=not distill))
         st.caption("Adds a distilled copy of every pruned variant, fine-tuned on the training split to mimic "

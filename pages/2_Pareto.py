@@ -110,10 +110,11 @@ def _explorer(df: pd.DataFrame, note: str) -> None:
             st.session_state["selected_variant"] = st.session_state["pick_variant"] = vid
             st.rerun(scope="fragment")
     st.caption(f"Latency: {note}. Colour = bit-width · symbol = pruning (circle none, square structured, "
-               "diamond unstructured) · dot inside = distilled · open marker = simulated · thick ring = "
-               "Pareto-optimal in accuracy, "
-               "latency and size · dashed staircase = front of the two axes shown · bars = 95 % interval. "
-               "Click a point to select it.")
+               "diamond unstructured) · open marker = simulated · "
+               + ("large marker = Pareto-optimal · dashed line joins the front. Drag to rotate."
+                  if VIEWS[view] is None else
+                  "dot inside = distilled · thick ring = Pareto-optimal in accuracy, latency and size · dashed "
+                  "staircase = front of the two axes shown · bars = 95 % interval. Click a point to select it."))
     ids = ok["variant_id"].tolist()
     if st.session_state.get("pick_variant") not in ids:
         cur = st.session_state.get("selected_variant")

@@ -336,3 +336,13 @@ def test_flags_on_target_says_slowdown_was_measured_here_when_latency_is_estimat
     flags = pd.Series(["slower than baseline — x", "slower than baseline — y", ""])
     out = api.flags_on_target(flags, pd.Series([True, False, True]))
     assert out.tolist() == ["slower than baseline on this CPU (measured) — x", "slower than baseline — y", ""]
+
+
+def test_optimize_disables_distillation_when_upload_has_no_training_split(tiny_cnn, tiny_images) -> None:
+    at = _with_model(_tiny(tiny_cnn, tiny_images)).run()
+    at.switch_page("pages/1_Optimize.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    if api.distill_supported():
+        assert at.toggle(key="distill").disabled
+    labels = [o for o in at.multiselect(key="bits").options]
+    assert "FP32" in labels and "INT8" in labels  # bit-widths named, not bare numbers
