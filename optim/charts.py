@@ -230,12 +230,14 @@ def op_histogram_chart(ops: pd.DataFrame) -> go.Figure:
 
 
 def quant_error_chart(demo: dict[str, Any]) -> go.Figure:
+    bits = int(demo["bits"])
+    name = "FP16" if bits == 16 else f"INT{bits}"
     fig = go.Figure()
-    fig.add_trace(go.Histogram(x=demo["weights"], name="FP32 weights", opacity=0.55, nbinsx=80,
-                               marker_color=BIT_COLORS[32]))
-    fig.add_trace(go.Histogram(x=demo["quantized"], name=f"after {demo['bits']}-bit", opacity=0.55, nbinsx=80,
-                               marker_color=BIT_COLORS.get(demo["bits"], "#d62728")))
-    fig.update_layout(title=f"Weights of {demo['layer']} ({demo['levels']} distinct values after quantization)",
+    fig.add_trace(go.Histogram(x=demo["weights"], name="FP32 weights", opacity=0.6, nbinsx=80,
+                               marker_color="#9e9e9e"))
+    fig.add_trace(go.Histogram(x=demo["quantized"], name=f"after {name}", opacity=0.6, nbinsx=80,
+                               marker_color=BIT_COLORS.get(bits, "#d62728")))
+    fig.update_layout(title=f"Weights of {demo['layer']} ({demo['levels']} distinct values after {name})",
                       barmode="overlay", xaxis_title="weight value", yaxis_title="count (weights)", height=340,
                       margin=dict(l=10, r=10, t=50, b=10))
     return fig

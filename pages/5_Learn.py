@@ -26,15 +26,18 @@ with ui.guard("Building the illustrations"):
                                                f"{layers.set_index('node').loc[n, 'shape']})")
     tq, tp, td, tf, tr = st.tabs(["Quantization", "Pruning", "Distillation", "Operator fusion", "Roofline"])
     with tq:
-        st.markdown("Quantization stores each weight with fewer bits: values snap to a grid of "
-                    "2^bits levels scaled to the layer's range. Fewer bits = smaller file, more rounding error. "
-                    "INT8 runs on integer kernels; below 8 bits this runtime can only **simulate** it.")
-        bits = st.select_slider("Bit-width", [16, 8, 6, 4, 3, 2], value=8, key="learn_bits")
+        st.markdown("Quantization stores each weight with fewer bits: integers snap to a grid of "
+                    "2<sup>bits</sup> levels scaled to the layer's range (FP16 instead keeps a float with fewer "
+                    "mantissa bits). Fewer bits = smaller file, more rounding error. INT8 runs on integer kernels; "
+                    "below 8 bits this runtime executes only MatMul layers (4-bit) and **simulates** the rest.",
+                    unsafe_allow_html=True)
+        bits = st.select_slider("Precision", [16, 8, 6, 4, 3, 2], value=8, key="learn_bits",
+                                format_func=lambda b: "FP16" if b == 16 else f"INT{b}")
         q = api.quant_demo(loaded.handle, layer, int(bits))
         c = st.columns(3)
         c[0].metric("Distinct values", f"{q['levels']:,}")
         c[1].metric("SQNR", f"{q['sqnr_db']:.1f} dB", help="signal-to-quantization-noise ratio; higher is better")
-        c[2].metric("Max abs. error", f"{q['max_abs_error']:.2e}")
+        c[2].metric("Max abs. error", f"{q['max_abs_error']:.2g}", help="largest |quantized − original| weight")
         st.plotly_chart(api.quant_error_chart(q), key="learn_q")
     with tp:
         st.markdown("Pruning removes the least important weights. **Unstructured** zeroes single weights "

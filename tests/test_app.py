@@ -346,3 +346,14 @@ def test_optimize_disables_distillation_when_upload_has_no_training_split(tiny_c
         assert at.toggle(key="distill").disabled
     labels = [o for o in at.multiselect(key="bits").options]
     assert "FP32" in labels and "INT8" in labels  # bit-widths named, not bare numbers
+
+
+def test_learn_names_precisions_in_slider_and_chart(tiny_cnn, tiny_images) -> None:
+    at = _with_model(_tiny(tiny_cnn, tiny_images)).run()
+    at.switch_page("pages/5_Learn.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any("after INT8" in t for t in titles), titles
+    at.select_slider(key="learn_bits").set_value(16).run()
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any("after FP16" in t for t in titles), titles
