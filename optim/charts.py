@@ -35,7 +35,8 @@ def _axis_title(col: str, df: pd.DataFrame, latency_note: str) -> str:
 
 
 _PLOT_COLS = ["variant_id", "label", "status", "prune_kind", "prune_ratio", "bits", "opt_level", "metric",
-              "metric_lo", "metric_hi", "target_ms", "size_mb", "simulated", "flags", "pareto", "distilled"]
+              "metric_lo", "metric_hi", "target_ms", "size_mb", "simulated", "flags", "pareto", "distilled",
+              "metric_name"]
 Row = dict[str, Any]
 
 
@@ -55,13 +56,22 @@ def _records(df: pd.DataFrame, *required: str) -> list[Row]:
     return out
 
 
+def _word(r: Row) -> str:
+    name = r.get("metric_name")
+    return "accuracy" if not isinstance(name, str) or "accuracy" in name else "agreement"
+
+
+def _opt(r: Row) -> str:
+    return f" · ORT graph opt {r['opt_level']}" if isinstance(r.get("opt_level"), str) else ""
+
+
 def _hover(rows: list[Row]) -> list[str]:
     out = []
     for r in rows:
         ci = f" [{r['metric_lo']:.1f}–{r['metric_hi']:.1f}]" if r.get("metric_lo") is not None else ""
         out.append(
             f"<b>{r.get('label') or r['variant_id']}</b><br>prune {r['prune_kind']} {r['prune_ratio'] or 0:.0%}"
-            f" · {bits_name(int(r['bits']))} · opt {r.get('opt_level', '')}<br>accuracy {r['metric']:.2f} %{ci}"
+            f" · {bits_name(int(r['bits']))}{_opt(r)}<br>{_word(r)} {r['metric']:.2f} %{ci}"
             f"<br>latency {fmt_ms(r['target_ms'])} · size {r['size_mb']:.3g} MB"
             + ("<br><i>simulated precision</i>" if r.get("simulated") else "")
             + (f"<br>⚑ {r['flags']}" if r.get("flags") else ""))

@@ -78,7 +78,7 @@ def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | 
         parts.append(_layers_section(sweep_id, rec, device_id))
     parts.append("<h2>All variants</h2>" + _table(
         df.sort_values("metric", ascending=False),
-        {"label": "variant", "metric": "accuracy %", "metric_lo": "95 % lo", "metric_hi": "95 % hi",
+        {"label": "variant", "metric": f"{df['metric_name'].iloc[0]} %", "metric_lo": "95 % lo", "metric_hi": "95 % hi",
          "latency_ms": "latency ms (measured)", "target_ms": f"latency ms ({note})", "size_mb": "size MB",
          "pareto": "Pareto", "flags": "flags"},
         {"metric": ".2f", "metric_lo": ".2f", "metric_hi": ".2f", "latency_ms": f".{api.ms_decimals(df['latency_ms'])}f",
