@@ -32,6 +32,7 @@ from optim.hardware.catalog import HOST_PROFILE_PATH, OP_CLASSES
 from optim.hardware.roofline import COMPUTE_CLASSES
 
 ODD_WIDTH = 0.7
+CONV_VARIANTS = ("conv_nchw", "conv1x1_nchw", "dwconv_nchw")
 PRIORS = {"eff_compute": 0.3, "eff_memory": 1.0, "overhead_us": 5.0}
 BOUNDS = {"eff_compute": (1e-3, 3.0), "eff_memory": (1e-3, 50.0), "overhead_us": (0.05, 2000.0)}
 
@@ -73,8 +74,9 @@ def measure_bandwidth_gbs(mbytes: int = 64, repeats: int = 5) -> float:
 def default_calibration_models(minimum: int = 3) -> list[ModelHandle]:
     """The bundled sample models whose artifacts exist, topped up with MLPerf Tiny reference models
     (ResNet-8, DS-CNN) until there are ``minimum`` (two whole-model unknowns need several models), plus
-    ResNet-8, DS-CNN and MobileNetV1 at width 0.7: their 11/22/45/89 channels exercise the slower non-NCHWc dense and
-    depthwise conv paths that pruned models fall into and no bundled model shows."""
+    ResNet-8, DS-CNN and MobileNetV1 at width 0.7 (and ResNet-8 at 1.4): their 11/22/45/89/90 channels
+    exercise the slower non-NCHWc dense and depthwise conv paths that pruned models fall into and no
+    bundled model shows. Validation uses other widths (0.5, 1, 2) and the samples' compression variants."""
     handles: list[ModelHandle] = []
     try:
         from optim import samples
@@ -89,6 +91,7 @@ def default_calibration_models(minimum: int = 3) -> list[ModelHandle]:
     for name in ("resnet8", "ds_cnn", "mobilenet_v1_025")[: max(0, minimum - len(handles))]:
         handles.append(reference_model(name))
     handles += [reference_model(n, ODD_WIDTH) for n in ("resnet8", "ds_cnn", "mobilenet_v1_025")]
+    handles.append(reference_model("resnet8", 2 * ODD_WIDTH))
     return handles
 
 
@@ -192,9 +195,11 @@ def _objective(pred: np.ndarray, meas: np.ndarray, w: np.ndarray, params: np.nda
 
 
 def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 0.3,
-              priors: dict[str, float] | None = None, eff_memory: float | None = None) -> dict[str, float]:
+              priors: dict[str, float] | None = None, eff_memory: float | None = None,
+              overhead_us: float | None = None) -> dict[str, float]:
     """Fit (eff_compute, eff_memory, overhead_us) of one op class to its node times (ms); a given
-    ``eff_memory`` is held fixed (the memory system does not depend on the op).
+    ``eff_memory`` is held fixed (the memory system does not depend on the op), and so is a given
+    ``overhead_us`` (a conv variant seen in a few same-shaped layers cannot tell overhead from speed).
 
     A log-spaced grid search followed by a local least-squares polish: the ``max`` makes the objective
     non-smooth, and a gradient method alone was seen to stall far from the optimum."""
@@ -204,15 +209,17 @@ def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 
     prior = np.log([(priors or PRIORS)[k] for k in keys])
     lo = np.log([BOUNDS[k][0] for k in keys])
     hi = np.log([BOUNDS[k][1] for k in keys])
-    if eff_memory is not None:
-        prior[1] = np.log(eff_memory)
-        lo[1], hi[1] = prior[1] - 1e-4, prior[1] + 1e-4
+    for i, fixed in ((1, eff_memory), (2, overhead_us)):
+        if fixed is not None:
+            prior[i] = np.log(fixed)
+            lo[i], hi[i] = prior[i] - 1e-4, prior[i] + 1e-4
     ops, nbytes = rows["ops"].to_numpy(float), rows["bytes"].to_numpy(float)
     meas = np.maximum(rows["ms"].to_numpy(float), 1e-5)
     w = np.sqrt(meas / meas.sum() * len(meas))
     grids = [np.linspace(lo[i], hi[i], n) for i, n in enumerate((25, 25, 40))]
-    if eff_memory is not None:
-        grids[1] = prior[1:2]
+    for i, fixed in ((1, eff_memory), (2, overhead_us)):
+        if fixed is not None:
+            grids[i] = prior[i:i + 1]
     g = np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 3)
     e = np.exp(g)
     pred = (np.maximum(ops / (peak * e[:, :1]), nbytes / (bw * e[:, 1:2])) * 1e3 + e[:, 2:3] * 1e-3)
@@ -234,7 +241,8 @@ def fit_factors(table: pd.DataFrame, peak: float, bw: float) -> dict[str, dict[s
 
     Dense convs are fitted first; their factors are the prior of the other compute classes (the same
     MLAS GEMM kernels run them), so a class seen only in a few memory-bound layers — the classifier Gemm
-    of a CNN — does not keep an arbitrary compute efficiency; they share the convs' memory efficiency."""
+    of a CNN — does not keep an arbitrary compute efficiency; they share the convs' memory efficiency,
+    and the other conv kernels (:data:`CONV_VARIANTS`) its per-kernel overhead too."""
     out: dict[str, dict[str, float]] = {}
     if (table["op_class"] == "conv").any():
         out["conv"] = fit_class(table[table["op_class"] == "conv"], peak, bw)
@@ -243,9 +251,10 @@ def fit_factors(table: pd.DataFrame, peak: float, bw: float) -> dict[str, dict[s
         rows = table[table["op_class"] == c]
         if c in out or rows.empty:
             continue
-        shared = compute_prior["eff_memory"] if compute_prior and c in COMPUTE_CLASSES else None
-        out[c] = fit_class(rows, peak, bw, priors=compute_prior if c in COMPUTE_CLASSES else None,
-                           eff_memory=shared)
+        compute = compute_prior is not None and c in COMPUTE_CLASSES
+        out[c] = fit_class(rows, peak, bw, priors=compute_prior if compute else None,
+                           eff_memory=compute_prior["eff_memory"] if compute else None,
+                           overhead_us=compute_prior["overhead_us"] if compute and c in CONV_VARIANTS else None)
     return out
 
 

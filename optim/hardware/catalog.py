@@ -42,7 +42,7 @@ REQUIRED_SPECS = ("bandwidth", "memory", "onchip", "power", "eff_compute", "eff_
 OPTIONAL_SPECS = ("offchip_bandwidth",)
 FLAGS = ("fuses_activations", "activations_onchip", "sparsity_2_4", "weights_onchip_cache", "measured",
          "ort_cpu_fusion")
-OP_CLASSES = ("conv", "conv_nchw", "dwconv", "dwconv_nchw", "gemm", "elementwise", "reorder", "shape")
+OP_CLASSES = ("conv", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "elementwise", "reorder", "shape")
 
 
 class CatalogError(HardwareError):

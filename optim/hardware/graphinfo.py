@@ -150,13 +150,14 @@ def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool, channel_
 
 
 def _apply_nchwc(df: pd.DataFrame, model: onnx.ModelProto, block: int) -> pd.DataFrame:
-    """Slow-path convs get classes ``conv_nchw``/``dwconv_nchw``, blocked ones their channel padding,
+    """Slow-path convs get classes ``conv_nchw`` (k x k, im2col), ``conv1x1_nchw``, ``dwconv_nchw``; blocked ones their channel padding,
     and every predicted layout reorder becomes a row of class ``reorder`` (it is a kernel of its own)."""
     from optim.hardware.ortcpu import nchwc_plan, tensor_elems
 
     plan = nchwc_plan(model, block)
     slow = df["node"].isin(plan.fallback)
     df.loc[slow & (df["op_class"] == "conv"), "op_class"] = "conv_nchw"
+    df.loc[df["node"].isin(plan.pointwise) & (df["op_class"] == "conv_nchw"), "op_class"] = "conv1x1_nchw"
     df.loc[slow & (df["op_class"] == "dwconv"), "op_class"] = "dwconv_nchw"
     df["mac_pad"] = df["node"].map(plan.mac_pad).fillna(1.0)
     if not plan.reorders:

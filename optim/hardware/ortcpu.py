@@ -35,6 +35,7 @@ class NchwcPlan:
 
     blocked: set[str] = field(default_factory=set)
     fallback: set[str] = field(default_factory=set)
+    pointwise: set[str] = field(default_factory=set)  # 1x1 dense convs (a plain GEMM on the NCHW path)
     mac_pad: dict[str, float] = field(default_factory=dict)
     reorders: list[tuple[str, str, str]] = field(default_factory=list)  # (name, op_type, tensor)
 
@@ -91,6 +92,8 @@ def nchwc_plan(model: onnx.ModelProto, block: int) -> NchwcPlan:
                 blocked_tensors.update(node.output[:1])
                 continue
             plan.fallback.add(node.name)
+            if dims[node.input[1]][2:] == (1, 1):
+                plan.pointwise.add(node.name)
         elif node.op_type in PASSTHROUGH_OPS and acts and all(a in blocked_tensors for a in acts):
             blocked_tensors.update(node.output[:1])
             continue
