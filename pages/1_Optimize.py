@@ -103,6 +103,7 @@ def live() -> None:
             cols = ["label", "status", "metric", "metric_lo", "metric_hi", "latency_ms", "size_mb", "flags"]
             st.dataframe(df[[c for c in cols if c in df]], hide_index=True,
                          column_config={"metric": st.column_config.NumberColumn("accuracy %", format="%.2f"),
+                                        "label": st.column_config.TextColumn("variant", width="medium", pinned=True),
                                         "metric_lo": st.column_config.NumberColumn("95 % lo", format="%.2f"),
                                         "metric_hi": st.column_config.NumberColumn("95 % hi", format="%.2f"),
                                         "latency_ms": st.column_config.NumberColumn(

@@ -137,6 +137,7 @@ def variants_table(df: pd.DataFrame, metric_name: str, note: str) -> None:
     table = df[[c for c in cols if c in df]].sort_values("metric", ascending=False)
     ms = f"%.{api.ms_decimals(table['target_ms'])}f"
     st.dataframe(table, hide_index=True, key="variants_table", column_config={
+        "label": st.column_config.TextColumn("variant", width="medium", pinned=True),
         "metric": st.column_config.NumberColumn(f"{metric_name} %", format="%.2f"),
         "metric_lo": st.column_config.NumberColumn("95 % lo", format="%.2f"),
         "metric_hi": st.column_config.NumberColumn("95 % hi", format="%.2f"),
