@@ -86,6 +86,8 @@ def test_demo_reaches_pareto_chart_with_points_in_browser(server: str) -> None:
         assert "Pareto" in page.url or page.get_by_text("Pareto front").count() > 0
         assert points >= 5, f"only {points} points on the Pareto chart"
         assert page.get_by_text("Traceback").count() == 0
+        assert page.locator("[data-testid=stException]").count() == 0
+        _assert_int8_note_matches_this_cpu(page)
         page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
         assert _click_until_selection_changes(page), "clicking Pareto points never changed the selected variant"
         page.get_by_role("button", name="Open its per-layer view").click()
@@ -117,3 +119,12 @@ def _click_until_selection_changes(page, tries: int = 8) -> bool:  # noqa: ANN00
         if _selected(page) != before:
             return True
     return False
+
+
+def _assert_int8_note_matches_this_cpu(page) -> None:  # noqa: ANN001 - playwright Page
+    """The demo has INT8 variants: the page says what INT8 can do on *this* CPU (VNNI detected at run time)."""
+    from optim import api
+
+    vnni = api.cpu_has_vnni()
+    expected = "This CPU has VNNI" if vnni else "This CPU has no VNNI" if vnni is False else "could not be detected"
+    assert page.get_by_text(expected).count() == 1, expected
