@@ -107,3 +107,21 @@ def test_fit_class_recovers_efficiency_when_overhead_is_held_fixed() -> None:
                               eff_memory=1.0, overhead_us=2.0)
     assert fit["overhead_us"] == pytest.approx(2.0, rel=1e-3)
     assert fit["eff_compute"] == pytest.approx(0.05, rel=0.05)
+
+
+def test_boundary_qdq_prices_only_qdq_next_to_float_ops() -> None:
+    s, z = numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.uint8), "z")
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.uint8), "wq")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
+             helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wd"], name="dq_w"),
+             helper.make_node("Conv", ["xd", "wd"], ["c"], name="conv", pads=[1] * 4),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"], name="q_conv"),
+             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"], name="dq_conv"),
+             helper.make_node("ReduceMean", ["cd"], ["y"], name="mean", keepdims=0)]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [s, z, w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    assert graphinfo.boundary_qdq(model) == {"q_in", "dq_conv"}
+    assert {"q_in", "dq_conv"}.isdisjoint(graphinfo.fused_nodes(model, "ort_cpu"))
+    assert {"dq_in", "dq_w", "q_conv"} <= graphinfo.fused_nodes(model, "ort_cpu")

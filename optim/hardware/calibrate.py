@@ -4,7 +4,10 @@
 2. Per-kernel profiles (``measure.profile_nodes`` at ORT_ENABLE_ALL, the level latency is measured at)
    of the calibration models; fused kernels are mapped back to the conv/gemm they compute
    (:func:`map_fused_nodes`) and joined with the summary's per-node MACs and bytes.
-3. Per op class (conv, dwconv, gemm, elementwise, shape) a least-squares fit of
+   ONNX Runtime's layout reorders (named only ``ReorderOutput_token_N``) are shared among the reorders
+   :mod:`optim.hardware.ortcpu` predicts; odd-width calibration models cover the non-NCHWc conv paths.
+3. Per op class (conv, conv_nchw, conv1x1_nchw, dwconv, dwconv_nchw, gemm, elementwise, reorder, shape)
+   a least-squares fit of
    ``max(ops / (peak × e_c), bytes / (bw × e_m)) + overhead`` to the node times, in log space and
    pulled gently towards priors so a class with few nodes stays sane (``scipy.optimize.least_squares``).
 4. Whole-model correction: the per-run overhead is measured on an empty graph; profiling inflates
@@ -16,6 +19,7 @@ No library fits a roofline to ORT traces, hence this module.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -117,14 +121,15 @@ def robust_profile(handle: ModelHandle, repeats: int = 4, runs: int = 5) -> pd.D
 def map_fused_nodes(model: onnx.ModelProto, profiled: Sequence[str]) -> dict[str, str]:
     """Profiled node name (ORT_ENABLE_ALL) → the graph's conv/gemm node that kernel computes.
 
-    ORT keeps plain node names, prefixes activation fusions with ``fused `` (FusedConv, FusedGemm) and
+    ORT keeps plain node names, prefixes activation fusions with ``fused `` (FusedConv, FusedGemm),
+    suffixes the integer kernels it builds from Q/DQ groups with ``_token_N`` (QLinearConv) and
     names NCHWc kernels ``<output of the last fused node>_nchwc``; we walk
     from that output back through the fused chain (Relu, Add, BN, ...) to the conv/gemm."""
     names = {n.name for n in model.graph.node}
     producer = {o: n for n in model.graph.node for o in n.output}
     mapping: dict[str, str] = {}
     for prof_name in profiled:
-        plain = prof_name.removeprefix("fused ")
+        plain = re.sub(r"_token_\d+$", "", prof_name.removeprefix("fused "))
         if plain in names:
             mapping[prof_name] = plain
             continue

@@ -19,6 +19,9 @@ SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", 
 FUSABLE_OPS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "BatchNormalization",
                "Add", "Mul", "QuantizeLinear", "DequantizeLinear", "Tanh", "Gelu", "Erf", "Div"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+QUANTIZED_KERNEL_OPS = {"Conv", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool",
+                        "Concat", "Relu", "Clip", "Sigmoid", "LeakyRelu", "Reshape", "Flatten", "Transpose",
+                        "Squeeze", "Unsqueeze", "Resize", "QuantizeLinear", "DequantizeLinear"}
 # ONNX Runtime CPU (ORT_ENABLE_ALL): Conv/Gemm + activation (FusedConv, FusedGemm), Conv + BN, NCHWc
 # Conv + Add (sum); a MatMul's bias Add or a LayerNorm stays a separate kernel.
 ORT_CPU_FUSABLE = {"Conv": {"Relu", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Tanh", "BatchNormalization",
@@ -63,9 +66,11 @@ def fused_nodes(model: onnx.ModelProto, style: str = "aggressive") -> set[str]:
             consumers[i] = consumers.get(i, 0) + 1
     fused: set[str] = set()
     root: dict[str, str] = {}  # fused node -> op type of the conv/gemm it joined
+    boundary = boundary_qdq(model) if style == "ort_cpu" else set()
     for node in model.graph.node:
         if node.op_type in QDQ_OPS:
-            fused.add(node.name)
+            if node.name not in boundary:
+                fused.add(node.name)
             continue
         if node.op_type not in FUSABLE_OPS:
             continue
@@ -82,6 +87,33 @@ def fused_nodes(model: onnx.ModelProto, style: str = "aggressive") -> set[str]:
             root[node.name] = base
             break
     return fused
+
+
+def boundary_qdq(model: onnx.ModelProto) -> set[str]:
+    """Q/DQ nodes ONNX Runtime CPU runs as kernels of their own: a QuantizeLinear of a graph input or of a
+    float op's output, a DequantizeLinear of an activation read by a float op or returned. Pairs around
+    the ops ORT has integer kernels for (:data:`QUANTIZED_KERNEL_OPS`) vanish into those kernels."""
+    inits = {i.name for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+    out: set[str] = set()
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":
+            src = producer.get(n.input[0])
+            if src is None or src.op_type not in QUANTIZED_KERNEL_OPS:
+                out.add(n.name)
+        elif n.op_type == "DequantizeLinear" and n.input[0] not in inits:
+            src = producer.get(n.input[0])
+            if src is not None and src.op_type in {"Constant", "Identity"}:
+                continue
+            readers = consumers.get(n.output[0], [])
+            if n.output[0] in outputs or any(r.op_type not in QUANTIZED_KERNEL_OPS for r in readers):
+                out.add(n.name)
+    return out
 
 
 def nchw_fallback_convs(model: onnx.ModelProto, block: int) -> set[str]:
