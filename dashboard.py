@@ -65,8 +65,15 @@ def guard(what: str = "That") -> Iterator[None]:
         if type(err).__module__.startswith("streamlit."):
             raise  # Streamlit's own control flow (e.g. a fragment that already showed its error)
         st.error(f"{what} failed unexpectedly ({type(err).__name__}). Try again, or report it with the details.")
-        with st.expander("Details"):
-            st.code("".join(traceback.format_exception(err)), language="text")
+        with st.expander("Details for a bug report"):
+            st.code(where("".join(traceback.format_exception(err))), language="text")
+
+
+def where(trace: str) -> str:
+    """The error line and the innermost frame of a traceback: enough for a report, not a wall of code."""
+    lines = [ln for ln in trace.strip().splitlines() if ln.strip()]
+    frames = [ln.strip() for ln in lines if ln.strip().startswith("File ")]
+    return "\n".join(([f"at {frames[-1]}"] if frames else []) + lines[-1:])
 
 
 @st.cache_resource(show_spinner="Loading the sample model…")
@@ -171,8 +178,8 @@ def progress_panel(job: api.SweepJob) -> None:
     elif s["state"] == "failed":
         st.error(f"The sweep stopped: {s['error']}")
         if s["detail"]:
-            with st.expander("Details"):
-                st.code(s["detail"], language="text")
+            with st.expander("Details for a bug report"):
+                st.code(where(s["detail"]), language="text")
     elif s["state"] == "cancelled":
         st.warning(f"Sweep cancelled after {s['done']} variants; finished variants are kept.")
 

@@ -357,3 +357,33 @@ def test_learn_names_precisions_in_slider_and_chart(tiny_cnn, tiny_images) -> No
     at.select_slider(key="learn_bits").set_value(16).run()
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert any("after FP16" in t for t in titles), titles
+
+
+def test_guard_shows_short_error_and_location_not_a_traceback() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    import dashboard
+
+    try:
+        {}["missing"]
+    except KeyError as err:
+        import traceback
+
+        text = dashboard.where("".join(traceback.format_exception(err)))
+    assert "Traceback" not in text and text.count("\n") == 1
+    assert "test_app.py" in text and text.endswith("KeyError: 'missing'")
+
+
+def test_export_builds_offline_report_for_selected_variant(tiny_cnn, tiny_images) -> None:
+    sid = _quick_sweep(tiny_cnn, tiny_images)
+    at = _app()
+    at.query_params["sweep"] = sid
+    at.run()
+    at.switch_page("pages/4_Export.py").run()
+    at.button(key="build_report").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    sid_, vid, html = at.session_state["report_html"]
+    assert sid_ == sid and vid == at.selectbox(key="export_variant").value
+    assert "Plotly.newPlot" in html and "<script src=" not in html.replace("'", '"')  # inline: opens offline
+    assert any(b.label == "Download report.html" for b in at.get("download_button"))
