@@ -108,7 +108,8 @@ def live() -> None:
                                         "metric_hi": st.column_config.NumberColumn("95 % hi", format="%.2f"),
                                         "latency_ms": st.column_config.NumberColumn(
                                             "latency ms (measured)", format=f"%.{api.ms_decimals(df['latency_ms'])}f"),
-                                        "size_mb": st.column_config.NumberColumn("size MB", format="%.3f"),
+                                        "size_mb": st.column_config.NumberColumn(
+                                            "size MB", format="%.3f", help="packed size for simulated bit-widths"),
                                         "flags": st.column_config.TextColumn("flags", width="large")})
     if job.state == "done":
         st.success(f"Sweep finished: {job.done} variants.")

@@ -62,6 +62,7 @@ st.fragment(live, run_every=1.0 if running else None)()
 if running or sid is None:
     st.stop()
 
+SIZE_HELP = "File size; for simulated bit-widths, the packed size the weights would take"
 VIEWS = {"Accuracy vs latency": ("target_ms", "metric"), "Accuracy vs size": ("size_mb", "metric"),
          "Size vs latency": ("target_ms", "size_mb"), "3-D": None}
 
@@ -91,8 +92,9 @@ def _explorer(df: pd.DataFrame, note: str) -> None:
         min_acc = c[2].slider(f"Min {metric_name} (%)", 0.0, 100.0, 0.0, 0.5, key="min_acc") or None
     df, best = api.apply_constraints(df, max_ms, max_mb, min_acc)
     if best is not None:
+        sim = " (simulated precision: packed size, fake-quantised accuracy)" if best["simulated"] else ""
         st.success(f"Best under constraints: **{best['label']}**: {best['metric']:.2f} % {metric_name}, "
-                   f"{api.fmt_ms(best['target_ms'])} ({note}), {best['size_mb']:.2f} MB.")
+                   f"{api.fmt_ms(best['target_ms'])} ({note}), {best['size_mb']:.2f} MB{sim}.")
     else:
         st.warning("No variant meets all three constraints: relax one of them.")
     best_id = best["variant_id"] if best is not None else None
@@ -144,7 +146,7 @@ def variants_table(df: pd.DataFrame, metric_name: str, note: str) -> None:
         "target_ms": st.column_config.NumberColumn(f"latency ms ({note})", format=ms),
         "latency_ms": st.column_config.NumberColumn("latency ms (measured)",
                                                     format=f"%.{api.ms_decimals(df['latency_ms'])}f"),
-        "size_mb": st.column_config.NumberColumn("size MB", format="%.3f"),
+        "size_mb": st.column_config.NumberColumn("size MB", format="%.3f", help=SIZE_HELP),
         "bits": st.column_config.NumberColumn("bits", help="0 = automatic per-layer mixed precision"),
         "prune_ratio": st.column_config.NumberColumn("ratio", format="%.2f"),
         "flags": st.column_config.TextColumn("flags", width="large")})
