@@ -60,10 +60,10 @@ def int8_note(vnni: bool | None) -> str:
 
 
 def ms_decimals(values: Any) -> int:
-    """Decimals that show ~3 significant digits of the largest latency (0.072 ms, 12.3 ms, 1234 ms)."""
+    """Decimals that show 3 significant digits of the largest latency (0.0085, 0.172, 12.3, 1234 ms)."""
     arr = pd.to_numeric(pd.Series(values), errors="coerce").abs()
-    top = float(arr.max()) if arr.notna().any() else 1.0
-    return 3 if top < 1 else 2 if top < 10 else 1 if top < 100 else 0
+    top = float(arr.max()) if arr.notna().any() and arr.max() > 0 else 1.0
+    return int(min(6, max(0, 2 - np.floor(np.log10(top)))))
 
 
 def fmt_ms(v: float | None) -> str:
@@ -84,6 +84,9 @@ def _slow_reason(row: pd.Series, vnni: bool | None) -> str:
                        if vnni is False else
                        "INT8 at batch 1 pays quantize/dequantize overhead on small layers (this CPU has VNNI)"
                        if vnni else "INT8 kernels may lack 8-bit dot products here (VNNI not detected)")
+    elif bits == 4:
+        reasons.append("INT4 MatMul kernels unpack 4-bit weights at run time: on small layers at batch 1 that "
+                       "costs more than the smaller weights save")
     elif bits == 16:
         reasons.append("FP16 runs on CPU through inserted casts (no FP16 kernels)")
     if row.get("prune_kind") == "unstructured" and float(row.get("prune_ratio") or 0) > 0:

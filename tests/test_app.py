@@ -295,10 +295,11 @@ def test_pareto_2d_gives_distilled_and_auto_mixed_their_own_legend_entries() -> 
     assert "1.000 ms" not in hover and "2.00 ms" in hover  # ~3 significant digits with the unit
 
 
-@pytest.mark.parametrize(("values", "decimals"), [([0.07187, 0.17], 3), ([3.2, 9.9], 2), ([12.0, 250.0], 0)])
+@pytest.mark.parametrize(("values", "decimals"), [([0.07187, 0.17], 3), ([0.0085, 0.0109], 4), ([3.2, 9.9], 2),
+                                                  ([12.0, 250.0], 0)])
 def test_ms_decimals_keeps_three_significant_digits_of_largest(values: list[float], decimals: int) -> None:
     assert api.ms_decimals(values) == decimals
-    assert api.fmt_ms(0.07187) == "0.072 ms"
+    assert api.fmt_ms(0.07187) == "0.0719 ms" and api.fmt_ms(172.4) == "172 ms"
 
 
 def test_streamlit_upload_limit_allows_engine_limit() -> None:
