@@ -97,6 +97,11 @@ def _explorer(df: pd.DataFrame, note: str) -> None:
                    f"{api.fmt_ms(best['target_ms'])} ({note}), {best['size_mb']:.2f} MB{sim}.")
     else:
         st.warning("No variant meets all three constraints: relax one of them.")
+    rec = api.recommend(df)
+    if rec is not None and (best is None or rec["variant_id"] != best["variant_id"]):
+        st.caption(f"Recommended overall: **{rec['label']}** ({rec['metric']:.2f} %, {api.fmt_ms(rec['target_ms'])}, "
+                   f"{rec['size_mb']:.2f} MB): the fastest Pareto-optimal variant whose accuracy is not significantly "
+                   "below the baseline's. 'Best' above is simply the most accurate one inside the constraints.")
     best_id = best["variant_id"] if best is not None else None
     view = st.segmented_control("View", list(VIEWS), default="Accuracy vs latency", key="pareto_view") \
         or "Accuracy vs latency"

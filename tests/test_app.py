@@ -388,3 +388,18 @@ def test_export_builds_offline_report_for_selected_variant(tiny_cnn, tiny_images
     assert sid_ == sid and vid == at.selectbox(key="export_variant").value
     assert "Plotly.newPlot" in html and "<script src=" not in html.replace("'", '"')  # inline: opens offline
     assert any(b.label == "Download report.html" for b in at.get("download_button"))
+
+
+def test_pareto_names_the_recommended_variant_next_to_best(tiny_cnn, tiny_images) -> None:
+    sid = _quick_sweep(tiny_cnn, tiny_images)
+    at = _app()
+    at.query_params["sweep"] = sid
+    at.run()
+    at.switch_page("pages/2_Pareto.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    df = api.variants(sid)
+    rec, (_, best) = api.recommend(df), api.apply_constraints(df)
+    shown = [c.value for c in at.caption if c.value.startswith("Recommended overall")]
+    assert len(shown) == int(rec["variant_id"] != best["variant_id"])
+    if shown:
+        assert rec["label"] in shown[0]
