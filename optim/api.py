@@ -372,7 +372,8 @@ def artifact_bytes(path: str | None) -> bytes:
 
 
 def results_csv(df: pd.DataFrame) -> bytes:
-    return df.to_csv(index=False).encode()
+    """Every measured column plus flags; server-side paths and raw metadata stay out of a shared file."""
+    return df.drop(columns=["artifact_path", "meta_json"], errors="ignore").to_csv(index=False).encode()
 
 
 def report_html(sweep_id: str, variant_id: str | None, device_id: str | None = None,

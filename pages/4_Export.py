@@ -42,9 +42,10 @@ with ui.guard("Preparing the downloads"):
                        "packed size is not this file's size).")
         path = row["artifact_path"]
         if isinstance(path, str):
-            st.download_button("Download .onnx", api.artifact_bytes(path), file_name=f"{row['label']}.onnx"
-                               .replace(" ", "_").replace("·", "-"), mime="application/octet-stream",
-                               key="dl_onnx")
+            stem = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in str(row["label"]))
+            data = api.artifact_bytes(path)
+            st.download_button(f"Download .onnx ({len(data) / 1e6:.2f} MB)", data, file_name=f"{stem}.onnx",
+                               mime="application/octet-stream", key="dl_onnx")
         else:
             st.caption("No artifact stored for this variant.")
     with c[1].container(border=True):

@@ -403,3 +403,16 @@ def test_pareto_names_the_recommended_variant_next_to_best(tiny_cnn, tiny_images
     assert len(shown) == int(rec["variant_id"] != best["variant_id"])
     if shown:
         assert rec["label"] in shown[0]
+
+
+def test_export_offers_onnx_with_its_size_and_csv_without_server_paths(tiny_cnn, tiny_images) -> None:
+    sid = _quick_sweep(tiny_cnn, tiny_images)
+    at = _app()
+    at.query_params["sweep"] = sid
+    at.run()
+    at.switch_page("pages/4_Export.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    onnx_btn = [b for b in at.get("download_button") if b.label.startswith("Download .onnx")]
+    assert onnx_btn and "MB)" in onnx_btn[0].label
+    csv = api.results_csv(api.variants(sid)).decode()
+    assert "artifact_path" not in csv.splitlines()[0] and "latency_ms" in csv.splitlines()[0]
