@@ -240,6 +240,11 @@ class SweepRequest:
 
     @property
     def n_variants(self) -> int:
+        """What the sweep will build: the engine's own grid (it always adds the FP32 baseline)."""
+        try:
+            return len(sweep_config(self).variants())
+        except (ConfigError, ImportError):
+            pass
         pruned = len([r for r in self.ratios if r > 0]) * len(self.prune_kinds) * (2 if self.distill else 1)
         return ((1 + pruned) * len(self.bits) + int(self.auto_bits)) * len(self.opt_levels)
 

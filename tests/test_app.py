@@ -416,3 +416,14 @@ def test_export_offers_onnx_with_its_size_and_csv_without_server_paths(tiny_cnn,
     assert onnx_btn and "MB)" in onnx_btn[0].label
     csv = api.results_csv(api.variants(sid)).decode()
     assert "artifact_path" not in csv.splitlines()[0] and "latency_ms" in csv.splitlines()[0]
+
+
+def test_run_sweep_button_counts_the_baseline_the_engine_adds(tiny_cnn, tiny_images) -> None:
+    at = _with_model(_tiny(tiny_cnn, tiny_images)).run()
+    at.switch_page("pages/1_Optimize.py").run()
+    at.multiselect(key="bits").set_value([8])
+    at.slider(key="ratio_one").set_value(0.5)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    # FP32 baseline + INT8 unpruned + INT8 pruned 50 %
+    assert "(3 variants)" in at.button(key="run_sweep").label
