@@ -80,7 +80,7 @@ job = ui.current_job()
 busy = job is not None and job.state == "running"
 b = st.columns([1, 1, 3])
 if b[0].button("Run one variant", key="run_one", disabled=busy,
-               help=f"{one.prune_kinds[0]} {one.ratios[0]:.0%} · {one.bits[0]}-bit (plus the baseline)"):
+               help=f"{one.prune_kinds[0]} {one.ratios[0]:.0%} · {BITS.get(one.bits[0])} (plus the FP32 baseline)"):
     with ui.guard("Starting the variant"):
         ui.start(loaded, one)
         st.rerun()
