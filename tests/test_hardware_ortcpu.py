@@ -125,3 +125,12 @@ def test_boundary_qdq_prices_only_qdq_next_to_float_ops() -> None:
     assert graphinfo.boundary_qdq(model) == {"q_in", "dq_conv"}
     assert {"q_in", "dq_conv"}.isdisjoint(graphinfo.fused_nodes(model, "ort_cpu"))
     assert {"dq_in", "dq_w", "q_conv"} <= graphinfo.fused_nodes(model, "ort_cpu")
+    assert graphinfo.int8_compute_nodes(model) == {"conv"}
+    assert [t for _, t in graphinfo.int8_layout_transposes(model)] == ["xq", "c"]
+
+
+def test_device_factors_fall_back_to_fp32_class_when_int8_class_uncalibrated() -> None:
+    profile = {"classes": {"conv": {"eff_compute": 0.5, "eff_memory": 2.0, "overhead_us": 3.0}}}
+    dev = host_device(profile)
+    assert dev.factors("conv_int8") == dev.factors("conv")
+    assert dev.factors("conv_int8").overhead_s == pytest.approx(3e-6)

@@ -42,7 +42,8 @@ REQUIRED_SPECS = ("bandwidth", "memory", "onchip", "power", "eff_compute", "eff_
 OPTIONAL_SPECS = ("offchip_bandwidth",)
 FLAGS = ("fuses_activations", "activations_onchip", "sparsity_2_4", "weights_onchip_cache", "measured",
          "ort_cpu_fusion")
-OP_CLASSES = ("conv", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "elementwise", "reorder", "shape")
+OP_CLASSES = ("conv", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
+              "gemm_int8", "elementwise", "reorder", "shape")
 
 
 class CatalogError(HardwareError):
@@ -109,6 +110,9 @@ class Device:
         """Per-class factors when calibrated, else the device-wide ones."""
         if op_class in self.class_factors:
             return self.class_factors[op_class]
+        base = op_class.removesuffix("_int8")
+        if base in self.class_factors:  # uncalibrated INT8 kernels: the FP32 kernel's factors
+            return self.class_factors[base]
         return ClassFactors(self.spec("eff_compute"), self.spec("eff_memory"), self.spec("overhead_us"))
 
     def flag(self, name: str) -> bool:

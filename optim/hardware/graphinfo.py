@@ -116,6 +116,49 @@ def boundary_qdq(model: onnx.ModelProto) -> set[str]:
     return out
 
 
+def int8_compute_nodes(model: onnx.ModelProto) -> set[str]:
+    """Conv/Gemm/MatMul nodes that run as integer kernels: QLinear*/…Integer ops, and QDQ-format nodes
+    whose weight comes from a DequantizeLinear (ORT fuses the group into QLinearConv / QGemm)."""
+    dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    out: set[str] = set()
+    for n in model.graph.node:
+        if n.op_type in {"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"}:
+            out.add(n.name)
+        elif n.op_type in CONV_OPS | GEMM_OPS and len(n.input) > 1 and n.input[1] in dq_out:
+            out.add(n.name)
+    return out
+
+
+def int8_layout_transposes(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(name, tensor) of the Transposes ORT CPU adds around the NHWC integer convs: one after each
+    boundary QuantizeLinear read (through its DequantizeLinear) by a conv, one before each boundary
+    DequantizeLinear of a spatial op's output."""
+    int8 = int8_compute_nodes(model)
+    if not any(n.op_type in CONV_OPS and n.name in int8 for n in model.graph.node):
+        return []
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    spatial = CONV_OPS | {"Add", "Relu", "Clip", "MaxPool", "AveragePool"}
+    out = []
+    boundary = boundary_qdq(model)
+    for n in model.graph.node:
+        if n.name not in boundary:
+            continue
+        if n.op_type == "QuantizeLinear":
+            dqs = [r for r in readers.get(n.output[0], []) if r.op_type == "DequantizeLinear"]
+            if any(c.op_type in CONV_OPS for d in dqs for c in readers.get(d.output[0], [])):
+                out.append((f"Transpose({n.output[0]})", n.output[0]))
+        else:
+            q = producer.get(n.input[0])
+            src = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            if src is not None and src.op_type in spatial:
+                out.append((f"Transpose({n.input[0]})", q.input[0]))
+    return out
+
+
 def nchw_fallback_convs(model: onnx.ModelProto, block: int) -> set[str]:
     """Dense/depthwise convs ONNX Runtime leaves off its blocked NCHWc layout on this CPU (see
     :mod:`optim.hardware.ortcpu`): a pruned model with 22 or 45 channels can be slower than its
@@ -176,6 +219,10 @@ def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool, channel_
     if dq:
         df["act_in_elems"] = (df["act_in_elems"] - df["node"].map(dq).fillna(0)).clip(lower=0)
     df["mac_pad"] = 1.0
+    int8 = int8_compute_nodes(model)
+    if int8:
+        quant = df["node"].isin(int8) & df["op_class"].isin(["conv", "dwconv", "gemm"])
+        df.loc[quant, "op_class"] = df.loc[quant, "op_class"] + "_int8"
     if channel_block > 1:
         df = _apply_nchwc(df, model, channel_block)
     return df
@@ -187,18 +234,20 @@ def _apply_nchwc(df: pd.DataFrame, model: onnx.ModelProto, block: int) -> pd.Dat
     from optim.hardware.ortcpu import nchwc_plan, tensor_elems
 
     plan = nchwc_plan(model, block)
+    moves = [(name, op, t) for name, op, t in plan.reorders]
+    moves += [(name, "Transpose", t) for name, t in int8_layout_transposes(model)]
     slow = df["node"].isin(plan.fallback)
     df.loc[slow & (df["op_class"] == "conv"), "op_class"] = "conv_nchw"
     df.loc[df["node"].isin(plan.pointwise) & (df["op_class"] == "conv_nchw"), "op_class"] = "conv1x1_nchw"
     df.loc[slow & (df["op_class"] == "dwconv"), "op_class"] = "dwconv_nchw"
     df["mac_pad"] = df["node"].map(plan.mac_pad).fillna(1.0)
-    if not plan.reorders:
+    if not moves:
         return df
     first_out = {n.output[0]: n.name for n in model.graph.node if n.output}
     out_elems = dict(zip(df["node"], df["act_out_elems"].astype(float), strict=False))
     producer_out = {t: out_elems[n] for t, n in first_out.items() if n in out_elems}
     rows = []
-    for name, op_type, tensor in plan.reorders:
+    for name, op_type, tensor in moves:
         elems = tensor_elems(model, producer_out, tensor)
         rows.append({"node": name, "op_type": op_type, "op_class": "reorder", "macs": 0, "flops": 0,
                      "params": 0, "weight_bytes": 0, "act_in_elems": elems, "act_out_elems": elems,

@@ -17,7 +17,8 @@ import pandas as pd
 from optim.errors import HardwareError
 from optim.hardware.catalog import PRECISION_BITS, PRECISIONS, Device
 
-COMPUTE_CLASSES = ("conv", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm")
+COMPUTE_CLASSES = ("conv", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
+                   "gemm_int8")
 LAYER_COLUMNS = ["node", "op_type", "op_class", "macs", "ops", "weight_bytes", "act_bytes", "bytes",
                  "intensity", "compute_ms", "memory_ms", "overhead_ms", "ms", "bound", "precision_path"]
 
