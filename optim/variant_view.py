@@ -60,17 +60,22 @@ def _time_col(df: pd.DataFrame) -> str | None:
 def align_nodes(base: pd.DataFrame, var: pd.DataFrame) -> dict[str, str]:
     """variant node name → baseline node name.
 
-    Identity when most names match. Re-exported graphs (structured pruning goes through torch) rename
-    every node, so then the k-th node of each op type is matched with the baseline's k-th of that type
-    (same topology, graph order).
+    Identical names match first (passes keep the names of weight layers, also after structured pruning
+    re-exports the graph through torch). The remaining nodes are matched by op type and graph order:
+    the k-th unmatched node of each op type with the baseline's k-th unmatched one (same topology).
     """
     common = set(base["node"]) & set(var["node"])
-    if len(common) >= 0.5 * min(len(base), len(var)):
-        return {n: n for n in var["node"]}
-    bk = base.groupby("op_type").cumcount()
-    vk = var.groupby("op_type").cumcount()
-    bmap = {(op, int(k)): n for op, k, n in zip(base["op_type"], bk, base["node"], strict=True)}
-    return {n: bmap.get((op, int(k)), n) for op, k, n in zip(var["op_type"], vk, var["node"], strict=True)}
+    out = {n: n for n in var["node"] if n in common}
+    b_rest = base[~base["node"].isin(common)].copy()
+    v_rest = var[~var["node"].isin(common)].copy()
+    for frame in (b_rest, v_rest):  # graph order when the frame knows it (profiles come sorted by time)
+        if "idx" in frame:
+            frame.sort_values("idx", inplace=True, kind="stable")
+    bk = b_rest.groupby("op_type").cumcount()
+    vk = v_rest.groupby("op_type").cumcount()
+    bmap = {(op, int(k)): n for op, k, n in zip(b_rest["op_type"], bk, b_rest["node"], strict=True)}
+    out.update({n: bmap.get((op, int(k)), n) for op, k, n in zip(v_rest["op_type"], vk, v_rest["node"], strict=True)})
+    return out
 
 
 def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | None = None,

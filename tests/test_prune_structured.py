@@ -269,3 +269,13 @@ def test_prune_heads_leaves_model_unchanged_when_layout_check_fails() -> None:
     assert n == 0 and removed == {}
     with torch.no_grad():
         torch.testing.assert_close(result(*x), before)
+
+
+def test_prune_structured_keeps_original_weight_layer_names(tiny_cnn) -> None:
+    from optim.passes import get_pass
+
+    p = get_pass("prune_structured")
+    out = p.run(tiny_cnn, p.config_cls(ratio=0.5))
+    names = {n.name for n in tiny_cnn.model.graph.node if n.op_type in ("Conv", "Gemm")}
+    assert names <= {n.name for n in out.model.graph.node}
+    assert len({n.name for n in out.model.graph.node}) == len(out.model.graph.node)

@@ -167,8 +167,23 @@ def export_like(handle: ModelHandle, module: OnnxModule) -> tuple[onnx.ModelProt
     if dynamic:
         proto = torch_to_onnx(module, ex, dynamic_batch=True, **kw)
         if _runs_at_batch(proto, module, handle.model):
-            return proto, True
-    return torch_to_onnx(module, ex, dynamic_batch=False, **kw), False
+            return restore_layer_names(proto, module), True
+    return restore_layer_names(torch_to_onnx(module, ex, dynamic_batch=False, **kw), module), False
+
+
+def restore_layer_names(proto: onnx.ModelProto, module: OnnxModule) -> onnx.ModelProto:
+    """Give exported weight layers (``/conv_3/Conv``) back their original ONNX node names, so a pruned
+    or distilled variant's layers line up with the original's in per-layer tables and estimates."""
+    original = {kind.removeprefix("layer:"): node for kind, node, _, _ in module.steps if kind.startswith("layer:")}
+    taken = {n.name for n in proto.graph.node}
+    for n in proto.graph.node:
+        parts = n.name.strip("/").split("/")
+        src = original.get(parts[0]) if len(parts) == 2 else None
+        if src is not None and src.name and src.op_type == n.op_type and src.name not in taken:
+            taken.discard(n.name)
+            n.name = src.name
+            taken.add(n.name)
+    return proto
 
 
 
