@@ -20,7 +20,7 @@ BIT_COLORS = {32: "#1f77b4", 16: "#2ca02c", 8: "#ff7f0e", 6: "#8c564b", 4: "#d62
 def bits_name(bits: int) -> str:
     """Legend/hover name of a bit-width; 0 is the automatic per-layer mixed precision."""
     return "mixed (auto)" if bits == 0 else f"{bits}-bit"
-KIND_SYMBOLS = {"none": "circle", "structured": "square", "unstructured": "diamond"}
+KIND_SYMBOLS = {"none": "circle", "structured": "square", "unstructured": "diamond", "auto": "triangle-up"}
 AXES = {"metric": "Accuracy (top-1, %)", "target_ms": "Latency (ms)", "size_mb": "Size (MB)",
         "latency_ms": "Latency on this CPU (ms, measured)"}
 FRONT = "Pareto front"

@@ -91,7 +91,7 @@ def _slow_reason(row: pd.Series, vnni: bool | None) -> str:
         reasons.append("FP16 runs on CPU through inserted casts (no FP16 kernels)")
     if row.get("prune_kind") == "unstructured" and float(row.get("prune_ratio") or 0) > 0:
         reasons.append("unstructured sparsity: dense kernels still multiply the zeros")
-    if row.get("prune_kind") == "structured" and float(row.get("prune_ratio") or 0) > 0 and bits == 32:
+    if row.get("prune_kind") in ("structured", "auto") and float(row.get("prune_ratio") or 0) > 0 and bits == 32:
         reasons.append("likely: pruned channel counts that are not multiples of 8/16 lose the runtime's "
                        "blocked (NCHWc) fused kernels (Layers → what the graph fused)")
     return "; ".join(reasons) or "within measurement noise or runtime overhead"

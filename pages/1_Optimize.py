@@ -30,9 +30,11 @@ with left.container(border=True):
         lo, hi = st.slider("Ratio range", 0.0, 0.9, (0.0, 0.6), 0.05, key="ratio_range")
         steps = st.number_input("Steps", 2, 8, 3, key="ratio_steps")
         ratios = tuple(float(r) for r in np.round(np.linspace(lo, hi, int(steps)), 3))
-    kinds = st.multiselect("Kind", ["structured", "unstructured"], default=["structured"], key="kinds",
+    kinds = st.multiselect("Kind", ["structured", "unstructured", "auto"], default=["structured"], key="kinds",
                            help="Structured removes whole channels (smaller, faster); unstructured zeroes "
-                                "single weights (same dense file, smaller when compressed)")
+                                "single weights (same dense file, smaller when compressed); auto = structured "
+                                "with per-layer ratios planned from a measured sensitivity analysis, at the "
+                                "MACs budget of uniform pruning at that ratio")
     importance_choices = api.pass_choices("prune_structured", "importance") or ["l2", "l1", "random"]
     importance = st.selectbox("Importance", importance_choices, key="importance",
                               help="How channels are scored before the lowest are removed")

@@ -117,7 +117,7 @@ def _explorer(df: pd.DataFrame, note: str) -> None:
             st.session_state["selected_variant"] = st.session_state["pick_variant"] = vid
             st.rerun(scope="fragment")
     st.caption(f"Latency: {note}. Colour = bit-width · symbol = pruning (circle none, square structured, "
-               "diamond unstructured) · open marker = simulated · "
+               "diamond unstructured, triangle auto per-layer) · open marker = simulated · "
                + ("large marker = Pareto-optimal · dashed line joins the front. Drag to rotate."
                   if VIEWS[view] is None else
                   "dot inside = distilled · thick ring = Pareto-optimal in accuracy, latency and size · dashed "
