@@ -14,7 +14,8 @@ averaged per run and reconciled with the ``model_run`` events: ``coverage = node
 models). The first run is a warm-up and is dropped; so are runs slower than 2× the median run, which on a
 shared machine are runs where another process took the core (a 12 ms stall inside a 0.08 ms run was seen):
 they would make the mean run time, and so the coverage, meaningless. ``dropped_runs`` counts them.
-With ``opt_level="disable"`` (the default here) node names equal the ONNX node names.
+With ``opt_level="disable"`` (the default here) node names equal the ONNX node names; at higher levels they
+are ORT's fused kernel names — ``optim.layer_profile.profile_layers`` maps those back to ONNX nodes.
 """
 
 from __future__ import annotations
@@ -223,21 +224,28 @@ def parse_profile(events: list[dict[str, Any]], skip_runs: int = 1) -> NodeProfi
                        dropped_runs=len(measured) - n)
 
 
+def run_profiled(sess: ort.InferenceSession, model: onnx.ModelProto, runs: int) -> list[dict[str, Any]]:
+    """Run a profiling session ``runs + 1`` times at its batch (1 when symbolic) and return the trace events."""
+    lead = sess.get_inputs()[0].shape[0]
+    feeds = _feeds(sess, model, 1 if _is_symbolic(lead) else int(lead))
+    for _ in range(runs + 1):
+        sess.run(None, feeds)
+    return _load_trace(sess.end_profiling())
+
+
 def profile_nodes(
     handle: ModelLike, threads: int = 1, opt_level: str = "disable", runs: int = 20,
     providers: list[str] | None = None,
 ) -> NodeProfile:
-    """Per-node time of ``runs`` batch-1 inferences (after one warm-up run) from ORT's profiler."""
+    """Per-node time of ``runs`` batch-1 inferences (after one warm-up run) from ORT's profiler.
+
+    Node names are ORT's kernel names; ``optim.layer_profile.profile_layers`` maps them to ONNX nodes.
+    """
     if runs < 1:
         raise ConfigError(f"runs: need at least 1 profiled run, got {runs}.")
-    model = _proto(handle)
     with tempfile.TemporaryDirectory(prefix="optim_prof_") as tmp:
         sess = make_session(handle, threads=threads, opt_level=opt_level, providers=providers,
                             profile_prefix=Path(tmp) / "ort")
-        feeds = _feeds(sess, model, 1 if _is_symbolic(sess.get_inputs()[0].shape[0])
-                       else int(sess.get_inputs()[0].shape[0]))
-        for _ in range(runs + 1):
-            sess.run(None, feeds)
-        events = _load_trace(sess.end_profiling())
+        events = run_profiled(sess, _proto(handle), runs)
     prof = parse_profile(events, skip_runs=1)
     return replace(prof, threads=threads, opt_level=opt_level)
