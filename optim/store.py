@@ -40,7 +40,7 @@ VARIANT_COLUMNS = [
 ]  # fmt: skip
 EXTRA_VARIANT_COLUMNS = ["sweep_id", "variant_key", "seq", "n_eval", "latency_runs", "sparsity", "compressed_bytes",
                          "build_s", "measure_s", "meta_json", "distilled"]  # fmt: skip
-LAYER_COLUMNS = ["node", "op_type", "ms", "share", "provider", "macs", "flops", "params", "weight_bytes"]
+LAYER_COLUMNS = ["node", "op_type", "ms", "share", "provider", "macs", "flops", "params", "weight_bytes", "kernels"]
 SENSITIVITY_COLUMNS = ["layer", "op_type", "params", "kind", "level", "metric", "drop", "agreement", "rel_error"]
 
 _REAL = {"prune_ratio", "top1", "top1_lo", "top1_hi", "top5", "agreement", "cosine", "rel_error",
@@ -324,11 +324,15 @@ class Store:
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
-    """Bring a store written by an older version up to the current variant columns (additive only)."""
+    """Bring a store written by an older version up to the current variant and layer columns (additive only)."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(variants)")}
     for col in VARIANT_COLUMNS + EXTRA_VARIANT_COLUMNS:
         if col not in have:
             conn.execute(f"ALTER TABLE variants ADD COLUMN {col} {_col_type(col)}")
+    have = {row[1] for row in conn.execute("PRAGMA table_info(layers)")}
+    for col in LAYER_COLUMNS:
+        if col not in have:
+            conn.execute(f"ALTER TABLE layers ADD COLUMN {col} {_col_type(col)}")
 
 
 def _plain(value: Any) -> Any:

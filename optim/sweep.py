@@ -269,16 +269,22 @@ def measure_variant(
     handle: ModelHandle, eval_set: Any, ref: np.ndarray | None, config: SweepConfig, opt_level: str,
     executor: Executor | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
-    """Accuracy/fidelity (2 threads, batched), latency and node profile (quiet machine), size, MACs."""
+    """Accuracy/fidelity (2 threads, batched), latency and per-layer profile (quiet machine), size, MACs.
+
+    The profile runs at the variant's own ``opt_level`` (the level its latency is measured at); runtime
+    kernels are mapped back to ONNX nodes (``optim.layer_profile``), so fused/quantized kernels count where
+    they run.
+    """
     from optim import measure
+    from optim.layer_profile import profile_layers
 
     ev = measure.evaluate(handle, eval_set, reference_logits=ref)
     quiet = executor.quiet() if executor is not None else _nullquiet()
     with quiet:
         lat = measure.latency(handle, threads=config.latency_threads, opt_level=opt_level,
                               budget_s=config.latency_budget_s, warmup=2, min_runs=5)  # fmt: skip
-        prof = measure.profile_nodes(handle, threads=config.latency_threads, opt_level="disable",
-                                     runs=config.profile_runs)  # fmt: skip
+        prof = profile_layers(handle, threads=config.latency_threads, opt_level=opt_level,
+                              runs=config.profile_runs)  # fmt: skip
     params, macs, layers = _summary_columns(handle, prof.table)
     meta = handle.meta
     acc, fid = ev.accuracy, ev.fidelity
@@ -313,7 +319,8 @@ def _summary_columns(handle: ModelHandle, profile: pd.DataFrame) -> tuple[int | 
         return None, None, profile.copy()
     s = summarize(handle)
     cols = [c for c in ("node", "op_type", "macs", "flops", "params", "weight_bytes") if c in s.layers.columns]
-    layers = s.layers[cols].merge(profile[["node", "ms", "share", "provider"]], on="node", how="outer")
+    timed = [c for c in ("node", "ms", "share", "provider", "kernels") if c in profile.columns]
+    layers = s.layers[cols].merge(profile[timed], on="node", how="outer")
     if "op_type" in profile.columns:
         ops = profile.set_index("node")["op_type"]
         layers["op_type"] = layers["op_type"].fillna(layers["node"].map(ops))
@@ -329,7 +336,8 @@ def _meta_record(meta: dict[str, Any], lat: Any, prof: Any) -> dict[str, Any]:
     record["latency"] = {k: getattr(lat, k, None) for k in ("threads", "opt_level", "runs", "budget_s", "warmup",
                                                             "batch_mode", "provider", "mean_ms")}  # fmt: skip
     record["profile"] = {"node_sum_ms": prof.node_sum_ms, "run_ms": prof.run_ms, "coverage": prof.coverage,
-                         "runs": prof.runs}  # fmt: skip
+                         "runs": prof.runs, "opt_level": getattr(prof, "opt_level", None),
+                         "mapped": "kernels" in prof.table.columns}  # fmt: skip
     return record
 
 

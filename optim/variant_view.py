@@ -2,6 +2,8 @@
 
 Joins the store's per-node rows (measured ORT profile + summary columns) with the hardware estimate
 of the chosen target, and diffs the two ONNX graphs. Used by the Layers page and the HTML report.
+Sweeps profile each variant at its own optimisation level with runtime kernels mapped back to ONNX nodes
+(``optim.layer_profile``; column ``kernels`` says what ran); older stores profiled with optimisations off.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def align_nodes(base: pd.DataFrame, var: pd.DataFrame) -> dict[str, str]:
 def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | None = None,
                      bits: int = 32) -> pd.DataFrame:
     """One row per layer: measured ms (baseline, variant), estimated ms, MACs/params/bytes and ratios."""
-    keep = ["node", "op_type", "ms", "macs", "params", "weight_bytes"]
+    keep = ["node", "op_type", "ms", "kernels", "macs", "params", "weight_bytes"]
     names = align_nodes(base, var) if len(base) else {n: n for n in var["node"]}
     b = base[[c for c in keep if c in base]].add_prefix("base_").rename(columns={"base_node": "node"})
     v = var[[c for c in keep if c in var]].rename(columns={"op_type": "op_type_v"})
@@ -103,7 +105,7 @@ def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | 
     df["bits"] = bits
     df["status"] = np.where(df["base_ms"].isna() & df["ms"].notna(), "gained",
                             np.where(df["ms"].isna() & df["base_ms"].notna(), "lost", "kept"))
-    order = ["node", "op_type", "status", "variant_node", "base_ms", "ms", "est_ms", "base_macs", "macs", "base_params", "params",
-             "applied_ratio", "base_weight_bytes", "weight_bytes", "bits"]
+    order = ["node", "op_type", "status", "variant_node", "base_ms", "ms", "est_ms", "kernels", "base_kernels",
+             "base_macs", "macs", "base_params", "params", "applied_ratio", "base_weight_bytes", "weight_bytes", "bits"]
     df = df[[c for c in order if c in df]]
     return df.sort_values("ms", ascending=False, na_position="last").reset_index(drop=True)

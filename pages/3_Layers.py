@@ -132,12 +132,21 @@ with ui.guard("Reading the sweep"):
         cols["est_ms"] = f"variant (estimated, {dev_names[device]})"
     st.plotly_chart(api.layer_bars(table, cols, "time (ms)", "Where the time goes (top 25 layers)"),
                     key="layer_time")
-    st.caption("Measured = ONNX Runtime profiler with graph optimisations off (so each bar is one ONNX node), "
-               "1 thread. Estimated = roofline model of the chosen target.")
+    if "kernels" in table and table["kernels"].notna().any():
+        st.caption(f"Measured = ONNX Runtime profiler at optimisation level '{row['opt_level']}' (the level this "
+                   "variant's latency is measured at), 1 thread: each runtime kernel (fused, quantized, layout) is "
+                   "counted at the ONNX layer it came from; column 'kernels' lists what actually ran. "
+                   "Estimated = roofline model of the chosen target.")
+    else:
+        st.caption("Measured = ONNX Runtime profiler with graph optimisations off (stored by an older sweep: each "
+                   "bar is one unfused ONNX node, not what runs at the latency's level), 1 thread. "
+                   "Estimated = roofline model of the chosen target.")
     st.dataframe(table, hide_index=True, key="layer_table", column_config={
         "base_ms": st.column_config.NumberColumn("baseline ms", format="%.4f"),
         "ms": st.column_config.NumberColumn("variant ms", format="%.4f"),
         "est_ms": st.column_config.NumberColumn("estimated ms", format="%.4f"),
+        "kernels": st.column_config.TextColumn("runtime kernels"),
+        "base_kernels": st.column_config.TextColumn("baseline kernels"),
         "applied_ratio": st.column_config.NumberColumn("params removed", format="%.2f")})
 
     t1, t2, t3, t4 = st.tabs(["Bytes & MACs", "What the graph lost / fused / gained", "Sensitivity", "Roofline"])
