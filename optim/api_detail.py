@@ -77,7 +77,7 @@ def roofline(artifact: str, device_id: str) -> dict[str, Any] | None:
     r = estimator.roofline_points(handle_of(artifact), device_id)
     pts = r["layers"].rename(columns={"attained_gops": "gflops"})
     return {"points": pts, "peak_gflops": r["peak_gops"], "bw_gbs": r["bandwidth_gbs"], "device": r["device_name"],
-            "precision": r["precision_path"]}
+            "precision": r["precision_path"], "effective": r["roof"]}
 
 
 # --- measured per-layer sensitivity of the loaded model --------------------------------------------
@@ -275,4 +275,5 @@ def roofline_of(loaded: Loaded, device_id: str) -> dict[str, Any]:
 
     r = estimator.roofline_points(loaded.handle, device_id)
     return {"points": r["layers"].rename(columns={"attained_gops": "gflops"}), "peak_gflops": r["peak_gops"],
-            "bw_gbs": r["bandwidth_gbs"], "device": r["device_name"], "precision": r["precision_path"]}
+            "bw_gbs": r["bandwidth_gbs"], "device": r["device_name"], "precision": r["precision_path"],
+            "effective": r["roof"]}

@@ -262,11 +262,23 @@ def sensitivity_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
     return fig
 
 
-def roofline_chart(points: pd.DataFrame, peak_gflops: float, bw_gbs: float, device: str) -> go.Figure:
-    """Per-layer roofline: arithmetic intensity (ops/byte) vs attained G ops/s, log-log."""
+def roofline_chart(points: pd.DataFrame, peak_gflops: float, bw_gbs: float, device: str,
+                   effective: pd.DataFrame | None = None) -> go.Figure:
+    """Per-layer roofline: arithmetic intensity (ops/byte) vs attained G ops/s, log-log.
+
+    ``effective`` (columns intensity, effective_gops) is the roof the estimator really uses (peak and
+    bandwidth times the device's efficiency factors); a calibrated CPU can sit above the DRAM roof
+    because small layers' working sets stay in its caches."""
     ai = np.logspace(-2, 3, 100)
     fig = go.Figure(go.Scatter(x=ai, y=np.minimum(peak_gflops, ai * bw_gbs), mode="lines",
-                               name=f"roof: {peak_gflops:.0f} G ops/s, {bw_gbs:.0f} GB/s", line=dict(color="black")))
+                               name=f"spec roof: {peak_gflops:.0f} G ops/s, {bw_gbs:.0f} GB/s (DRAM)",
+                               line=dict(color="black")))
+    if effective is not None and len(effective):
+        above = bool((effective["effective_gops"] > np.minimum(peak_gflops, effective["intensity"] * bw_gbs)
+                      * 1.01).any())
+        fig.add_trace(go.Scatter(x=effective["intensity"], y=effective["effective_gops"], mode="lines",
+                                 name="effective roof used by the estimate" + (" (caches beat DRAM)" if above else ""),
+                                 line=dict(color="#7f7f7f", dash="dash")))
     fig.add_trace(go.Scatter(x=points["intensity"], y=points["gflops"], mode="markers", name="layers (estimated)",
                              text=points["node"], hoverinfo="text+x+y", marker=dict(size=9, color="#ff7f0e")))
     name = device if "estimated" in device else f"{device} (estimated)"

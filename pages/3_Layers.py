@@ -184,5 +184,6 @@ with ui.guard("Reading the sweep"):
         if rl is None or rl["points"].empty:
             st.info("Pick a catalog device in 'Estimate on' to see each layer on its roofline.")
         else:
-            st.plotly_chart(api.roofline_chart(rl["points"], rl["peak_gflops"], rl["bw_gbs"], rl["device"]),
+            st.plotly_chart(api.roofline_chart(rl["points"], rl["peak_gflops"], rl["bw_gbs"], rl["device"],
+                                               rl.get("effective")),
                             key="roofline")

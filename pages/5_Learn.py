@@ -86,7 +86,8 @@ with ui.guard("Building the illustrations"):
         if names:
             dev = st.selectbox("Device", list(names), format_func=lambda d: names[d], key="learn_device")
             rl = api.roofline_of(loaded, dev)
-            st.plotly_chart(api.roofline_chart(rl["points"], rl["peak_gflops"], rl["bw_gbs"], rl["device"]),
+            st.plotly_chart(api.roofline_chart(rl["points"], rl["peak_gflops"], rl["bw_gbs"], rl["device"],
+                                               rl.get("effective")),
                             key="learn_roof")
             st.caption(f"Estimated with the hardware model ({rl['precision']}).")
         else:

@@ -229,3 +229,20 @@ def test_sweep_request_counts_distilled_and_auto_variants() -> None:
     req = api.SweepRequest(ratios=(0.0, 0.25, 0.5), bits=(32, 8), prune_kinds=("structured",), distill=True,
                            auto_bits=True)
     assert req.n_variants == len(api.sweep_config(req).variants()) == (1 + 4) * 2 + 1
+
+
+def test_roofline_points_stay_under_the_effective_roof_of_their_class(loaded: api.Loaded) -> None:
+    from optim.hardware import get_device
+    from optim.hardware.roofline import roof_curve
+
+    rl = api.roofline_of(loaded, "host")
+    assert {"intensity", "effective_gops"} <= set(rl["effective"].columns)
+    device = get_device("host")
+    points = rl["points"][rl["points"]["intensity"] > 0]
+    assert len(points)
+    for cls, pts in points.groupby("op_class"):
+        roof = roof_curve(device, "fp32", op_class=str(cls))
+        limit = np.interp(np.log(pts["intensity"]), np.log(roof["intensity"]), roof["effective_gops"])
+        assert (pts["gflops"].to_numpy() <= limit * 1.02).all(), cls
+    fig = api.roofline_chart(rl["points"], rl["peak_gflops"], rl["bw_gbs"], rl["device"], rl["effective"])
+    assert any("effective roof" in (t.name or "") for t in fig.data)
