@@ -17,7 +17,8 @@ graph ORT writes with ``SessionOptions.optimized_model_filepath`` from the very 
 4. the node found is walked up through ops the kernel absorbed (activations, BN, Add, Q/DQ) to the node of
    the kernel's own family (a ``QLinearConv``/``FusedConv`` lands on the ``Conv``);
 5. a QuantizeLinear/DequantizeLinear that still runs alone is attributed to the compute node it serves
-   (DQ → its consumer, Q → its producer, through Q/DQ chains) — the kernel list keeps it visible;
+   (DQ → its consumer, Q → its producer, through Q/DQ chains; past a fused activation to the kernel that
+   ran it) — the kernel list keeps it visible;
 6. layout kernels take the node of a neighbouring kernel, else become the row ``runtime: layout``;
    anything else unmapped becomes ``runtime: other``.
 
@@ -138,6 +139,24 @@ def _serve(g: _Graph, node: str) -> str:
     return _through_qdq(g, node, forward=first) or _through_qdq(g, node, forward=not first) or node
 
 
+def _settle_qdq(g: _Graph, out: dict[str, str], kernel_ops: dict[str, str]) -> None:
+    """A lone Q/DQ served to a node that never ran itself (a Relu fused into its Conv) moves up to the
+    node that did run, through the absorbed ops between them."""
+    ran = {out[k] for k, op in kernel_ops.items() if op not in QDQ_OPS and out.get(k) in g.nodes}
+    for k, op in kernel_ops.items():
+        cur = out.get(k)
+        if op not in QDQ_OPS or cur not in g.nodes or cur in ran:
+            continue
+        for _ in range(8):
+            ups = g.producers_of(cur)
+            if g.op(cur) not in ABSORBED_OPS or not ups:
+                break
+            cur = next((u for u in ups if u in ran), ups[0])
+            if cur in ran:
+                out[k] = cur
+                break
+
+
 def map_kernels(model: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str, str]:
     """Runtime kernel name (as profiled) → ONNX node name, or ``runtime: layout`` / ``runtime: other``."""
     g = _Graph(model)
@@ -150,6 +169,7 @@ def map_kernels(model: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str,
             continue
         hit = _locate(g, n.name, list(n.output))
         out[n.name] = OTHER_ROW if hit is None else _serve(g, _walk_to_family(g, hit, kernel_family(n.op_type)))
+    _settle_qdq(g, out, {n.name: n.op_type for n in opt})
     made = {t: n for n in opt for t in n.output}
     used: dict[str, list[onnx.NodeProto]] = {}
     for n in opt:

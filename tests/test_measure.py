@@ -23,7 +23,7 @@ from optim.measure import (
     profile_nodes,
     wilson_interval,
 )
-from optim.measure_timing import parse_profile
+from optim.measure_timing import parse_profile, run_profiled
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +281,18 @@ def test_latency_rebatches_multi_input_model() -> None:
     pytest.importorskip("optim.model_io")
     lat = latency(_two_input_model(1), batch=4, budget_s=0.01, min_runs=3)
     assert lat.batch_mode == "rebatched" and lat.runs >= 3
+
+
+# --- run_profiled / profile_nodes at a fused level ---------------------------------------------
+def test_run_profiled_returns_one_model_run_per_call_including_warmup(tiny_cnn: ModelHandle, tmp_path) -> None:
+    sess = make_session(tiny_cnn, opt_level="all", profile_prefix=tmp_path / "p")
+    events = run_profiled(sess, tiny_cnn.model, runs=4)
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    assert len(runs) == 5
+
+
+def test_profile_nodes_reports_fewer_kernels_than_onnx_nodes_when_fused(tiny_cnn: ModelHandle) -> None:
+    prof = profile_nodes(tiny_cnn, opt_level="all", runs=3)
+    assert prof.opt_level == "all"
+    assert len(prof.table) < len(tiny_cnn.model.graph.node)  # Relus fused: why optim.layer_profile maps back
+    assert prof.table["ms"].sum() == pytest.approx(prof.node_sum_ms)
