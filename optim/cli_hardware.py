@@ -74,7 +74,7 @@ def run_devices(args: argparse.Namespace) -> int:
         rows.append({"id": d.id, "name": d.name, "kind": d.kind,
                      **{f"{p} T": round(s.si / 1e12, 4) for p, s in peaks.items()},
                      "GB/s": round(d.spec("bandwidth") / 1e9, 1), "memory GB": round(d.spec("memory") / 1e9, 3)})
-    print(pd.DataFrame(rows).fillna("-").to_string(index=False))
+    print(pd.DataFrame(rows).astype(object).fillna("-").to_string(index=False))
     return 0
 
 
