@@ -11,16 +11,19 @@ So this module profiles at the real level and maps each runtime kernel to one ON
 graph ORT writes with ``SessionOptions.optimized_model_filepath`` from the very session that is profiled
 (ORT's generated names such as ``ReorderOutput_token_5`` differ between two sessions of the same model):
 
-1. its name is an ONNX node name (after dropping ORT's ``"fused "`` prefix);
+1. its name is an ONNX node name (after dropping ORT's ``"fused "`` / ``InsertedPrecisionFreeCast_`` prefixes);
 2. else one of its outputs is an ONNX tensor (fusion keeps the last source node's output) → that producer;
-3. else the longest ONNX node or tensor name that prefixes its name (``_nchwc``, ``_token_N`` suffixes);
+3. else the longest ONNX node or tensor name that prefixes its name (``_nchwc``, ``_token_N`` suffixes), or
+   failing that appears in it between ``_`` delimiters;
 4. the node found is walked up through ops the kernel absorbed (activations, BN, Add, Q/DQ) to the node of
    the kernel's own family (a ``QLinearConv``/``FusedConv`` lands on the ``Conv``);
 5. a QuantizeLinear/DequantizeLinear that still runs alone is attributed to the compute node it serves
    (DQ → its consumer, Q → its producer, through Q/DQ chains; past a fused activation to the kernel that
    ran it) — the kernel list keeps it visible;
-6. layout kernels take the node of a neighbouring kernel, else become the row ``runtime: layout``;
-   anything else unmapped becomes ``runtime: other``.
+6. a kernel with no traceable name (a function body ORT expanded, ``Div_150``) takes the node of the first
+   named kernel downstream (a kernel missing from the saved graph: of the next mapped kernel it ran before);
+   layout kernels take the node of a neighbouring (compute-first) kernel, else
+   become the row ``runtime: layout``; anything else unmapped becomes ``runtime: other``.
 
 No maintained library maps ORT profile events back to source nodes (ORT's own tools only aggregate by op
 type), hence this module. Kernel times are only regrouped, so ``node_sum_ms``/``run_ms``/``coverage`` are
@@ -32,6 +35,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnxruntime as ort
@@ -45,6 +49,7 @@ LAYOUT_ROW = "runtime: layout"
 OTHER_ROW = "runtime: other"
 LAYOUT_OPS = {"ReorderInput", "ReorderOutput", "Transpose", "MemcpyToHost", "MemcpyFromHost"}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+ORT_PREFIXES = ("fused ", "InsertedPrecisionFreeCast_")  # name prefixes ORT gives fused nodes / FP16 fallbacks
 ABSORBED_OPS = QDQ_OPS | {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh", "Add", "Mul",
                           "BatchNormalization", "Sum", "Identity", "Cast"}  # fmt: skip
 _FAMILIES = {
@@ -89,17 +94,26 @@ class _Graph:
         return [c for t in self.nodes[name].output for c in self.consumers.get(t, [])]
 
 
+def _bounded(name: str, key: str, at: int) -> bool:
+    end = at + len(key)
+    return (at == 0 or name[at - 1] in "_ ") and (end == len(name) or name[end] in "_/:.")
+
+
 def _locate(g: _Graph, kernel: str, outputs: list[str]) -> str | None:
     """Rules 1–3: the ONNX node a kernel's name or outputs point at (the last fused source)."""
-    name = kernel[len("fused "):] if kernel.startswith("fused ") else kernel
+    name = kernel
+    for prefix in ORT_PREFIXES:
+        name = name[len(prefix):] if name.startswith(prefix) else name
     if name in g.nodes:
         return name
     for t in outputs:
         if t in g.producer:
             return g.producer[t]
-    for key in g.keys:
-        if name == key or (name.startswith(key) and name[len(key)] in "_/:."):
-            return key if key in g.nodes else g.producer[key]
+    for anywhere in (False, True):  # a prefix first (``_nchwc``/``_token_N`` suffixes), then anywhere
+        for key in g.keys:
+            at = name.find(key) if anywhere else (0 if name.startswith(key) else -1)
+            if at >= 0 and _bounded(name, key, at):
+                return key if key in g.nodes else g.producer[key]
     return None
 
 
@@ -157,12 +171,36 @@ def _settle_qdq(g: _Graph, out: dict[str, str], kernel_ops: dict[str, str]) -> N
                 break
 
 
+def _borrow_downstream(out: dict[str, str], opt: list[onnx.NodeProto], used: dict[str, list[onnx.NodeProto]]) -> None:
+    """Kernels without a traceable name (an op's function body ORT expanded, e.g. an FP16 Softmax into
+    ReduceMax/Sub/Exp/ReduceSum/Div ``Div_150``) take the node of the first named kernel downstream."""
+    for n in opt:
+        if out.get(n.name) != OTHER_ROW:
+            continue
+        seen, frontier = {n.name}, [n]
+        while frontier and out[n.name] == OTHER_ROW and len(seen) < 64:
+            cur = frontier.pop(0)
+            for c in (c for t in cur.output for c in used.get(t, [])):
+                if c.name in seen:
+                    continue
+                seen.add(c.name)
+                if out.get(c.name) not in (None, OTHER_ROW):
+                    out[n.name] = out[c.name]
+                    break
+                frontier.append(c)
+
+
 def map_kernels(model: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str, str]:
     """Runtime kernel name (as profiled) → ONNX node name, or ``runtime: layout`` / ``runtime: other``."""
     g = _Graph(model)
     opt = list(optimized.graph.node)
     out: dict[str, str] = {}
     layout = []
+    made = {t: n for n in opt for t in n.output}
+    used: dict[str, list[onnx.NodeProto]] = {}
+    for n in opt:
+        for t in n.input:
+            used.setdefault(t, []).append(n)
     for n in opt:
         if n.op_type in LAYOUT_OPS and n.name not in g.nodes:
             layout.append(n)
@@ -170,11 +208,7 @@ def map_kernels(model: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str,
         hit = _locate(g, n.name, list(n.output))
         out[n.name] = OTHER_ROW if hit is None else _serve(g, _walk_to_family(g, hit, kernel_family(n.op_type)))
     _settle_qdq(g, out, {n.name: n.op_type for n in opt})
-    made = {t: n for n in opt for t in n.output}
-    used: dict[str, list[onnx.NodeProto]] = {}
-    for n in opt:
-        for t in n.input:
-            used.setdefault(t, []).append(n)
+    _borrow_downstream(out, opt, used)
     heavy = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
     for n in layout:  # after the others: they borrow a neighbouring compute kernel's node
         ups = [made[t] for t in n.input if t in made]
@@ -205,6 +239,31 @@ def _session(
     so.profile_file_prefix = str(tmp / "ort")
     so.optimized_model_filepath = str(tmp / "optimized.onnx")
     return ort.InferenceSession(_proto(handle).SerializeToString(), so, providers=_resolve_providers(providers))
+
+
+def execution_order(events: list[dict[str, Any]]) -> list[str]:
+    """Kernel names of the last profiled run, in the order they ran."""
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    if not runs:
+        return []
+    last = max(runs, key=lambda e: float(e["ts"]))
+    lo, hi = float(last["ts"]), float(last["ts"]) + float(last["dur"])
+    nodes = [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")
+             and lo <= float(e["ts"]) <= hi]  # fmt: skip
+    return [e["name"][: -len("_kernel_time")] for e in sorted(nodes, key=lambda e: float(e["ts"]))]
+
+
+def borrow_in_order(mapping: dict[str, str], order: list[str]) -> dict[str, str]:
+    """Kernels absent from the saved optimised graph (ORT expands some ops' function bodies after saving it,
+    e.g. an FP16 Softmax into ReduceMax/Sub/Exp/ReduceSum/Div) take the node of the next mapped kernel run."""
+    out = dict(mapping)
+    for i, k in enumerate(order):
+        if k in mapping:
+            continue
+        nxt = next((out[n] for n in order[i + 1:] if out.get(n, OTHER_ROW) not in (OTHER_ROW, LAYOUT_ROW)), None)
+        if nxt is not None:
+            out[k] = nxt
+    return out
 
 
 def _kernel_list(ops: pd.Series) -> str:
@@ -243,5 +302,6 @@ def profile_layers(
         optimized = onnx.load(str(Path(tmp) / "optimized.onnx"), load_external_data=False)
         events = run_profiled(sess, model, runs)
     prof = parse_profile(events, skip_runs=1)
-    table = group_profile(model, prof.table, map_kernels(model, optimized))
+    mapping = borrow_in_order(map_kernels(model, optimized), execution_order(events))
+    table = group_profile(model, prof.table, mapping)
     return replace(prof, table=table, threads=threads, opt_level=opt_level)

@@ -13,7 +13,15 @@ from onnx import TensorProto, helper
 
 from optim.data import Dataset
 from optim.handle import ModelHandle
-from optim.layer_profile import LAYOUT_ROW, OTHER_ROW, kernel_family, map_kernels, profile_layers
+from optim.layer_profile import (
+    LAYOUT_ROW,
+    OTHER_ROW,
+    borrow_in_order,
+    execution_order,
+    kernel_family,
+    map_kernels,
+    profile_layers,
+)
 from optim.passes import get_pass
 from optim.passes.base import PassContext
 from optim.store import Store
@@ -152,3 +160,30 @@ def test_store_adds_kernels_column_to_an_older_layers_table(tmp_path: Path) -> N
     store.put_variant({"variant_id": "v", "sweep_id": "s"}, layers=pd.DataFrame({"node": ["n"], "ms": [1.0],
                                                                                  "kernels": ["Conv"]}))
     assert store.layers("v")["kernels"].tolist() == ["Conv"]
+
+
+def test_map_kernels_gives_untraceable_expanded_kernels_the_next_named_kernels_node() -> None:
+    src = _model([helper.make_node("Softmax", ["x"], ["s_out"], name="/attn/Softmax"),
+                  helper.make_node("MatMul", ["s_out", "v"], ["y"], name="/attn/MatMul")])  # fmt: skip
+    opt = _model([
+        helper.make_node("ReduceMax", ["x"], ["m"], name="ReduceMax_146"),
+        helper.make_node("Sub", ["x", "m"], ["d"], name="Sub_147"),
+        helper.make_node("Cast", ["d"], ["s_out"], name="InsertedPrecisionFreeCast_/attn/Softmax"),
+        helper.make_node("MatMul", ["s_out", "v"], ["y"], name="/attn/MatMul"),
+    ])  # fmt: skip
+    got = map_kernels(src, opt)
+    assert got["ReduceMax_146"] == got["Sub_147"] == "/attn/Softmax"
+    assert got["InsertedPrecisionFreeCast_/attn/Softmax"] == "/attn/Softmax"
+
+
+def test_borrow_in_order_maps_kernels_missing_from_the_saved_graph_to_the_next_mapped_kernel() -> None:
+    def ev(name: str, ts: float, cat: str = "Node") -> dict:
+        return {"cat": cat, "name": name if cat == "Session" else f"{name}_kernel_time", "ts": ts, "dur": 1.0}
+
+    events = [ev("model_run", 0.0, "Session") | {"dur": 10.0}, ev("Exp_148", 1.0), ev("Div_150", 2.0),
+              ev("cast", 3.0), ev("mm", 4.0), ev("model_run", 20.0, "Session") | {"dur": 10.0}, ev("Exp_148", 21.0),
+              ev("Div_150", 22.0), ev("cast", 23.0), ev("mm", 24.0)]  # fmt: skip
+    order = execution_order(events)
+    assert order == ["Exp_148", "Div_150", "cast", "mm"]
+    got = borrow_in_order({"cast": "/attn/Softmax", "mm": "/attn/MatMul"}, order)
+    assert got["Exp_148"] == got["Div_150"] == "/attn/Softmax" and got["mm"] == "/attn/MatMul"
