@@ -80,6 +80,16 @@ def align_nodes(base: pd.DataFrame, var: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def _status(df: pd.DataFrame, mapped: bool) -> np.ndarray:
+    """gained / lost / kept by graph presence; with a kernel-mapped profile, a variant node without time of its
+    own is "fused" (ORT runs it inside another layer's kernel, e.g. a DequantizeLinear in a QLinearConv)."""
+    side = df.pop("_side").astype(str)
+    status = np.where(side == "left_only", "gained", np.where(side == "right_only", "lost", "kept"))
+    if mapped:
+        status = np.where((side != "right_only") & df["ms"].isna(), "fused", status)
+    return status
+
+
 def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | None = None,
                      bits: int = 32) -> pd.DataFrame:
     """One row per layer: measured ms (baseline, variant), estimated ms, MACs/params/bytes and ratios."""
@@ -91,7 +101,7 @@ def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | 
     v["node"] = v["node"].map(names).fillna(v["node"])
     if est is not None and "node" in est:
         est = est.assign(node=est["node"].map(names).fillna(est["node"]))
-    df = v.merge(b, on="node", how="outer")
+    df = v.merge(b, on="node", how="outer", indicator="_side")
     df["op_type"] = df["op_type_v"].fillna(df.get("base_op_type"))
     df = df.drop(columns=[c for c in ("op_type_v", "base_op_type") if c in df])
     if est is not None and len(est) and "node" in est:
@@ -103,8 +113,7 @@ def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | 
     with np.errstate(divide="ignore", invalid="ignore"):
         df["applied_ratio"] = 1 - df["params"] / df["base_params"].where(df["base_params"] > 0)
     df["bits"] = bits
-    df["status"] = np.where(df["base_ms"].isna() & df["ms"].notna(), "gained",
-                            np.where(df["ms"].isna() & df["base_ms"].notna(), "lost", "kept"))
+    df["status"] = _status(df, mapped="kernels" in var and var["kernels"].notna().any())
     order = ["node", "op_type", "status", "variant_node", "base_ms", "ms", "est_ms", "kernels", "base_kernels",
              "base_macs", "macs", "base_params", "params", "applied_ratio", "base_weight_bytes", "weight_bytes", "bits"]
     df = df[[c for c in order if c in df]]

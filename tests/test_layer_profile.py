@@ -187,3 +187,17 @@ def test_borrow_in_order_maps_kernels_missing_from_the_saved_graph_to_the_next_m
     assert order == ["Exp_148", "Div_150", "cast", "mm"]
     got = borrow_in_order({"cast": "/attn/Softmax", "mm": "/attn/MatMul"}, order)
     assert got["Exp_148"] == got["Div_150"] == "/attn/Softmax" and got["mm"] == "/attn/MatMul"
+
+
+def test_layer_comparison_marks_timeless_variant_nodes_fused_when_profile_is_mapped() -> None:
+    from optim.variant_view import layer_comparison
+
+    base = pd.DataFrame({"node": ["conv", "relu"], "op_type": ["Conv", "Relu"], "ms": [2.0, None],
+                         "kernels": ["FusedConv", None], "params": [10, 0]})  # fmt: skip
+    var = pd.DataFrame({"node": ["conv", "relu", "w_dq", "mean"], "op_type": ["Conv", "Relu", "DequantizeLinear",
+                        "ReduceMean"], "ms": [1.0, None, None, 0.1], "kernels": ["QLinearConv", None, None, "ReduceMean"],
+                        "params": [10, 0, 0, 0]})
+    got = layer_comparison(base, var).set_index("node")["status"].to_dict()
+    assert got == {"conv": "kept", "relu": "fused", "w_dq": "fused", "mean": "gained"}
+    legacy = layer_comparison(base.drop(columns="kernels"), var.drop(columns="kernels")).set_index("node")["status"]
+    assert legacy["w_dq"] == "gained" and legacy["relu"] == "kept"
