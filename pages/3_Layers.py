@@ -3,10 +3,21 @@ model's measured per-layer sensitivity (a background job, stored per model and d
 
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
 import dashboard as ui
 from optim import api
+
+
+def _profile_meta(row) -> dict | None:  # noqa: ANN001 - a pandas row
+    """The stored per-node profile totals (node_sum_ms, run_ms, coverage) of a variant, if recorded."""
+    try:
+        prof = json.loads(row.get("meta_json") or "{}").get("profile") or {}
+    except (TypeError, ValueError):
+        return None
+    return prof if all(isinstance(prof.get(k), (int, float)) for k in ("node_sum_ms", "run_ms", "coverage")) else None
 
 
 @st.cache_data(show_spinner="Timing one run of the model…", max_entries=16)
@@ -132,11 +143,16 @@ with ui.guard("Reading the sweep"):
         cols["est_ms"] = f"variant (estimated, {dev_names[device]})"
     st.plotly_chart(api.layer_bars(table, cols, "time (ms)", "Where the time goes (top 25 layers)"),
                     key="layer_time")
+    prof = _profile_meta(row)
     if "kernels" in table and table["kernels"].notna().any():
         st.caption(f"Measured = ONNX Runtime profiler at optimisation level '{row['opt_level']}' (the level this "
                    "variant's latency is measured at), 1 thread: each runtime kernel (fused, quantized, layout) is "
-                   "counted at the ONNX layer it came from; column 'kernels' lists what actually ran. "
+                   "counted at the ONNX layer it came from; column 'kernels' lists what actually ran, status 'fused' marks "
+                   "a node with no kernel of its own (run inside another layer's kernel). "
                    "Estimated = roofline model of the chosen target.")
+        if prof:
+            st.caption(f"Profiled kernels add up to {prof['node_sum_ms']:.3f} ms of the {prof['run_ms']:.3f} ms "
+                       f"whole run ({prof['coverage']:.0%}); the rest is executor overhead between kernels.")
     else:
         st.caption("Measured = ONNX Runtime profiler with graph optimisations off (stored by an older sweep: each "
                    "bar is one unfused ONNX node, not what runs at the latency's level), 1 thread. "
