@@ -42,7 +42,7 @@ import onnxruntime as ort
 import pandas as pd
 
 from optim.errors import ConfigError
-from optim.measure import OPT_LEVELS, ModelLike, _proto, _resolve_providers
+from optim.measure import OPT_LEVELS, ModelLike, _model_bytes, _proto, _resolve_providers
 from optim.measure_timing import NodeProfile, parse_profile, profile_nodes, run_profiled
 
 LAYOUT_ROW = "runtime: layout"
@@ -238,7 +238,7 @@ def _session(
     so.enable_profiling = True
     so.profile_file_prefix = str(tmp / "ort")
     so.optimized_model_filepath = str(tmp / "optimized.onnx")
-    return ort.InferenceSession(_proto(handle).SerializeToString(), so, providers=_resolve_providers(providers))
+    return ort.InferenceSession(_model_bytes(handle), so, providers=_resolve_providers(providers))
 
 
 def execution_order(events: list[dict[str, Any]]) -> list[str]:
