@@ -14,7 +14,8 @@ import numpy as np
 
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
-from optim.measure import Accuracy, Latency, NodeProfile, accuracy, fidelity, latency, predict, profile_nodes
+from optim.layer_profile import profile_layers
+from optim.measure import Accuracy, Latency, NodeProfile, accuracy, fidelity, latency, predict
 
 SLOWEST = 10
 
@@ -134,7 +135,9 @@ def format_latency(lat: Latency) -> str:
 
 
 def format_profile(prof: NodeProfile, top: int = SLOWEST) -> str:
-    head = (f"slowest layers (batch 1, opt_level {prof.opt_level}: names are the ONNX node names; mean of "
+    what = ("every ONNX node timed as it is" if prof.opt_level == "disable" else
+            "runtime kernels mapped back to the ONNX layers they came from")
+    head = (f"slowest layers (batch 1, opt_level {prof.opt_level}: {what}; mean of "
             f"{prof.runs} runs; nodes sum to {prof.node_sum_ms:.3f} ms = {100 * prof.coverage:.0f} % of "
             f"the {prof.run_ms:.3f} ms run" + (f"; {prof.dropped_runs} stalled run(s) dropped" if prof.dropped_runs else "")
             + ")")
@@ -182,6 +185,6 @@ def run(args: argparse.Namespace) -> int:
     for b in dict.fromkeys((1, args.batch)):
         print(format_latency(latency(handle, batch=b, threads=args.threads, opt_level=args.opt_level,
                                      budget_s=args.budget)))
-    print(format_profile(profile_nodes(handle, threads=args.threads, opt_level="disable",
-                                       runs=args.profile_runs)))
+    print(format_profile(profile_layers(handle, threads=args.threads, opt_level=args.opt_level,
+                                        runs=args.profile_runs)))
     return 0

@@ -37,7 +37,7 @@ def test_profile_prints_accuracy_latency_and_layers_when_given_model_file_and_da
 ) -> None:
     _needs("optim.model_io", "optim.summary")
     model_path, data_path = tiny_files
-    rc = main(["profile", str(model_path), "--data", str(data_path), *FAST])
+    rc = main(["profile", str(model_path), "--data", str(data_path), *FAST, "--opt-level", "disable"])
     out = capsys.readouterr().out
     assert rc == 0
     x, y = tiny_images
@@ -135,3 +135,15 @@ def test_profile_exits_2_when_data_shape_does_not_fit(
     rc = main(["profile", str(model_path), "--data", str(wrong), *FAST])
     assert rc == 2
     assert "error: " in capsys.readouterr().err
+
+
+def test_profile_maps_fused_kernels_to_onnx_layers_at_opt_level_all(
+    tiny_files: tuple[Path, Path], tiny_cnn: ModelHandle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_path, data_path = tiny_files
+    assert main(["profile", str(model_path), "--data", str(data_path), *FAST, "--opt-level", "all"]) == 0
+    out = capsys.readouterr().out
+    layer_lines = out.split("slowest layers", 1)[1].splitlines()[2:]
+    listed = {line.split()[0] for line in layer_lines if line.startswith("  ")}
+    convs = {n.name for n in tiny_cnn.model.graph.node if n.op_type in ("Conv", "Gemm")}
+    assert convs <= listed <= {n.name for n in tiny_cnn.model.graph.node} | {"runtime:"}
