@@ -42,7 +42,7 @@ import onnxruntime as ort
 import pandas as pd
 
 from optim.errors import ConfigError
-from optim.measure import OPT_LEVELS, ModelLike, _model_bytes, _proto, _resolve_providers
+from optim.measure import ModelLike, _proto, make_session
 from optim.measure_timing import NodeProfile, parse_profile, profile_nodes, run_profiled
 
 LAYOUT_ROW = "runtime: layout"
@@ -223,22 +223,9 @@ def map_kernels(model: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str,
 def _session(
     handle: ModelLike, threads: int, opt_level: str, providers: list[str] | None, tmp: Path
 ) -> ort.InferenceSession:
-    """Like ``optim.measure.make_session`` (same thread/level settings, profiling on), plus
-    ``optimized_model_filepath`` — which ``make_session`` cannot set — so names match the profile."""
-    if opt_level not in OPT_LEVELS:
-        raise ConfigError(f"opt_level: {opt_level!r} is not one of {', '.join(OPT_LEVELS)}.")
-    if int(threads) < 1:
-        raise ConfigError(f"threads: must be at least 1, got {threads}.")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = OPT_LEVELS[opt_level]
-    so.log_severity_level = 3
-    so.enable_profiling = True
-    so.profile_file_prefix = str(tmp / "ort")
-    so.optimized_model_filepath = str(tmp / "optimized.onnx")
-    return ort.InferenceSession(_model_bytes(handle), so, providers=_resolve_providers(providers))
+    """A profiling session that also saves the graph it optimised, so kernel names match that graph."""
+    return make_session(handle, threads=threads, opt_level=opt_level, providers=providers,
+                        profile_prefix=tmp / "ort", optimized_path=tmp / "optimized.onnx")
 
 
 def execution_order(events: list[dict[str, Any]]) -> list[str]:

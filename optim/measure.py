@@ -82,11 +82,13 @@ def make_session(
     opt_level: str = "all",
     providers: list[str] | tuple[str, ...] | None = None,
     profile_prefix: str | Path | None = None,
+    optimized_path: str | Path | None = None,
 ) -> ort.InferenceSession:
     """An InferenceSession with explicit intra/inter-op threads, sequential execution and ``opt_level``.
 
     ``providers`` defaults to CPU; "cuda" (or the full provider name) is accepted when this onnxruntime
-    build has it and raises ConfigError otherwise. ``profile_prefix`` turns on ORT profiling.
+    build has it and raises ConfigError otherwise. ``profile_prefix`` turns on ORT profiling;
+    ``optimized_path`` saves the graph this session optimised (its node names match its profile).
     """
     if opt_level not in OPT_LEVELS:
         raise ConfigError(f"opt_level: {opt_level!r} is not one of {', '.join(OPT_LEVELS)}.")
@@ -101,6 +103,8 @@ def make_session(
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = str(profile_prefix)
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(_model_bytes(handle_or_model), so, providers=_resolve_providers(providers))
 
 
