@@ -220,7 +220,9 @@ def pareto_3d(df: pd.DataFrame, latency_note: str = "measured", title: str = "")
 def layer_bars(df: pd.DataFrame, cols: dict[str, str], unit: str, title: str, top: int = 25) -> go.Figure:
     """Grouped horizontal bars per layer; ``cols`` maps column → legend name (e.g. measured/estimated)."""
     key = next(iter(cols))
-    d = df.sort_values(key, ascending=False).head(top).iloc[::-1]
+    present = [c for c in cols if c in df]
+    d = df[df[present].fillna(0).gt(0).any(axis=1)] if present else df  # rows with something to draw
+    d = d.sort_values(key, ascending=False).head(top).iloc[::-1]
     fig = go.Figure()
     for col, name in cols.items():
         if col in d:

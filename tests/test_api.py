@@ -246,3 +246,9 @@ def test_roofline_points_stay_under_the_effective_roof_of_their_class(loaded: ap
         assert (pts["gflops"].to_numpy() <= limit * 1.02).all(), cls
     fig = api.roofline_chart(rl["points"], rl["peak_gflops"], rl["bw_gbs"], rl["device"], rl["effective"])
     assert any("effective roof" in (t.name or "") for t in fig.data)
+
+
+def test_layer_bars_skip_layers_with_nothing_to_draw() -> None:
+    df = pd.DataFrame({"node": ["conv", "fused_relu", "add"], "ms": [0.2, np.nan, 0.0], "base_ms": [0.3, 0.0, 0.1]})
+    fig = api.layer_bars(df, {"ms": "variant (measured)", "base_ms": "baseline (measured)"}, "time (ms)", "t")
+    assert set(fig.data[0].y) == {"conv", "add"}
