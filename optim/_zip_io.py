@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import posixpath
 import zipfile
+import zlib
 
 import onnx
 
@@ -23,9 +24,17 @@ def zip_members(zf: zipfile.ZipFile, max_bytes: int) -> list[zipfile.ZipInfo]:
     return infos
 
 
+# what reading a damaged member can raise (bad CRC or header, truncated stream, bad offsets, encryption)
+ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError)
+
+
 def read_member(zf: zipfile.ZipFile, name: str, max_bytes: int) -> bytes:
-    with zf.open(name) as fh:  # bounded read: never trust the declared size alone
-        data = fh.read(max_bytes + 1)
+    try:
+        with zf.open(name) as fh:  # bounded read: never trust the declared size alone
+            data = fh.read(max_bytes + 1)
+    except ZIP_READ_ERRORS as exc:  # damaged member, bad CRC, encrypted, unsupported compression
+        raise MalformedModelError(f"{name} in the archive cannot be read ({exc}); create the zip again "
+                                  "(plain deflate, no password) and re-upload it.") from exc
     if len(data) > max_bytes:
         raise FileTooLargeError(f"{name} in the archive unpacks past the {max_bytes / 2**20:.0f} MB limit.")
     return data

@@ -24,6 +24,7 @@ import onnx
 import pandas as pd
 from PIL import Image
 
+from optim._zip_io import ZIP_READ_ERRORS
 from optim.errors import (
     DataFormatError,
     FileTooLargeError,
@@ -165,6 +166,10 @@ def _load_npz(data: bytes, name: str, max_bytes: int) -> Dataset:
         raise DataFormatError(
             f"The npz file contains object arrays ({exc}); save plain numeric arrays with np.savez."
         ) from exc
+    except (*ZIP_READ_ERRORS, KeyError) as exc:  # damaged member data
+        raise DataFormatError(
+            f"The npz file is damaged ({exc}); save it again with np.savez and re-upload it."
+        ) from exc
     if x.dtype.kind not in "fiub" or x.ndim < 2:
         raise DataFormatError(
             f"'x' must be a numeric array of shape (N, ...), got dtype {x.dtype} and shape {x.shape}."
@@ -271,6 +276,19 @@ def _decode_image(raw: bytes, member: str, image_size: tuple[int, int], channels
     return arr if arr.ndim == 3 else arr[:, :, None]
 
 
+def _read_member(zf: zipfile.ZipFile, member: str, max_bytes: int) -> bytes:
+    """A member's bytes, read with a bound; damaged members become DataFormatError."""
+    try:
+        with zf.open(member) as fh:
+            raw = fh.read(max_bytes + 1)
+    except ZIP_READ_ERRORS as exc:
+        raise DataFormatError(f"{member} in the zip cannot be read ({exc}); create the zip again and re-upload.") \
+            from exc
+    if len(raw) > max_bytes:
+        raise FileTooLargeError(f"{member} in the zip unpacks past the {max_bytes / 2**20:.0f} MB limit.")
+    return raw
+
+
 def _load_image_zip(data: bytes, name: str, image_size: tuple[int, int], mean: Sequence[float],
                     std: Sequence[float], channels_first: bool, channels: int, max_bytes: int) -> Dataset:
     if channels not in (1, 3):
@@ -284,7 +302,7 @@ def _load_image_zip(data: bytes, name: str, image_size: tuple[int, int], mean: S
         xs, ys = [], []
         for idx, cls in enumerate(names):
             for member in sorted(classes[cls]):
-                xs.append(_decode_image(zf.read(member), member, image_size, channels))
+                xs.append(_decode_image(_read_member(zf, member, max_bytes), member, image_size, channels))
                 ys.append(int(cls) if numeric else idx)
     x = (np.stack(xs) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     if channels_first:
