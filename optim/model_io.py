@@ -320,12 +320,16 @@ def _load_zip(data: bytes, filename: str, max_bytes: int, max_params: int,
         kind = zio.kind_of_zip([i.filename for i in infos])
         if kind == "torch.save":
             raise tio.refuse_pickle("a torch.save archive (pickled module or state dict)")
-        if kind == "torchscript":
-            tio.scan_archive_pickles(zf, torchscript=True, max_bytes=max_bytes)
-            return tio.torchscript_to_onnx(data, input_shapes), kind
-        if kind == "pt2":
-            tio.check_pt2_archive(zf)
-            tio.scan_archive_pickles(zf, torchscript=False, max_bytes=max_bytes)
+        if kind in ("torchscript", "pt2"):
+            try:
+                if kind == "pt2":
+                    tio.check_pt2_archive(zf)
+                tio.scan_archive_pickles(zf, torchscript=kind == "torchscript", max_bytes=max_bytes)
+            except zio.ZIP_READ_ERRORS as exc:
+                raise MalformedModelError(f"{filename or 'The archive'} is damaged ({exc}); save or export it "
+                                          "again and re-upload it.") from exc
+            if kind == "torchscript":
+                return tio.torchscript_to_onnx(data, input_shapes), kind
             return tio.pt2_to_onnx(data), kind
         onnx_names = [i.filename for i in infos if i.filename.lower().endswith(".onnx")]
         if len(onnx_names) != 1:

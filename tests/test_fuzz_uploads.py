@@ -93,3 +93,17 @@ def test_load_refuses_or_loads_every_mutated_model_zip(tiny_cnn: ModelHandle) ->
             load(data, "fuzz.zip")
         except OptimError as err:
             assert str(err)
+
+
+@pytest.mark.slow
+def test_load_refuses_or_loads_every_mutated_torchscript() -> None:
+    import torch
+
+    module = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()))
+    buf = io.BytesIO()
+    torch.jit.save(module, buf)
+    for data in _mutations(buf.getvalue(), 45, seed=5):
+        try:
+            load(data, "fuzz.pt", input_shapes={"input": (1, 4)})
+        except OptimError as err:
+            assert str(err)
