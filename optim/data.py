@@ -115,7 +115,7 @@ def _open_zip(data: bytes, max_bytes: int, what: str) -> zipfile.ZipFile:
     """Open a zip from memory after checking member paths, member count and uncompressed total."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
+    except ZIP_READ_ERRORS as exc:
         raise DataFormatError(f"The {what} is not a valid zip archive ({exc}).") from exc
     infos = zf.infolist()
     if len(infos) > MAX_ARCHIVE_MEMBERS:

@@ -313,7 +313,7 @@ def _load_zip(data: bytes, filename: str, max_bytes: int, max_params: int,
               input_shapes: dict[str, Sequence[int]] | None) -> tuple[onnx.ModelProto, str]:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError) as exc:
+    except zio.ZIP_READ_ERRORS as exc:
         raise MalformedModelError(f"{filename or 'The file'} looks like a zip but cannot be opened ({exc}).") from exc
     with zf:
         infos = zio.zip_members(zf, max_bytes)
