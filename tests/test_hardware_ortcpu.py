@@ -94,8 +94,7 @@ def test_estimate_host_prices_odd_width_conv_slower_than_aligned_one_of_equal_ma
     aligned_conv = est["aligned"].layers.set_index("node").loc["conv1", "ms"]
     assert odd_conv > 1.3 * aligned_conv
     assert est["odd"].total_ms > est["aligned"].total_ms
-    # and the runtime agrees: the odd-width model really is slower here
-    assert calibrate.measured_latency_ms(odd, budget_s=0.1) > calibrate.measured_latency_ms(aligned, budget_s=0.1)
+    # (that the runtime agrees is a timing, so it lives in benchmarks/hardware.py, not in a test)
 
 
 def test_fit_class_recovers_efficiency_when_overhead_is_held_fixed() -> None:
