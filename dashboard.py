@@ -163,25 +163,40 @@ def start(loaded: api.Loaded, req: api.SweepRequest) -> api.SweepJob:
     return job
 
 
+def job_panel(job: api.SweepJob, *, running: str, unit: str, cancel: tuple[str, str, str], failed: str,
+              cancelled: str, key: str) -> dict[str, Any]:
+    """Status of any background job: progress + ETA + cancel while it runs, the outcome after.
+
+    ``running`` heads the status ("Sweep running"), ``unit`` names what is counted, ``cancel`` is
+    (button label, help, toast), ``failed``/``cancelled`` are the messages after it ended; returns
+    the job's snapshot."""
+    s = job.snapshot()
+    if s["state"] == "running":
+        eta = f" · about {s['eta_s']:.0f} s left" if s["eta_s"] is not None else ""
+        with st.status(f"{running}: {s['done']}/{s['total']} {unit}{eta}", expanded=True, state="running"):
+            st.progress(min(max(s["fraction"], 0.0), 1.0), text=s["current"] or "starting…")
+            if st.button(cancel[0], key=f"{key}_{s['id']}", help=cancel[1]):
+                job.cancel()
+                st.toast(cancel[2])
+    elif s["state"] == "failed":
+        st.error(f"{failed}: {s['error']}")
+        if s.get("detail"):
+            with st.expander("Details for a bug report"):
+                st.code(where(s["detail"]), language="text")
+    elif s["state"] == "cancelled":
+        st.warning(cancelled.format(done=s["done"]))
+    return s
+
+
 def progress_panel(job: api.SweepJob) -> None:
     """Progress bar, ETA and a working cancel button for a background sweep (inside a fragment)."""
     s = job.snapshot()
     if s["sweep_id"] and s["sweep_id"] != st.session_state.get("sweep_id"):
         set_sweep(s["sweep_id"])
-    if s["state"] == "running":
-        eta = f" · about {s['eta_s']:.0f} s left" if s["eta_s"] is not None else ""
-        with st.status(f"Sweep running: {s['done']}/{s['total']} variants{eta}", expanded=True, state="running"):
-            st.progress(min(max(s["fraction"], 0.0), 1.0), text=s["current"] or "starting…")
-            if st.button("Cancel sweep", key=f"cancel_{s['id']}", help="Stops after the current variant"):
-                job.cancel()
-                st.toast("Cancelling after the current variant…")
-    elif s["state"] == "failed":
-        st.error(f"The sweep stopped: {s['error']}")
-        if s["detail"]:
-            with st.expander("Details for a bug report"):
-                st.code(where(s["detail"]), language="text")
-    elif s["state"] == "cancelled":
-        st.warning(f"Sweep cancelled after {s['done']} variants; finished variants are kept.")
+    job_panel(job, running="Sweep running", unit="variants", key="cancel",
+              cancel=("Cancel sweep", "Stops after the current variant", "Cancelling after the current variant…"),
+              failed="The sweep stopped",
+              cancelled="Sweep cancelled after {done} variants; finished variants are kept.")
 
 
 def variant_label(df: Any, vid: str) -> str:

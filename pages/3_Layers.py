@@ -26,19 +26,10 @@ def _estimate_s(key: str, _loaded: api.Loaded) -> float:
 
 
 def _sens_panel(job: api.SweepJob) -> None:
-    s = job.snapshot()
-    if s["state"] == "running":
-        eta = f" · about {s['eta_s']:.0f} s left" if s["eta_s"] is not None else ""
-        with st.status(f"Measuring sensitivity: {s['done']}/{s['total']} layer settings{eta}", expanded=True,
-                       state="running"):
-            st.progress(min(max(s["fraction"], 0.0), 1.0), text=s["current"] or "starting…")
-            if st.button("Cancel", key=f"sens_cancel_{s['id']}", help="Stops before the next layer setting"):
-                job.cancel()
-                st.toast("Cancelling the sensitivity analysis…")
-    elif s["state"] == "failed":
-        st.error(f"The sensitivity analysis stopped: {s['error']}")
-    elif s["state"] == "cancelled":
-        st.warning("Sensitivity analysis cancelled; nothing was stored.")
+    ui.job_panel(job, running="Measuring sensitivity", unit="layer settings", key="sens_cancel",
+                 cancel=("Cancel", "Stops before the next layer setting", "Cancelling the sensitivity analysis…"),
+                 failed="The sensitivity analysis stopped",
+                 cancelled="Sensitivity analysis cancelled; nothing was stored.")
 
 
 def measured_sensitivity() -> None:
