@@ -13,21 +13,18 @@ import pandas as pd
 from onnx import numpy_helper
 
 from optim.handle import ModelHandle
-
-_WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
+from optim.passes import quant_core
+from optim.passes.quant_core import weight_refs
 
 
 def _weights(handle: ModelHandle) -> dict[str, tuple[str, np.ndarray]]:
-    """node name → (op_type, float weight array) for nodes whose weight is an initializer."""
+    """node name → (op_type, float weight array) for the weight layers the quantize pass sees."""
     inits = {t.name: t for t in handle.model.graph.initializer}
     out: dict[str, tuple[str, np.ndarray]] = {}
-    for node in handle.model.graph.node:
-        idx = _WEIGHT_OPS.get(node.op_type)
-        if idx is None or len(node.input) <= idx or node.input[idx] not in inits:
-            continue
-        arr = numpy_helper.to_array(inits[node.input[idx]])
-        if arr.dtype.kind == "f" and arr.size >= 16:
-            out[node.name or node.input[idx]] = (node.op_type, arr.astype(np.float32))
+    for ref in weight_refs(handle.model):
+        arr = numpy_helper.to_array(inits[ref.name])
+        if arr.size >= 16:
+            out[ref.node or ref.name] = (ref.op_type, arr.astype(np.float32))
     return out
 
 
@@ -38,14 +35,13 @@ def weight_layers(handle: ModelHandle) -> pd.DataFrame:
 
 
 def fake_quantize(w: np.ndarray, bits: int) -> np.ndarray:
-    """Symmetric per-tensor fake quantization (round to nearest); bits ≥ 16 returns the FP16 rounding."""
+    """Symmetric per-tensor fake quantization (the passes' quantiser, one scale for the whole layer);
+    bits ≥ 16 returns the FP16 rounding."""
     if bits >= 32:
         return w.copy()
     if bits == 16:
         return w.astype(np.float16).astype(np.float32)
-    qmax = 2 ** (bits - 1) - 1
-    scale = float(np.abs(w).max()) / qmax if np.abs(w).max() > 0 else 1.0
-    return (np.clip(np.round(w / scale), -qmax - 1, qmax) * scale).astype(np.float32)
+    return quant_core.fake_quantize(w, bits, per_channel_axis=None)[0]
 
 
 def sqnr_db(w: np.ndarray, wq: np.ndarray) -> float:
