@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 
-from optim.measure import evaluate
+from optim.analysis.plans import apply_bit_plan, bit_plan, uniform_bytes
+from optim.analysis.sensitivity import analyze
+from optim.io.samples import load_sample
+from optim.measure.core import evaluate
 from optim.passes import PassContext, get_pass
-from optim.plans import apply_bit_plan, bit_plan, uniform_bytes
-from optim.samples import load_sample
-from optim.sensitivity import analyze
 
 
 def top1(handle, test) -> tuple[float, float, float]:

@@ -29,7 +29,7 @@ from optim.hardware.reference_models import reference_model  # noqa: E402
 def _variants(n_samples: int) -> list[tuple[str, object]]:
     """Compression variants of bundled samples: structured pruning 0.3/0.5, unstructured 0.5, INT8, FP16."""
     try:
-        from optim import samples
+        from optim.io import samples as samples
         from optim.passes.base import PassContext, get_pass
 
         infos = samples.list_samples()[:n_samples]

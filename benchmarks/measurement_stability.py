@@ -22,17 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from optim.errors import OptimError  # noqa: E402
 from optim.handle import ModelHandle  # noqa: E402
-from optim.measure import latency, profile_nodes  # noqa: E402
+from optim.measure.core import latency, profile_nodes  # noqa: E402
 
 
 def pick_model() -> ModelHandle:
     try:
-        from optim.samples import load_sample
+        from optim.io.samples import load_sample
 
         return load_sample("resnet_digits")[0]
     except (ImportError, OptimError) as err:
         print(f"(bundled sample unavailable: {err}; using zoo resnet18)")
-        from optim.zoo import zoo_model
+        from optim.reference.zoo import zoo_model
 
         return ModelHandle(model=zoo_model("resnet18"), name="zoo:resnet18")
 

@@ -24,10 +24,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from optim import measure  # noqa: E402
+from optim.graph.summary import summarize  # noqa: E402
 from optim.handle import ModelHandle  # noqa: E402
 from optim.passes.base import PassContext  # noqa: E402
 from optim.passes.prune_structured import StructuredPruneConfig, run  # noqa: E402
-from optim.summary import summarize  # noqa: E402
 
 
 def best_latency(handles: list[ModelHandle], budget: float, rounds: int) -> list[float]:
@@ -53,7 +53,7 @@ def fmt(name: str, row: dict[str, float], extra: str = "") -> str:
 
 def bundled_resnet(ratios: list[float], budget: float, rounds: int) -> None:
     try:
-        from optim.samples import load_sample
+        from optim.io.samples import load_sample
 
         handle, test, train = load_sample("resnet_digits")
     except Exception as exc:  # noqa: BLE001 - artifacts may not be built
@@ -80,7 +80,7 @@ def bundled_resnet(ratios: list[float], budget: float, rounds: int) -> None:
 
 def bundled_vit(ratios: list[float], budget: float, rounds: int) -> None:
     try:
-        from optim.samples import load_sample
+        from optim.io.samples import load_sample
 
         handle, test, train = load_sample("vit_digits")
     except Exception as exc:  # noqa: BLE001 - artifacts may not be built
@@ -100,7 +100,7 @@ def bundled_vit(ratios: list[float], budget: float, rounds: int) -> None:
 
 
 def zoo_resnet50(ratio: float, budget: float, rounds: int) -> None:
-    from optim.zoo import zoo_model
+    from optim.reference.zoo import zoo_model
 
     handle = ModelHandle(zoo_model("resnet50"), "resnet50")
     pruned = run(handle, StructuredPruneConfig(ratio=ratio, recalibrate=False, calib_samples=8))

@@ -1,6 +1,6 @@
 """FP32 vs FP16 / INT8 (dynamic, static QDQ & QOperator × U8S8/S8S8/U8U8) / INT4, side by side in one run.
 
-For each bundled sample present (``optim.samples.load_sample``; when none is built yet, a small
+For each bundled sample present (``optim.io.samples.load_sample``; when none is built yet, a small
 ResNet-style CNN trained here on scikit-learn's offline digits) it prints: file size / FP32,
 batch-1 latency / FP32 (1 thread, ORT_ENABLE_ALL, best median of several interleaved rounds so
 background load hits every variant alike), top-1 accuracy on the test split with its 95 % interval,
@@ -64,8 +64,8 @@ def fallback_model() -> tuple[ModelHandle, object, object]:
     from sklearn.model_selection import train_test_split
     from torch import nn
 
-    from optim.data import Dataset
-    from optim.export import torch_to_onnx
+    from optim.io.data import Dataset
+    from optim.io.export import torch_to_onnx
 
     torch.manual_seed(0)
     d = load_digits()
@@ -98,7 +98,7 @@ def fallback_model() -> tuple[ModelHandle, object, object]:
 
 def load_models(names: list[str]) -> list[tuple[ModelHandle, object, object]]:
     try:
-        from optim.samples import load_sample
+        from optim.io.samples import load_sample
     except ImportError:
         load_sample = None
     out = []

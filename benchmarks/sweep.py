@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from optim.errors import OptimError  # noqa: E402
-from optim.samples import list_samples, load_sample  # noqa: E402
-from optim.store import Store  # noqa: E402
-from optim.sweep import SweepConfig, run_sweep  # noqa: E402
-from optim.sweep_exec import LocalExecutor  # noqa: E402
+from optim.io.samples import list_samples, load_sample  # noqa: E402
+from optim.sweep.executors import LocalExecutor  # noqa: E402
+from optim.sweep.run import SweepConfig, run_sweep  # noqa: E402
+from optim.sweep.store import Store  # noqa: E402
 
 TARGET_GRID_S = 60.0
 TARGET_REOPEN_S = 2.0

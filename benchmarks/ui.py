@@ -92,13 +92,13 @@ def loaded_model() -> api.Loaded:
         return api.load_sample(api.DEMO_SAMPLE)
     import numpy as np
 
-    from optim.data import Dataset
     from optim.handle import ModelHandle
-    from optim.zoo import zoo_model
+    from optim.io.data import Dataset
+    from optim.reference.zoo import zoo_model
 
     print("(bundled sample not built: using zoo lenet_opset9 on random data)")
     h = ModelHandle(model=zoo_model("lenet_opset9"), name="lenet")
-    x0 = next(iter(__import__("optim.model_io", fromlist=["x"]).synthesize_inputs(h.model).values()))
+    x0 = next(iter(__import__("optim.io.load", fromlist=["x"]).synthesize_inputs(h.model).values()))
     rng = np.random.default_rng(0)
     ds = Dataset(x=rng.standard_normal((200, *x0.shape[1:])).astype(np.float32), y=rng.integers(0, 10, 200),
                  name="random")

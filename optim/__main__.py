@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from optim.errors import OptimError
 
-COMMAND_MODULES = ("optim.cli_profile", "optim.cli_sweep", "optim.cli_hardware", "optim.cli_casestudy")
+COMMAND_MODULES = ("optim.cli.profile", "optim.cli.sweep", "optim.cli.hardware", "optim.cli.casestudy")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m optim", description="Model Compression Trade-off Explorer")
     sub = parser.add_subparsers(dest="command", required=True)
     for mod in COMMAND_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod).register(sub)
+        importlib.import_module(mod).register(sub)
     return parser
 
 

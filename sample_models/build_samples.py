@@ -6,7 +6,7 @@ Writes into this folder: ``<name>.onnx``, ``<name>_test.npz``, ``<name>_train.np
 Data never leaves the machine: the digit images are scikit-learn's bundled 8×8 ``load_digits`` set
 (split per raw image first, then augmented deterministically and upsampled to 32×32×3); the tabular
 set is generated with ``make_classification``. ``fp32_top1`` in the manifest is measured on the
-exported ONNX graph with ONNX Runtime over exactly the arrays ``optim.samples.load_sample`` returns.
+exported ONNX graph with ONNX Runtime over exactly the arrays ``optim.io.samples.load_sample`` returns.
 
 Usage: ``python sample_models/build_samples.py [--only NAME ...] [--threads N] [--out DIR]``.
 """
@@ -29,8 +29,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from optim.export import torch_to_onnx  # noqa: E402
-from optim.samples import MANIFEST_NAME, decode_x  # noqa: E402
+from optim.io.export import torch_to_onnx  # noqa: E402
+from optim.io.samples import MANIFEST_NAME, decode_x  # noqa: E402
 
 SEED = 20240501
 DIGIT_NAMES = [str(i) for i in range(10)]

@@ -95,7 +95,7 @@ def specs() -> dict[str, base.PassSpec]:
 
 def install_globally() -> None:
     """For a child process: register the fakes and point the sweep at them."""
-    from optim import sweep_exec
+    from optim.sweep import executors as sweep_exec
 
     base._REGISTRY.update(specs())
     base._load_all = lambda: None  # the child needs only the fakes: skip importing torch-based passes

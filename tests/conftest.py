@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from optim.export import torch_to_onnx
 from optim.handle import ModelHandle
+from optim.io.export import torch_to_onnx
 
 
 class TinyCNN(torch.nn.Module):

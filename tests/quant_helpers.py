@@ -6,11 +6,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from optim.export import torch_to_onnx
 from optim.handle import ModelHandle
+from optim.io.export import torch_to_onnx
 
 try:  # the project's Dataset; a stand-in with the same fields keeps these tests independent of it
-    from optim.data import Dataset
+    from optim.io.data import Dataset
 except ImportError:  # pragma: no cover
     from dataclasses import dataclass
 

@@ -1,4 +1,4 @@
-"""optim.api and the views it serves: flags, constraints, background sweeps, layer view, report."""
+"""optim.api.core and the views it serves: flags, constraints, background sweeps, layer view, report."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from optim import api
-from optim.data import Dataset
 from optim.errors import OptimError
+from optim.io.data import Dataset
 
 
 def _row(vid: str, **kw: object) -> dict:
@@ -208,7 +208,7 @@ def test_recommend_prefers_fast_front_variant_not_significantly_worse() -> None:
 
 
 def test_front_2d_keeps_only_non_dominated_points_of_the_view() -> None:
-    from optim.charts import front_2d
+    from optim.present.charts import front_2d
 
     rows = [dict(target_ms=1.0, metric=90.0), dict(target_ms=2.0, metric=95.0), dict(target_ms=3.0, metric=94.0),
             dict(target_ms=0.5, metric=80.0), dict(target_ms=2.0, metric=93.0)]

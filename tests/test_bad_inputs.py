@@ -13,7 +13,6 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from optim._torch_import import pickle_globals
 from optim.errors import (
     FileTooLargeError,
     MalformedModelError,
@@ -23,7 +22,8 @@ from optim.errors import (
     UnknownFormatError,
     UnsafeArchiveError,
 )
-from optim.model_io import EmptyFileError, UnsupportedOpsetError, load
+from optim.io.load import EmptyFileError, UnsupportedOpsetError, load
+from optim.io.torch_import import pickle_globals
 
 
 class _CreatesFile:
@@ -185,7 +185,7 @@ def test_load_raises_unknown_format_when_text_file_uploaded():
 
 
 def test_torch_jit_load_itself_refuses_foreign_globals(tiny_cnn_module, sentinel: Path):
-    """Verifies the claim in optim._torch_import: TorchScript's C++ unpickler resolves no Python globals."""
+    """Verifies the claim in optim.io.torch_import: TorchScript's C++ unpickler resolves no Python globals."""
     buf = io.BytesIO()
     torch.jit.save(torch.jit.script(tiny_cnn_module), buf)
     src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))

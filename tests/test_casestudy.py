@@ -7,10 +7,10 @@ import onnx
 import pytest
 
 from optim.__main__ import main
-from optim.casestudy import CaseStudyConfig, format_table, run_casestudy
-from optim.data import Dataset
 from optim.handle import ModelHandle
-from optim.measure import predict
+from optim.io.data import Dataset
+from optim.measure.core import predict
+from optim.sweep.casestudy import CaseStudyConfig, format_table, run_casestudy
 
 ROWS = ["baseline", "pruning", "pruning + distillation", "smaller student", "quantization", "combined"]
 

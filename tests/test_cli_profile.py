@@ -11,7 +11,7 @@ import pytest
 
 from optim.__main__ import main
 from optim.handle import ModelHandle
-from optim.measure import accuracy, predict
+from optim.measure.core import accuracy, predict
 
 FAST = ["--batch", "4", "--budget", "0.02", "--profile-runs", "3"]
 
@@ -35,7 +35,7 @@ def test_profile_prints_accuracy_latency_and_layers_when_given_model_file_and_da
     tiny_files: tuple[Path, Path], tiny_cnn: ModelHandle, tiny_images: tuple[np.ndarray, np.ndarray],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _needs("optim.model_io", "optim.summary")
+    _needs("optim.io.load", "optim.graph.summary")
     model_path, data_path = tiny_files
     rc = main(["profile", str(model_path), "--data", str(data_path), *FAST, "--opt-level", "disable"])
     out = capsys.readouterr().out
@@ -54,7 +54,7 @@ def test_profile_prints_accuracy_latency_and_layers_when_given_model_file_and_da
 def test_profile_prints_fidelity_when_reference_given(
     tiny_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs("optim.model_io", "optim.summary")
+    _needs("optim.io.load", "optim.graph.summary")
     model_path, data_path = tiny_files
     rc = main(["profile", str(model_path), "--reference", str(model_path), *FAST])
     out = capsys.readouterr().out
@@ -67,7 +67,7 @@ def test_profile_prints_fidelity_when_reference_given(
 def test_profile_exits_2_with_message_when_file_is_not_a_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs("optim.model_io")
+    _needs("optim.io.load")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not a model at all")
     rc = main(["profile", str(bad), *FAST])
@@ -85,8 +85,8 @@ def test_profile_exits_2_when_model_is_neither_file_nor_sample(capsys: pytest.Ca
 
 @pytest.mark.slow
 def test_profile_matches_manifest_top1_when_sample_built(capsys: pytest.CaptureFixture[str]) -> None:
-    _needs("optim.summary")
-    from optim.samples import get_sample_info
+    _needs("optim.graph.summary")
+    from optim.io.samples import get_sample_info
 
     try:
         info = get_sample_info("resnet_digits")
@@ -107,7 +107,7 @@ def test_profile_matches_manifest_top1_when_sample_built(capsys: pytest.CaptureF
 def test_profile_scores_csv_with_named_label_column(
     tmp_path: Path, tiny_mlp: ModelHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs("optim.model_io", "optim.summary")
+    _needs("optim.io.load", "optim.graph.summary")
     model_path = tmp_path / "mlp.onnx"
     onnx.save(tiny_mlp.model, str(model_path))
     rng = np.random.default_rng(3)
@@ -128,7 +128,7 @@ def test_profile_scores_csv_with_named_label_column(
 def test_profile_exits_2_when_data_shape_does_not_fit(
     tiny_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs("optim.model_io", "optim.data")
+    _needs("optim.io.load", "optim.io.data")
     model_path, _ = tiny_files
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((4, 3, 8, 8), np.float32), y=np.zeros(4, np.int64))

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from optim.data import Dataset, check_compatible, load_data
 from optim.errors import (
     DataFormatError,
     FileTooLargeError,
@@ -17,6 +16,8 @@ from optim.errors import (
     UnsafeArchiveError,
 )
 from optim.handle import ModelHandle
+from optim.io.data import Dataset, load_data
+from optim.io.model_data import check_compatible
 
 
 def _npz(**arrays: np.ndarray) -> bytes:

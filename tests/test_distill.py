@@ -8,10 +8,10 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from optim.data import Dataset
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
-from optim.measure import fidelity, predict
+from optim.io.data import Dataset
+from optim.measure.core import fidelity, predict
 from optim.passes import PassContext, get_pass
 from optim.passes.distill import DistillConfig, FakeQuantSTE, distill_loss
 

@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pytest
 
-from optim.data import load_data
 from optim.errors import OptimError
 from optim.handle import ModelHandle
-from optim.model_io import load
+from optim.io.data import load_data
+from optim.io.load import load
 
 
 def _mutations(raw: bytes, n: int, seed: int) -> list[bytes]:

@@ -68,7 +68,7 @@ def test_nchwc_plan_predicts_onnxruntime_reorder_count(tmp_path) -> None:
 
 
 def test_annotate_adds_reorder_rows_and_nchw_classes() -> None:
-    from optim.summary import summarize
+    from optim.graph.summary import summarize
 
     model = _convs(3, [32, 22, 22, 32])
     layers = graphinfo.annotate(summarize(ModelHandle(model, "m")).layers, model, True, BLOCK, "ort_cpu")
@@ -80,7 +80,7 @@ def test_annotate_adds_reorder_rows_and_nchw_classes() -> None:
 def test_estimate_host_prices_odd_width_conv_slower_than_aligned_one_of_equal_macs() -> None:
     odd = ModelHandle(_convs(32, [22, 22], hw=32), "odd", meta={"bits": 32})
     aligned = ModelHandle(_convs(32, [32, 32], hw=22), "aligned", meta={"bits": 32})
-    from optim.summary import summarize
+    from optim.graph.summary import summarize
 
     macs = {h.name: summarize(h).layers.set_index("node").loc["conv1", "macs"] for h in (odd, aligned)}
     assert macs["odd"] == macs["aligned"]  # 22·22·32² = 32·32·22²

@@ -28,7 +28,7 @@ def test_published_table_gives_ratio_of_predicted_to_published() -> None:
 
 
 def test_reference_models_match_mlperf_tiny_mac_counts() -> None:
-    from optim.summary import summarize
+    from optim.graph.summary import summarize
 
     macs = {n: summarize(reference_model(n)).macs for n in ("resnet8", "ds_cnn", "mobilenet_v1_025")}
     assert macs["resnet8"] == pytest.approx(12.5e6, rel=0.02)

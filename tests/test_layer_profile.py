@@ -1,4 +1,4 @@
-"""Tests for optim.layer_profile: runtime kernels at the real optimisation level mapped back to ONNX nodes."""
+"""Tests for optim.measure.layer_profile: runtime kernels at the real optimisation level mapped back to ONNX nodes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper
 
-from optim.data import Dataset
 from optim.handle import ModelHandle
-from optim.layer_profile import (
+from optim.io.data import Dataset
+from optim.measure.layer_profile import (
     LAYOUT_ROW,
     OTHER_ROW,
     borrow_in_order,
@@ -24,8 +24,8 @@ from optim.layer_profile import (
 )
 from optim.passes import get_pass
 from optim.passes.base import PassContext
-from optim.store import Store
-from optim.sweep import SweepConfig, measure_variant
+from optim.sweep.run import SweepConfig, measure_variant
+from optim.sweep.store import Store
 
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -190,7 +190,7 @@ def test_borrow_in_order_maps_kernels_missing_from_the_saved_graph_to_the_next_m
 
 
 def test_layer_comparison_marks_timeless_variant_nodes_fused_when_profile_is_mapped() -> None:
-    from optim.variant_view import layer_comparison
+    from optim.present.variant_view import layer_comparison
 
     base = pd.DataFrame({"node": ["conv", "relu"], "op_type": ["Conv", "Relu"], "ms": [2.0, None],
                          "kernels": ["FusedConv", None], "params": [10, 0]})  # fmt: skip

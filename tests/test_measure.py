@@ -1,4 +1,4 @@
-"""Tests for optim.measure: intervals, accuracy, fidelity, prediction, latency and the node profile."""
+"""Tests for optim.measure.core: intervals, accuracy, fidelity, prediction, latency and the node profile."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from optim.errors import ConfigError, ShapeMismatchError
-from optim.export import torch_to_onnx
 from optim.handle import ModelHandle
-from optim.measure import (
+from optim.io.export import torch_to_onnx
+from optim.measure.core import (
     accuracy,
     evaluate,
     fidelity,
@@ -23,7 +23,7 @@ from optim.measure import (
     profile_nodes,
     wilson_interval,
 )
-from optim.measure_timing import parse_profile, run_profiled
+from optim.measure.timing import parse_profile, run_profiled
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +267,8 @@ def _two_input_model(batch: int | str) -> ModelHandle:
 
 
 def test_predict_synthesises_second_input_when_model_has_two() -> None:
-    pytest.importorskip("optim.model_io")
-    from optim.model_io import synthesize_inputs
+    pytest.importorskip("optim.io.load")
+    from optim.io.load import synthesize_inputs
 
     handle = _two_input_model("batch")
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
@@ -278,7 +278,7 @@ def test_predict_synthesises_second_input_when_model_has_two() -> None:
 
 
 def test_latency_rebatches_multi_input_model() -> None:
-    pytest.importorskip("optim.model_io")
+    pytest.importorskip("optim.io.load")
     lat = latency(_two_input_model(1), batch=4, budget_s=0.01, min_runs=3)
     assert lat.batch_mode == "rebatched" and lat.runs >= 3
 
@@ -294,5 +294,5 @@ def test_run_profiled_returns_one_model_run_per_call_including_warmup(tiny_cnn: 
 def test_profile_nodes_reports_fewer_kernels_than_onnx_nodes_when_fused(tiny_cnn: ModelHandle) -> None:
     prof = profile_nodes(tiny_cnn, opt_level="all", runs=3)
     assert prof.opt_level == "all"
-    assert len(prof.table) < len(tiny_cnn.model.graph.node)  # Relus fused: why optim.layer_profile maps back
+    assert len(prof.table) < len(tiny_cnn.model.graph.node)  # Relus fused: why optim.measure.layer_profile maps back
     assert prof.table["ms"].sum() == pytest.approx(prof.node_sum_ms)

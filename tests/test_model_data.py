@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from optim.errors import ConfigError, ShapeMismatchError
-from optim.export import torch_to_onnx
 from optim.handle import ModelHandle
-from optim.model_data import image_kwargs, load_data_for
+from optim.io.export import torch_to_onnx
+from optim.io.model_data import image_kwargs, load_data_for
 
 
 def _grey_model() -> ModelHandle:

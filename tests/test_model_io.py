@@ -12,7 +12,6 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from optim._torch_import import TorchScriptShapesRequiredError
 from optim.errors import (
     ConfigError,
     DynamicShapeError,
@@ -21,8 +20,9 @@ from optim.errors import (
     PickleRefusedError,
     ShapeMismatchError,
 )
-from optim.export import torch_to_onnx
-from optim.model_io import input_specs, load, parse_input_shape, synthesize_inputs
+from optim.io.export import torch_to_onnx
+from optim.io.load import input_specs, load, parse_input_shape, synthesize_inputs
+from optim.io.torch_import import TorchScriptShapesRequiredError
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -276,7 +276,7 @@ def test_load_accepts_onnx_opsets_9_to_21(tiny_cnn, tiny_cnn_module, opset: int)
 
 
 def test_fold_constants_skips_folds_that_would_blow_up_the_file():
-    from optim._onnx_fold import fold_constants
+    from optim.io.fold import fold_constants
 
     n = helper.make_node
     nodes = [n("Constant", [], ["shape"], value_ints=[4096, 4096]),

@@ -13,9 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from optim.errors import PassUnavailableError
-from optim.export import torch_to_onnx
 from optim.handle import ModelHandle
-from optim.passes.onnx2torch import (
+from optim.io.export import torch_to_onnx
+from optim.passes._prune.onnx2torch import (
     SUPPORTED_OPS,
     UnsupportedOpsError,
     example_inputs,
@@ -128,16 +128,16 @@ def test_to_torch_turns_matmul_add_into_linear_layer() -> None:
 
 @pytest.mark.parametrize("name", ["lenet_opset9", pytest.param("mobilenet_v2", marks=pytest.mark.slow)])
 def test_to_torch_matches_onnxruntime_when_zoo_graph(name: str) -> None:
-    if importlib.util.find_spec("optim.zoo") is None:
-        pytest.skip("optim.zoo not committed yet")
-    from optim.zoo import zoo_model
+    if importlib.util.find_spec("optim.reference.zoo") is None:
+        pytest.skip("optim.reference.zoo not committed yet")
+    from optim.reference.zoo import zoo_model
 
     assert max_abs_diff_vs_ort(zoo_model(name)) < 1e-4
 
 
 def test_to_torch_matches_onnxruntime_when_bundled_samples() -> None:
     try:
-        from optim.samples import list_samples, load_sample
+        from optim.io.samples import list_samples, load_sample
 
         names = [s.name for s in list_samples()]
     except Exception as exc:  # samples helper or artifacts not there yet

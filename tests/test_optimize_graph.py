@@ -8,7 +8,7 @@ from optim.errors import ConfigError
 from optim.handle import ModelHandle
 from optim.passes import optimize_graph, prune_unstructured, quantize
 from optim.passes.base import PassContext, get_pass
-from optim.zoo import zoo_model
+from optim.reference.zoo import zoo_model
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from optim.analysis.pareto import best_under, knee_point, pareto_front, pareto_mask
 from optim.errors import ConfigError
-from optim.pareto import best_under, knee_point, pareto_front, pareto_mask
 
 OBJ3 = {"top1": "max", "latency_ms": "min", "effective_size_bytes": "min"}
 

@@ -12,8 +12,8 @@ from test_onnx2torch import tiny_vit_proto
 
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
+from optim.passes._prune.onnx2torch import UnsupportedOpsError, example_inputs
 from optim.passes.base import PassContext, get_pass
-from optim.passes.onnx2torch import UnsupportedOpsError, example_inputs
 from optim.passes.prune_structured import StructuredPruneConfig, run
 
 
@@ -155,7 +155,7 @@ def _ort_batched(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_prune_structured_recalibration_improves_fidelity_when_trained_sample() -> None:
     try:
-        from optim.samples import load_sample
+        from optim.io.samples import load_sample
 
         handle, test, train = load_sample("resnet_digits")
     except Exception as exc:  # sample artifacts not committed yet
@@ -199,7 +199,7 @@ def test_prune_structured_removes_exactly_the_dead_channels_when_they_have_zero_
         net.hidden.weight[:6] = 0.0
         net.hidden.bias[:6] = 0.0
         net.fc.weight[:, :6] = 0.0
-    from optim.export import torch_to_onnx
+    from optim.io.export import torch_to_onnx
 
     handle = ModelHandle(torch_to_onnx(net, [torch.randn(1, 3, 8, 8)], dynamic_batch=view), "flatten_net")
     out = run(handle, StructuredPruneConfig(ratio=0.5, recalibrate=False))
@@ -215,7 +215,7 @@ def test_prune_structured_removes_exactly_the_dead_channels_when_they_have_zero_
 
 def test_prune_structured_recalibration_reduces_logit_error_when_calibration_data(tiny_cnn: ModelHandle,
                                                                                     tiny_images: tuple) -> None:
-    from optim.data import Dataset
+    from optim.io.data import Dataset
 
     x = tiny_images[0]
     ctx = PassContext(calib=Dataset(x[:120], None, "calib"))
@@ -255,9 +255,9 @@ class _HeadsInterleaved(torch.nn.Module):
 
 
 def test_prune_heads_leaves_model_unchanged_when_layout_check_fails() -> None:
-    from optim.export import torch_to_onnx
-    from optim.passes.onnx2torch import to_torch
-    from optim.passes.prune_heads import prune_heads
+    from optim.io.export import torch_to_onnx
+    from optim.passes._prune.heads import prune_heads
+    from optim.passes._prune.onnx2torch import to_torch
 
     torch.manual_seed(0)
     proto = torch_to_onnx(_HeadsInterleaved().eval(), [torch.randn(1, 5, 16)])

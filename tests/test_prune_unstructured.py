@@ -7,9 +7,9 @@ from quant_helpers import run_model, wide_cnn
 
 from optim.errors import ConfigError, PassUnavailableError
 from optim.handle import ModelHandle
+from optim.passes._quant.core import weight_refs
 from optim.passes.base import get_pass
 from optim.passes.prune_unstructured import PruneUnstructuredConfig, magnitude_masks, prunable_weights, run
-from optim.passes.quant_core import weight_refs
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_run_zero_ratio_keeps_outputs(cnn: ModelHandle) -> None:
 def test_run_raises_when_only_classifier_has_weights() -> None:
     import torch
 
-    from optim.export import torch_to_onnx
+    from optim.io.export import torch_to_onnx
 
     h = ModelHandle(torch_to_onnx(torch.nn.Linear(4, 2), [torch.randn(1, 4)]), "lin")
     with pytest.raises(PassUnavailableError, match="include_classifier"):

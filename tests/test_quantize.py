@@ -6,8 +6,8 @@ from quant_helpers import agreement, dataset, run_model, wide_cnn, wide_mlp
 
 from optim.errors import ConfigError, ShapeMismatchError
 from optim.handle import ModelHandle
+from optim.passes._quant.core import packed_bytes, weight_refs
 from optim.passes.base import PassContext, get_pass
-from optim.passes.quant_core import packed_bytes, weight_refs
 from optim.passes.quantize import QuantizeConfig, fake_quantize, quantization_error, run
 
 
@@ -191,7 +191,7 @@ def test_quantize_config_rejects_bits_outside_2_to_8() -> None:
 
 def _sample(name: str):
     try:
-        from optim.samples import load_sample
+        from optim.io.samples import load_sample
 
         return load_sample(name)
     except Exception as exc:  # noqa: BLE001 - sample artifacts may not be built in this checkout
@@ -206,7 +206,7 @@ def _sample(name: str):
     [("resnet_digits", 0.26), ("mobilenetv2_digits", 0.34)],
 )
 def test_int8_static_default_meets_targets_on_bundled_cnn(name: str, max_ratio: float) -> None:
-    from optim import measure
+    from optim.measure import core as measure
 
     handle, test, train = _sample(name)
     out = run(handle, QuantizeConfig(), PassContext(calib=train))

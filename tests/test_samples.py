@@ -7,9 +7,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from optim.data import Dataset
 from optim.errors import ConfigError, DataFormatError
-from optim.samples import SAMPLES_DIR, decode_x, list_samples, load_sample, samples_dir
+from optim.io.data import Dataset
+from optim.io.samples import SAMPLES_DIR, decode_x, list_samples, load_sample, samples_dir
 
 EXPECTED = {"resnet_digits", "mobilenetv2_digits", "vit_digits", "mlp_tabular"}
 MIN_TOP1 = {"resnet_digits": 0.985, "mobilenetv2_digits": 0.95, "vit_digits": 0.90}

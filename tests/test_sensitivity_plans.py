@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from optim.analysis.plans import apply_bit_plan, bit_plan, knapsack, pruning_plan, uniform_bytes
+from optim.analysis.sensitivity import analyze, perturb, ranking, weight_layers, zero_channels
 from optim.errors import ConfigError
-from optim.export import torch_to_onnx
 from optim.handle import ModelHandle
-from optim.measure import predict
-from optim.plans import apply_bit_plan, bit_plan, knapsack, pruning_plan, uniform_bytes
-from optim.sensitivity import analyze, perturb, ranking, weight_layers, zero_channels
+from optim.io.export import torch_to_onnx
+from optim.measure.core import predict
 
 
 @pytest.fixture(scope="module")

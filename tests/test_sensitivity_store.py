@@ -12,8 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from optim import api
-from optim.data import Dataset
-from optim.store import SENSITIVITY_COLUMNS, Store
+from optim.io.data import Dataset
+from optim.sweep.store import SENSITIVITY_COLUMNS, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = {"prune_levels": (0.5,), "quant_bits": (4,)}
@@ -86,27 +86,27 @@ def test_start_sensitivity_stores_rows_and_rerun_reads_them_without_recomputing(
     assert df.attrs["metric_name"] == "accuracy"
     assert (df["metric"] + df["drop"]).round(6).nunique() == 1  # drop = baseline - metric on every row
 
-    import optim.sensitivity
+    import optim.analysis.sensitivity
 
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("recomputed a stored analysis")
 
-    monkeypatch.setattr(optim.sensitivity, "analyze", boom)
+    monkeypatch.setattr(optim.analysis.sensitivity, "analyze", boom)
     again = api.start_sensitivity(loaded, n=60, **SHORT)
     assert again.wait(30) and again.state == "done", again.error
     pd.testing.assert_frame_equal(api.stored_sensitivity(loaded, n=60), df)
 
 
 def test_start_sensitivity_cancel_stores_nothing(tiny_cnn, tiny_images, monkeypatch: pytest.MonkeyPatch) -> None:
-    import optim.measure
+    import optim.measure.core
 
-    real = optim.measure.predict
+    real = optim.measure.core.predict
 
     def slow_predict(*args: object, **kwargs: object) -> np.ndarray:
         time.sleep(0.05)  # so the cancel lands while layers remain, however fast the machine
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(optim.measure, "predict", slow_predict)
+    monkeypatch.setattr(optim.measure.core, "predict", slow_predict)
     loaded = _loaded(tiny_cnn, tiny_images, with_train=False)
     job = api.start_sensitivity(loaded, n=32)
     job.cancel()

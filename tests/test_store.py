@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from optim.handle import ModelHandle
-from optim.store import VARIANT_COLUMNS, Store, canonical_json, default_store_dir, stable_id
+from optim.sweep.store import VARIANT_COLUMNS, Store, canonical_json, default_store_dir, stable_id
 
 
 def _row(sweep_id: str, key: str, seq: int, **kw: object) -> dict:

@@ -5,10 +5,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from optim.graph.summary import COLUMNS, summarize
 from optim.handle import ModelHandle
-from optim.model_io import load
-from optim.summary import COLUMNS, summarize
-from optim.zoo import zoo_model
+from optim.io.load import load
+from optim.reference.zoo import zoo_model
 
 RNG = np.random.default_rng(0)
 

@@ -14,14 +14,14 @@ import numpy as np
 import onnx
 import pytest
 
-from optim import sweep_exec
-from optim.data import Dataset
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
+from optim.io.data import Dataset
 from optim.passes import base
-from optim.store import Store
-from optim.sweep import SweepConfig, SweepProgress, run_sweep, sweep_id_for
-from optim.sweep_exec import LocalExecutor, SerialExecutor, Variant, quant_settings
+from optim.sweep import executors as sweep_exec
+from optim.sweep.executors import LocalExecutor, SerialExecutor, Variant, quant_settings
+from optim.sweep.run import SweepConfig, SweepProgress, run_sweep, sweep_id_for
+from optim.sweep.store import Store
 
 FAST = dict(latency_budget_s=0.02, profile_runs=2)
 GRID = SweepConfig(ratios=(0, 0.5), bits=(32, 8, 4), prune_kinds=("structured", "unstructured"), **FAST)
@@ -157,11 +157,11 @@ sys.path.insert(0, {tests!r})
 import numpy as np, onnx
 import _sweep_fakes
 _sweep_fakes.install_globally()
-from optim.data import Dataset
+from optim.io.data import Dataset
 from optim.handle import ModelHandle
-from optim.store import Store
-from optim.sweep import SweepConfig, run_sweep
-from optim.sweep_exec import SerialExecutor
+from optim.sweep.store import Store
+from optim.sweep.run import SweepConfig, run_sweep
+from optim.sweep.executors import SerialExecutor
 d = np.load({data!r})
 handle = ModelHandle(onnx.load({model!r}), "tiny_mlp")
 cfg = SweepConfig(ratios=(0, 0.5), bits=(32, 8, 4), prune_kinds=("structured", "unstructured"),
@@ -317,7 +317,7 @@ def test_run_sweep_composes_real_passes_on_tiny_cnn(
 def test_format_pareto_uses_agreement_when_data_has_no_labels() -> None:
     import pandas as pd
 
-    from optim.cli_sweep import format_pareto
+    from optim.cli.sweep import format_pareto
 
     df = pd.DataFrame({"variant_id": ["a", "b", "c"], "label": ["dense · FP32", "dense · INT8", "dense · INT4"],
                        "status": ["ok", "ok", "failed"], "executable": [True, True, False],
@@ -332,7 +332,7 @@ def test_format_pareto_uses_agreement_when_data_has_no_labels() -> None:
 @pytest.mark.slow
 def test_run_sweep_keeps_int8_static_accuracy_and_shrinks_file_on_bundled_resnet(tmp_path: Path) -> None:
     from optim.errors import OptimError
-    from optim.samples import load_sample
+    from optim.io.samples import load_sample
 
     try:
         handle, test, train = load_sample("resnet_digits")
@@ -350,19 +350,19 @@ def test_run_sweep_keeps_int8_static_accuracy_and_shrinks_file_on_bundled_resnet
 def test_sweep_id_for_changes_when_engine_code_changes(
     monkeypatch: pytest.MonkeyPatch, tiny_mlp: ModelHandle, mlp_data: tuple[Dataset, Dataset]
 ) -> None:
-    import optim.sweep
+    import optim.sweep.run
 
     test, calib = mlp_data
     assert sweep_exec.engine_fingerprint() == sweep_exec.engine_fingerprint()
     before = sweep_id_for(tiny_mlp, test, calib, GRID)
-    monkeypatch.setattr(optim.sweep, "engine_fingerprint", lambda: "edited passes")
+    monkeypatch.setattr(optim.sweep.run, "engine_fingerprint", lambda: "edited passes")
     assert sweep_id_for(tiny_mlp, test, calib, GRID) != before
 
 
 def test_fastest_within_baseline_picks_fastest_inside_interval() -> None:
     import pandas as pd
 
-    from optim.cli_sweep import fastest_within_baseline
+    from optim.cli.sweep import fastest_within_baseline
 
     df = pd.DataFrame({"label": ["base", "a", "b", "c"], "status": ["ok", "ok", "ok", "failed"],
                        "prune_ratio": [0.0, 0.25, 0.5, 0.75], "bits": [32, 8, 8, 8],
@@ -417,3 +417,19 @@ def test_sweep_id_for_ignores_target_device_but_not_measurement_settings(
     assert sweep_id_for(tiny_mlp, test, calib, dataclasses.replace(GRID, target_device="rpi4")) == sid
     assert sweep_id_for(tiny_mlp, test, calib, dataclasses.replace(GRID, latency_threads=2)) != sid
     assert sweep_id_for(tiny_mlp, test, None, GRID) != sid
+
+
+@pytest.mark.parametrize("package", sweep_exec.FINGERPRINT_PACKAGES)
+def test_engine_fingerprint_changes_when_any_file_of_a_result_shaping_package_changes(
+    tmp_path: Path, package: str
+) -> None:
+    import shutil
+
+    import optim
+
+    tree = tmp_path / "optim"
+    shutil.copytree(Path(optim.__file__).parent, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    before = sweep_exec.engine_fingerprint(tree)
+    deepest = max((tree / package).rglob("*.py"), key=lambda p: len(p.parts))
+    deepest.write_text(deepest.read_text() + "\n# edited\n")
+    assert sweep_exec.engine_fingerprint(tree) != before

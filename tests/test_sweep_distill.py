@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from optim.data import Dataset
 from optim.handle import ModelHandle
-from optim.measure import predict
-from optim.store import Store
-from optim.sweep import SweepConfig, run_sweep
+from optim.io.data import Dataset
+from optim.measure.core import predict
+from optim.sweep.run import SweepConfig, run_sweep
+from optim.sweep.store import Store
 
 
 def test_run_sweep_adds_distilled_and_auto_bits_variants(tiny_cnn: ModelHandle, tmp_path: Path) -> None:
@@ -54,8 +54,8 @@ def test_run_sweep_auto_kind_prunes_with_a_per_layer_plan(tiny_cnn: ModelHandle,
 
 
 def test_prune_structured_applies_layer_ratios_only_to_listed_layers(tiny_cnn: ModelHandle) -> None:
+    from optim.graph.summary import summarize
     from optim.passes import get_pass
-    from optim.summary import summarize
 
     p = get_pass("prune_structured")
     out = p.run(tiny_cnn, p.config_cls(ratio=0.0, layer_ratios=(("/pw/Conv", 0.5),)))

@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 
 from optim.errors import ConfigError
-from optim.zoo import ZOO_NAMES, zoo_model
+from optim.reference.zoo import ZOO_NAMES, zoo_model
 
 
 def _run(model: onnx.ModelProto) -> np.ndarray:

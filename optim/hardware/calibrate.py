@@ -88,7 +88,7 @@ def default_calibration_models(minimum: int = 3) -> list[ModelHandle]:
     while the FP32 factors at the VNNI peak give -4 % / -23 %."""
     handles: list[ModelHandle] = []
     try:
-        from optim import samples
+        from optim.io import samples as samples
 
         for info in samples.list_samples():
             if info.model_path.exists():
@@ -122,8 +122,8 @@ def int8_peak_ratio() -> float:
 
 def quantized(handle: ModelHandle) -> ModelHandle:
     """INT8 static QDQ variant of ``handle`` (per-channel weights), calibrated on 16 seeded random inputs."""
-    from optim.data import Dataset
-    from optim.model_io import synthesize_inputs
+    from optim.io.data import Dataset
+    from optim.io.load import synthesize_inputs
     from optim.passes.base import PassContext, get_pass
 
     x = np.concatenate([next(iter(synthesize_inputs(handle.model, 1, seed=i).values())) for i in range(16)])
@@ -137,7 +137,7 @@ def robust_profile(handle: ModelHandle, repeats: int = 4, runs: int = 5) -> pd.D
 
     On a shared machine a preempted run inflates a node's mean several-fold; the minimum of a few short
     means is far more repeatable than one long mean."""
-    from optim import measure
+    from optim.measure import core as measure
 
     tables = [measure.profile_nodes(handle, threads=1, opt_level="all", runs=runs).table[["node", "op_type", "ms"]]
               for _ in range(repeats)]
@@ -175,7 +175,7 @@ def node_table(handle: ModelHandle, repeats: int = 4, runs: int = 5, target_ms: 
     times are rescaled to sum to it: the profiler times kernels in wall-clock, which preemption on a
     shared machine inflates by a different factor in every profiling session (1.05-1.35x seen here),
     while the shares between kernels are stable."""
-    from optim.summary import summarize
+    from optim.graph.summary import summarize
 
     layers = graphinfo.annotate(summarize(handle).layers, handle.model, fuses=False, channel_block=channel_block())
     prof = robust_profile(handle, repeats, runs)
@@ -320,8 +320,8 @@ def measured_latency_ms(handle: ModelHandle, budget_s: float = 0.3, min_runs: in
     time it is not inflated when other jobs preempt us (this project's 2 shared cores: ResNet-18 read
     ~50 ms wall vs 16.4 ms CPU under load, 16.4 ms being the sum of its per-kernel minima).
     ``clock="wall"`` gives the wall-clock median, what ``measure.latency`` reports."""
-    from optim import measure
-    from optim.model_io import synthesize_inputs
+    from optim.io.load import synthesize_inputs
+    from optim.measure import core as measure
 
     timer = time.thread_time if clock == "cpu" else time.perf_counter
     sess = measure.make_session(handle, threads=1, opt_level="all")

@@ -1,6 +1,6 @@
 """Per-layer latency, memory fit and rough energy of a variant on a target device.
 
-``estimate(handle, device_id)`` reads the per-node counts from :func:`optim.summary.summarize`, picks
+``estimate(handle, device_id)`` reads the per-node counts from :func:`optim.graph.summary.summarize`, picks
 the precision path the device takes for the variant's bits (native, emulated, converted, fallback),
 prices every layer with the roofline in :mod:`optim.hardware.roofline`, checks the model fits the
 device's memories and multiplies by power for a rough energy. For the "measured" targets (this machine,
@@ -50,7 +50,7 @@ class Estimate:
 
 
 def _summary_layers(handle: ModelHandle) -> pd.DataFrame:
-    from optim.summary import summarize
+    from optim.graph.summary import summarize
 
     return summarize(handle).layers
 
@@ -143,8 +143,8 @@ def _roofline_layers(handle: ModelHandle, device: Device, batch: int) -> tuple[p
 
 def _measured_layers(handle: ModelHandle, layers: pd.DataFrame) -> pd.DataFrame:
     """Add ``measured_ms``: this machine's per-kernel profile (ORT_ENABLE_ALL) mapped to graph nodes."""
-    from optim import measure
     from optim.hardware.calibrate import map_fused_nodes
+    from optim.measure import core as measure
 
     prof = measure.profile_nodes(handle, threads=1, opt_level="all", runs=10).table
     mapping = map_fused_nodes(handle.model, prof["node"].tolist())
@@ -155,7 +155,7 @@ def _measured_layers(handle: ModelHandle, layers: pd.DataFrame) -> pd.DataFrame:
 
 
 def _measured_total(handle: ModelHandle, device: Device, batch: int) -> float:
-    from optim import measure
+    from optim.measure import core as measure
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.id == "cuda_measured" else None
     lat = measure.latency(handle, batch=batch, threads=1, opt_level="all", budget_s=0.5, providers=providers)

@@ -3,7 +3,7 @@
 The MLPerf Tiny v1.0 benchmark models — ResNet-8 (CIFAR-10 image classification, 32×32×3),
 DS-CNN small (keyword spotting, 49×10 MFCC), MobileNetV1 α=0.25 (visual wake words, 96×96×3) — are
 not in any dependency we have, and weights must never be downloaded, so their layer layouts are
-written here from the benchmark's model descriptions and exported through ``optim.export``.
+written here from the benchmark's model descriptions and exported through ``optim.io.export``.
 Width-multiplied variants (``width``) stand in for structured-pruning sweep variants in validation.
 """
 
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from optim.errors import ConfigError
-from optim.export import torch_to_onnx
 from optim.handle import ModelHandle
+from optim.io.export import torch_to_onnx
 
 REFERENCE_NAMES = ("resnet8", "ds_cnn", "mobilenet_v1_025")
 INPUT_SHAPES = {"resnet8": (1, 3, 32, 32), "ds_cnn": (1, 1, 49, 10), "mobilenet_v1_025": (1, 3, 96, 96)}

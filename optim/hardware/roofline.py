@@ -2,7 +2,7 @@
 
 A layer costs ``max(ops / (peak × eff_compute), bytes / (bandwidth × eff_memory)) + overhead``;
 the bound is whichever term wins, intensity is ops per byte moved. Inputs are the per-node columns of
-``optim.summary.summarize(handle).layers`` plus the op class and fusion flags worked out from the graph
+``optim.graph.summary.summarize(handle).layers`` plus the op class and fusion flags worked out from the graph
 (see :mod:`optim.hardware.graphinfo`). Written here because roofline tools (e.g. nn-Meter, ANNETTE)
 are research code bound to their own graph formats and kernel tables, not libraries we can call.
 """

@@ -51,7 +51,7 @@ PUBLISHED: tuple[PublishedPoint, ...] = (
 def architecture(name: str) -> ModelHandle:
     """FP32 graph of a zoo or MLPerf Tiny reference architecture."""
     from optim.hardware.reference_models import REFERENCE_NAMES, reference_model
-    from optim.zoo import zoo_model
+    from optim.reference.zoo import zoo_model
 
     if name in REFERENCE_NAMES:
         return reference_model(name)

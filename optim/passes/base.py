@@ -21,8 +21,8 @@ from optim.handle import ModelHandle
 class PassContext:
     """What a pass may need beyond its config: data and the progress/cancel hooks of the caller."""
 
-    calib: Any = None  # optim.data.Dataset used for calibration (INT8 static), or None
-    train: Any = None  # optim.data.Dataset used for fine-tuning / distillation, or None
+    calib: Any = None  # optim.io.data.Dataset used for calibration (INT8 static), or None
+    train: Any = None  # optim.io.data.Dataset used for fine-tuning / distillation, or None
     teacher: Any = None  # ModelHandle of the original model (distillation, fidelity), or None
     progress: Callable[[float, str], None] | None = None
     should_cancel: Callable[[], bool] | None = None
@@ -100,8 +100,6 @@ PASS_MODULES = (
 
 def _load_all() -> None:
     import importlib
-    import importlib.util
 
     for mod in PASS_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
+        importlib.import_module(mod)

@@ -30,8 +30,8 @@ from torch.nn.utils import parametrize
 
 from optim.errors import ConfigError, ShapeMismatchError
 from optim.handle import ModelHandle
+from optim.passes._prune.onnx2torch import to_torch
 from optim.passes.base import PassContext, check_range, register
-from optim.passes.onnx2torch import to_torch
 
 _WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -105,7 +105,7 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Ten
 
 
 def _teacher_logits(ctx: PassContext, x: np.ndarray) -> np.ndarray:
-    from optim.measure import predict
+    from optim.measure.core import predict
 
     return np.asarray(predict(ctx.teacher, x, batch_size=128, threads=2), dtype=np.float32)
 

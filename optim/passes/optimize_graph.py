@@ -24,8 +24,8 @@ import onnxruntime as ort
 
 from optim.errors import PassUnavailableError
 from optim.handle import ModelHandle
+from optim.passes._quant.core import load_embedded, op_histogram, scratch_dir
 from optim.passes.base import PassContext, check_choice, register
-from optim.passes.quant_core import load_embedded, op_histogram, scratch_dir
 
 LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

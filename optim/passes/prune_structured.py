@@ -3,7 +3,7 @@
 Pipeline: ONNX → torch (``onnx2torch.to_torch``) → torch-pruning's dependency graph (which channels
 are coupled through residual additions, concatenations, depthwise groups, batch norms and
 flatten→linear) → prune with an importance criterion chosen by name → per-channel recalibration
-(``recalibrate.py``) → ``optim.export.torch_to_onnx`` with weights embedded.
+(``recalibrate.py``) → ``optim.io.export.torch_to_onnx`` with weights embedded.
 
 Coupled dimensions torch-pruning cannot follow through an ONNX graph are found while tracing: the
 converter marks outputs of nodes that index, split or reshape channels (attention heads), that add
@@ -32,12 +32,12 @@ import torch_pruning as tp
 from torch import nn
 
 from optim.errors import PassUnavailableError
-from optim.export import torch_to_onnx
 from optim.handle import ModelHandle
+from optim.io.export import torch_to_onnx
+from optim.passes._prune.heads import prune_heads
+from optim.passes._prune.onnx2torch import OnnxModule, example_inputs, to_torch
+from optim.passes._prune.recalibrate import recalibrate
 from optim.passes.base import PassContext, check_choice, check_range, register
-from optim.passes.onnx2torch import OnnxModule, example_inputs, to_torch
-from optim.passes.prune_heads import prune_heads
-from optim.passes.recalibrate import recalibrate
 
 SCOPES = ("uniform", "global")
 IMPORTANCES = ("l1", "l2", "random", "taylor")
@@ -68,7 +68,7 @@ class StructuredPruneConfig:
     seed: int = field(default=0, metadata={"help": "Seed for random importance and synthetic data.",
                                            "min": 0, "max": 2**31 - 1})
     layer_ratios: tuple[tuple[str, float], ...] = field(default=(), metadata={
-        "help": "Per-layer ratios as (ONNX node name, ratio) pairs, e.g. from optim.plans.pruning_plan; "
+        "help": "Per-layer ratios as (ONNX node name, ratio) pairs, e.g. from optim.analysis.plans.pruning_plan; "
                 "layers not listed use `ratio`. A coupled group takes the ratio of its first layer."})
 
     def __post_init__(self) -> None:

@@ -21,8 +21,8 @@ from onnx import numpy_helper
 
 from optim.errors import PassUnavailableError
 from optim.handle import ModelHandle
+from optim.passes._quant.core import replace_initializers, weight_refs
 from optim.passes.base import PassContext, check_choice, check_range, register
-from optim.passes.quant_core import replace_initializers, weight_refs
 
 NOTE = (
     "Unstructured sparsity: weights are zeroed but the tensors stay dense, so the file size and the latency "

@@ -30,9 +30,10 @@ import onnx
 
 from optim.errors import PassUnavailableError
 from optim.handle import ModelHandle
-from optim.passes import quant_int8, quant_lowbit
+from optim.passes._quant import int8 as quant_int8
+from optim.passes._quant import lowbit as quant_lowbit
+from optim.passes._quant.core import QuantError, cpu_has_vnni, fake_quantize, quantization_error, weight_refs
 from optim.passes.base import PassContext, check_choice, check_range, register
-from optim.passes.quant_core import QuantError, cpu_has_vnni, fake_quantize, quantization_error, weight_refs
 
 __all__ = ["QuantizeConfig", "run", "fake_quantize", "quantization_error", "QuantError", "variant_label"]
 

@@ -1,0 +1,193 @@
+"""``python -m optim sweep MODEL``: build and measure a grid of compressed variants, print the Pareto set.
+
+MODEL is a bundled sample name (``resnet_digits``; its own test set and a 256-sample calibration set
+from its training split) or a model file with ``--data FILE``. Results go to the store
+(``--store DIR``, default ``$OPTIM_DATA_DIR`` or ``<repo>/.optim_data``): an identical second run
+returns the stored results at once, and an interrupted run resumes where it stopped.
+
+Example: python -m optim sweep resnet_digits --ratios 0,0.25,0.5,0.75 --bits 32,16,8,4 --csv out.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from optim.errors import ConfigError, OptimError
+from optim.handle import ModelHandle
+
+CALIB_SAMPLES = 256
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("sweep", help="grid of pruning ratios × bit-widths, measured; prints the Pareto set",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("model", metavar="MODEL", help="bundled sample name or path to a model file")
+    p.add_argument("--data", type=Path, help="evaluation data (.npz with x[,y], .csv, .zip of class folders)")
+    p.add_argument("--label-column", help="label column of a --data CSV")
+    p.add_argument("--calib", type=Path, help="calibration data for INT8 static (default: the sample's train split)")
+    p.add_argument("--no-calib", action="store_true", help="no calibration data: 8 bits means INT8 dynamic")
+    p.add_argument("--ratios", default="0,0.25,0.5,0.75", help="pruning ratios (default 0,0.25,0.5,0.75)")
+    p.add_argument("--bits", default="32,16,8,4", help="bit-widths; 2,3,5,6,7 are simulated (default 32,16,8,4)")
+    p.add_argument("--kinds", default="structured,unstructured", help="pruning kinds (default both)")
+    p.add_argument("--opt-levels", default="all", help="ORT optimisation levels: disable,basic,extended,all")
+    p.add_argument("--importance", default="l2", help="pruning importance criterion (default l2)")
+    p.add_argument("--eval-limit", type=int, help="evaluate on at most N test samples")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
+    p.add_argument("--budget", type=float, default=0.3, help="seconds of timed runs per variant (default 0.3)")
+    p.add_argument("--workers", type=int, default=1, help="build threads running ahead of measurement")
+    p.add_argument("--distill", action="store_true",
+                   help="also build a distilled copy of every pruned variant (uses the training split)")
+    p.add_argument("--distill-seconds", type=float, default=30.0, help="distillation budget per pruned model")
+    p.add_argument("--auto-bits", action="store_true",
+                   help="add a sensitivity-based per-layer mixed-precision variant (size of uniform INT4)")
+    p.add_argument("--csv", type=Path, help="write every variant (with a pareto column) to this CSV")
+    p.add_argument("--store", type=Path, help="results directory (default $OPTIM_DATA_DIR or .optim_data)")
+    p.set_defaults(func=run)
+
+
+def _split(text: str, cast: type, name: str) -> tuple[Any, ...]:
+    try:
+        return tuple(cast(t.strip()) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ConfigError(f"--{name}: expected a comma-separated list, got {text!r}.") from None
+
+
+def _load_data(path: Path, handle: ModelHandle, label_column: str | None) -> Any:
+    from optim.io.model_data import load_data_for
+
+    return load_data_for(handle, path, label_column=label_column)
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
+    """(model, test data, calibration data or None, training data or None) from the command line."""
+    path = Path(args.model)
+    calib = train = None
+    if path.is_file():
+        from optim.io.load import load
+
+        handle, test = load(path, path.name), None
+    else:
+        from optim.io.samples import list_samples, load_sample
+
+        try:
+            names = [s.name for s in list_samples()]
+        except OptimError:
+            names = []
+        if args.model not in names:
+            listing = ", ".join(names) if names else "none built; run `make samples`"
+            raise ConfigError(f"MODEL {args.model!r} is neither a file nor a bundled sample (samples: {listing}).")
+        handle, test, train = load_sample(args.model)
+        calib = train.subset(CALIB_SAMPLES)
+    if args.data:
+        test = _load_data(args.data, handle, args.label_column)
+    if test is None:
+        raise ConfigError("This model has no bundled test data: pass --data FILE (npz, csv or zip of class folders; "
+                          "without labels the sweep reports agreement with the original model).")
+    if args.calib:
+        calib = _load_data(args.calib, handle, args.label_column).subset(CALIB_SAMPLES)
+    return handle, test, None if args.no_calib else calib, train
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (a line per update when stderr is not a terminal)."""
+
+    def __init__(self, stream: Any = None, width: int = 28) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last_done = -1
+
+    def __call__(self, p: Any) -> None:
+        if not self.tty and p.done == self.last_done:
+            return
+        self.last_done = p.done
+        filled = int(round(self.width * p.fraction))
+        eta = f" ETA {p.eta_s:4.0f} s" if p.eta_s is not None and p.done < p.total else ""
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {p.done:>3}/{p.total} {p.current:<28}{eta}"
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def format_pareto(df: pd.DataFrame) -> str:
+    """The Pareto set (top-1 ↑, latency ↓, effective size ↓) as an aligned text table.
+
+    Without labels (no top-1 anywhere) agreement with the baseline's predictions takes top-1's place.
+    """
+    from optim.analysis.pareto import knee_point, pareto_front
+
+    metric = "top1" if df["top1"].notna().any() else "agreement"
+    objectives = {metric: "max", "latency_ms": "min", "effective_size_bytes": "min"}
+    front = pareto_front(df, objectives)
+    knee = knee_point(df, {metric: "max", "latency_ms": "min"})
+    head = "top-1" if metric == "top1" else "agree"
+    lines = [f"{'variant':<36} {head:>7} {'95% interval':>16} {'latency ms':>11} {'size MB':>8} {'MACs M':>8}"]
+    for r in front.to_dict("records"):
+        ci = f"[{100 * r['top1_lo']:5.1f}, {100 * r['top1_hi']:5.1f}]" if metric == "top1" else ""
+        macs = f"{r['macs'] / 1e6:8.2f}" if pd.notna(r["macs"]) else "     n/a"
+        sim = "" if r["executable"] else " (sim)"
+        mark = " ← knee" if knee is not None and r["variant_id"] == knee["variant_id"] else ""
+        lines.append(f"{(r['label'] + sim):<36} {100 * r[metric]:6.2f}% {ci:>16} {r['latency_ms']:11.3f} "
+                     f"{r['effective_size_bytes'] / 1e6:8.3f} {macs}{mark}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def fastest_within_baseline(df: pd.DataFrame) -> pd.Series | None:
+    """The fastest ok variant whose top-1 is at least the baseline's lower 95 % bound (then smallest)."""
+    base = df[(df["prune_ratio"] == 0) & (df["bits"] == 32) & (df["status"] == "ok")]
+    if base.empty or pd.isna(base["top1_lo"].iloc[0]):
+        return None
+    ok = df[(df["status"] == "ok") & (df["top1"] >= base["top1_lo"].iloc[0])]
+    return ok.sort_values(["latency_ms", "effective_size_bytes"], kind="stable").iloc[0] if len(ok) else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from optim.analysis.pareto import pareto_mask
+    from optim.sweep.executors import LocalExecutor
+    from optim.sweep.run import SweepConfig, run_sweep
+    from optim.sweep.store import Store
+
+    config = SweepConfig(
+        ratios=_split(args.ratios, float, "ratios"), bits=_split(args.bits, int, "bits"),
+        prune_kinds=_split(args.kinds, str, "kinds"), opt_levels=_split(args.opt_levels, str, "opt-levels"),
+        importance=args.importance, latency_threads=args.threads, latency_budget_s=args.budget,
+        eval_limit=args.eval_limit, distill=args.distill, distill_budget_s=args.distill_seconds,
+        auto_bits=args.auto_bits,
+    )  # fmt: skip
+    handle, test, calib, train = load_inputs(args)
+    store = Store(args.store)
+    bar = ProgressBar()
+    t0 = time.perf_counter()
+    try:
+        sid = run_sweep(handle, test, calib, config, store, progress=bar, executor=LocalExecutor(args.workers),
+                        train=train)
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    df = store.variants(sid)
+    n_failed = int((df["status"] == "failed").sum())
+    print(f"sweep {sid}: {len(df)} variants of {handle.name} ({n_failed} failed) in {elapsed:.1f} s; "
+          f"store {store.path}")  # fmt: skip
+    print("Pareto set (accuracy ↑, latency ↓, size ↓; latency: median, batch 1, "
+          f"{config.latency_threads} thread(s); (sim) = simulated precision):")  # fmt: skip
+    print(format_pareto(df))
+    pick = fastest_within_baseline(df)
+    if pick is not None:
+        print(f"fastest variant within the baseline's 95 % interval: {pick['label']} "
+              f"({100 * pick['top1']:.2f} %, {pick['latency_ms']:.3f} ms, {pick['effective_size_bytes'] / 1e6:.3f} MB)")
+    for r in df[df["status"] == "failed"].itertuples(index=False):
+        print(f"failed: {r.label}: {r.error}")
+    if args.csv:
+        df.assign(pareto=pareto_mask(df)).drop(columns=["meta_json"]).to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return 0

@@ -1,0 +1,344 @@
+"""Evaluation data: the :class:`Dataset` value object, upload loaders and the model/data check.
+
+Formats: ``.npz`` (``x``, optional ``y``; read with ``allow_pickle=False``), ``.csv`` (numeric
+columns, optional label column) and ``.zip`` of images in one folder per class. The image-folder
+reader is written here rather than taken from torchvision (not a dependency) because it must read
+from untrusted bytes in memory with explicit bounds: member paths are checked for zip-slip, the
+uncompressed total and the file count are capped before anything is decoded, and nothing is
+written to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from optim.errors import (
+    DataFormatError,
+    FileTooLargeError,
+    UnsafeArchiveError,
+)
+from optim.io.zips import ZIP_READ_ERRORS
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Inputs ``x`` (float32, ``(N, *model_input_shape[1:])``), optional int64 labels ``y``."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    name: str
+    class_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.x.ndim < 1:
+            raise DataFormatError(f"Dataset {self.name!r}: x must have a sample axis, got a scalar.")
+        if self.y is not None and len(self.y) != len(self.x):
+            raise DataFormatError(
+                f"Dataset {self.name!r}: {len(self.x)} inputs but {len(self.y)} labels; they must match."
+            )
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 (hex) over shapes, dtypes and bytes of ``x`` and ``y``."""
+        h = hashlib.sha256()
+        for arr in (self.x, self.y):
+            if arr is None:
+                h.update(b"none")
+                continue
+            a = np.ascontiguousarray(arr)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
+    def subset(self, n: int, seed: int = 0) -> Dataset:
+        """``n`` samples drawn without replacement (seeded; sorted order); the whole set if ``n >= len``."""
+        if n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=max(n, 0), replace=False))
+        y = None if self.y is None else self.y[idx]
+        return Dataset(x=self.x[idx], y=y, name=f"{self.name}[{n}]", class_names=self.class_names)
+
+
+# ---------------------------------------------------------------- loading ------------------------
+DEFAULT_MAX_BYTES = 512 * 2**20
+MAX_ARCHIVE_MEMBERS = 100_000
+MAX_IMAGE_PIXELS = 16_000_000
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LABEL_COLUMN_NAMES = ("label", "target", "y")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _read_source(source: Path | str | bytes, max_bytes: int) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataFormatError(f"Data file {path} does not exist.")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise FileTooLargeError(
+                f"Data file is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit; "
+                "upload a smaller subset."
+            )
+        data = path.read_bytes()
+    if len(data) > max_bytes:
+        raise FileTooLargeError(
+            f"Data file is {len(data) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit; "
+            "upload a smaller subset."
+        )
+    return data
+
+
+def _open_zip(data: bytes, max_bytes: int, what: str) -> zipfile.ZipFile:
+    """Open a zip from memory after checking member paths, member count and uncompressed total."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except ZIP_READ_ERRORS as exc:
+        raise DataFormatError(f"The {what} is not a valid zip archive ({exc}).") from exc
+    infos = zf.infolist()
+    if len(infos) > MAX_ARCHIVE_MEMBERS:
+        raise FileTooLargeError(f"The {what} holds {len(infos)} files; at most {MAX_ARCHIVE_MEMBERS} are allowed.")
+    for info in infos:
+        name = info.filename.replace("\\", "/")
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+            raise UnsafeArchiveError(
+                f"Archive member {info.filename!r} points outside the archive; rebuild the zip with "
+                "relative paths only."
+            )
+    total = sum(i.file_size for i in infos)
+    if total > max_bytes:
+        raise FileTooLargeError(
+            f"The {what} unpacks to {total / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB limit; "
+            "upload a smaller subset."
+        )
+    return zf
+
+
+def _labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise DataFormatError(f"{what}: labels must be one integer per sample ({n}), got shape {y.shape}.")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataFormatError(f"{what}: labels must be whole class indices, found non-integer values.")
+    elif y.dtype.kind not in "iub":
+        raise DataFormatError(f"{what}: labels must be integer class indices, got dtype {y.dtype}.")
+    y = y.astype(np.int64)
+    if n and y.min() < 0:
+        raise DataFormatError(f"{what}: labels must be class indices ≥ 0, found {int(y.min())}.")
+    return y
+
+
+def _load_npz(data: bytes, name: str, max_bytes: int) -> Dataset:
+    _open_zip(data, max_bytes, "npz file").close()
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            keys = set(npz.files)
+            if "x" not in keys:
+                raise DataFormatError(f"The npz file has arrays {sorted(keys)}; it needs one named 'x' (inputs).")
+            x = npz["x"]
+            y = npz["y"] if "y" in keys else None
+            names = npz["class_names"] if "class_names" in keys else None
+    except ValueError as exc:  # object arrays need pickle, which we refuse
+        raise DataFormatError(
+            f"The npz file contains object arrays ({exc}); save plain numeric arrays with np.savez."
+        ) from exc
+    except (*ZIP_READ_ERRORS, KeyError) as exc:  # damaged member data
+        raise DataFormatError(
+            f"The npz file is damaged ({exc}); save it again with np.savez and re-upload it."
+        ) from exc
+    if x.dtype.kind not in "fiub" or x.ndim < 2:
+        raise DataFormatError(
+            f"'x' must be a numeric array of shape (N, ...), got dtype {x.dtype} and shape {x.shape}."
+        )
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise DataFormatError("'x' contains NaN or infinite values; clean the data first.")
+    labels = None if y is None else _labels(y, len(x), "npz 'y'")
+    class_names = [str(c) for c in names.tolist()] if names is not None and names.dtype.kind in "US" else None
+    return Dataset(x=x, y=labels, name=name, class_names=class_names)
+
+
+def _read_csv_frame(data: bytes) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"The CSV file cannot be parsed ({exc}); save it as comma-separated text.") from exc
+    headers = [str(c) for c in frame.columns]
+    if headers and all(_is_number(h) for h in headers):  # no header row: first line was data
+        frame = pd.read_csv(io.BytesIO(data), header=None)
+        frame.columns = [f"f{i}" for i in range(frame.shape[1])]
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise DataFormatError("The CSV file has no data rows; it needs a header line and one row per sample.")
+    return frame
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _numeric_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() & frame[column].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataFormatError(
+            f"Column {column!r} has a non-numeric value {frame[column].iloc[row]!r} in data row {row + 1}; "
+            "every feature must be a number (encode categories first)."
+        )
+    if values.isna().any():
+        row = int(np.flatnonzero(values.isna().to_numpy())[0])
+        raise DataFormatError(f"Column {column!r} has an empty value in data row {row + 1}; fill or drop it.")
+    return values.to_numpy(dtype=np.float64)
+
+
+def _load_csv(data: bytes, name: str, label_column: str | None) -> Dataset:
+    frame = _read_csv_frame(data)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if label_column is not None and label_column not in frame.columns:
+        raise DataFormatError(
+            f"Label column {label_column!r} is not in the CSV; its columns are {list(frame.columns)}."
+        )
+    if label_column is None:
+        label_column = next((c for c in frame.columns if c.lower() in LABEL_COLUMN_NAMES), None)
+    features = [c for c in frame.columns if c != label_column]
+    if not features:
+        raise DataFormatError("The CSV has only a label column; it needs at least one feature column.")
+    x = np.stack([_numeric_column(frame, c) for c in features], axis=1).astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise DataFormatError("The CSV contains values too large for float32 or infinite; rescale them.")
+    y = None
+    if label_column is not None:
+        y = _labels(_numeric_column(frame, label_column), len(x), f"CSV column {label_column!r}")
+    return Dataset(x=x, y=y, name=name)
+
+
+def _class_members(zf: zipfile.ZipFile) -> dict[str, list[str]]:
+    """Map class folder → image member names; strips one wrapping top-level folder."""
+    files = [
+        i.filename for i in zf.infolist()
+        if not i.is_dir() and not i.filename.startswith("__MACOSX/")
+        and not PurePosixPath(i.filename).name.startswith(".")
+        and PurePosixPath(i.filename).suffix.lower() in IMAGE_SUFFIXES
+    ]
+    parts = [PurePosixPath(f).parts for f in files]
+    if parts and all(len(p) >= 3 for p in parts) and len({p[0] for p in parts}) == 1:
+        parts = [p[1:] for p in parts]
+    classes: dict[str, list[str]] = {}
+    for full, p in zip(files, parts, strict=True):
+        if len(p) == 2:
+            classes.setdefault(p[0], []).append(full)
+    if not classes:
+        raise DataFormatError(
+            "The zip has no class folders with images: put each class's images in its own folder, "
+            "e.g. 0/img1.png, 1/img2.png (folder names become the class names)."
+        )
+    return classes
+
+
+def _decode_image(raw: bytes, member: str, image_size: tuple[int, int], channels: int) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise DataFormatError(f"Image {member!r} is {im.width}×{im.height}; that is too large to load.")
+            im = im.convert("RGB" if channels == 3 else "L")
+            im = im.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32) / np.float32(255.0)
+    except (OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise DataFormatError(f"Image {member!r} cannot be decoded ({exc}); remove or re-save it.") from exc
+    return arr if arr.ndim == 3 else arr[:, :, None]
+
+
+def _read_member(zf: zipfile.ZipFile, member: str, max_bytes: int) -> bytes:
+    """A member's bytes, read with a bound; damaged members become DataFormatError."""
+    try:
+        with zf.open(member) as fh:
+            raw = fh.read(max_bytes + 1)
+    except ZIP_READ_ERRORS as exc:
+        raise DataFormatError(f"{member} in the zip cannot be read ({exc}); create the zip again and re-upload.") \
+            from exc
+    if len(raw) > max_bytes:
+        raise FileTooLargeError(f"{member} in the zip unpacks past the {max_bytes / 2**20:.0f} MB limit.")
+    return raw
+
+
+def _load_image_zip(data: bytes, name: str, image_size: tuple[int, int], mean: Sequence[float],
+                    std: Sequence[float], channels_first: bool, channels: int, max_bytes: int) -> Dataset:
+    if channels not in (1, 3):
+        raise DataFormatError(f"channels must be 1 or 3, got {channels}.")
+    if len(mean) != channels or len(std) != channels:
+        raise DataFormatError(f"mean and std need {channels} values each, got {len(mean)} and {len(std)}.")
+    with _open_zip(data, max_bytes, "image zip") as zf:
+        classes = _class_members(zf)
+        numeric = all(c.isdigit() for c in classes)
+        names = sorted(classes, key=int) if numeric else sorted(classes)
+        xs, ys = [], []
+        for idx, cls in enumerate(names):
+            for member in sorted(classes[cls]):
+                xs.append(_decode_image(_read_member(zf, member, max_bytes), member, image_size, channels))
+                ys.append(int(cls) if numeric else idx)
+    x = (np.stack(xs) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    if channels_first:
+        x = x.transpose(0, 3, 1, 2)
+    class_names = [str(i) for i in range(max(ys) + 1)] if numeric else names
+    return Dataset(x=np.ascontiguousarray(x, dtype=np.float32), y=np.asarray(ys, np.int64), name=name,
+                   class_names=class_names)
+
+
+def load_data(
+    source: Path | str | bytes,
+    filename: str,
+    *,
+    image_size: tuple[int, int] = (32, 32),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    channels_first: bool = True,
+    label_column: str | None = None,
+    channels: int = 3,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Dataset:
+    """Read evaluation data; the format comes from ``filename``'s suffix (.npz, .csv, .zip).
+
+    Images (zip of class folders) become ``(x / 255 - mean) / std``, resized to ``image_size``
+    (height, width), grayscale replicated to ``channels``; folder names that are all integers are
+    used as the labels themselves, other names are sorted and numbered. ``max_bytes`` bounds both
+    the file and, for archives, the uncompressed total.
+    """
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (".npz", ".csv", ".zip"):
+        raise DataFormatError(
+            f"Unsupported data file {filename!r}: use .npz (arrays x, y), .csv (numeric columns + label) "
+            "or .zip (one folder of images per class)."
+        )
+    data = _read_source(source, max_bytes)
+    name = Path(filename).name
+    if suffix == ".npz":
+        return _load_npz(data, name, max_bytes)
+    if suffix == ".csv":
+        return _load_csv(data, name, label_column)
+    return _load_image_zip(data, name, tuple(image_size), tuple(mean), tuple(std), channels_first, channels,
+                           max_bytes)

@@ -1,0 +1,142 @@
+"""Fold constant sub-graphs of an ONNX model into initializers (used by :mod:`optim.io.load`).
+
+Some exporters produce weights with nodes (``Constant`` → ``Transpose`` → ``Reshape`` → ``Conv``)
+instead of storing them as initializers; then a parameter count over initializers misses them. We
+turn ``Constant`` nodes into initializers and evaluate every default-domain node whose inputs are all
+constants with onnx's reference evaluator (``onnx.reference``), node by node.
+
+Choices, on purpose:
+* ``DequantizeLinear`` is *not* folded: it marks a weight stored in low precision (int8/int4); folding
+  would store it as float32 (4× larger) and hide the quantization that summary and size report at the
+  stored dtype. Chains *before* it (e.g. ``Constant(int8) → Transpose → DequantizeLinear``) are folded.
+* Random generators, nodes with sub-graphs, custom domains and nodes feeding a graph output stay.
+* A fold whose result is larger than ``max_growth`` times its inputs and over 16 MB is skipped
+  (``ConstantOfShape``/``Expand`` could otherwise blow up the file).
+
+onnxruntime's optimizer folds too, but only inside a session (its optimized-model dump also fuses and
+renames nodes); onnx itself ships no constant folder, hence this small module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+_NOT_FOLDED = {
+    "DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+    "Multinomial", "Bernoulli", "If", "Loop", "Scan",
+}
+_BIG = 16 * 2**20
+
+
+class _LazyConstants(dict):
+    """name → array; initializers are converted to NumPy only when a fold needs them (saves memory)."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        super().__init__()
+        self._protos = {t.name: t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL}
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self._protos
+
+    def __missing__(self, name: str) -> np.ndarray:
+        value = numpy_helper.to_array(self._protos[name])
+        self[name] = value
+        return value
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    attrs = {a.name: a for a in node.attribute}
+    if "value" in attrs:
+        return numpy_helper.to_array(attrs["value"].t)
+    if "value_float" in attrs:
+        return np.array(attrs["value_float"].f, dtype=np.float32)
+    if "value_floats" in attrs:
+        return np.array(list(attrs["value_floats"].floats), dtype=np.float32)
+    if "value_int" in attrs:
+        return np.array(attrs["value_int"].i, dtype=np.int64)
+    if "value_ints" in attrs:
+        return np.array(list(attrs["value_ints"].ints), dtype=np.int64)
+    return None  # sparse_value / string values: left as nodes
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g, *attr.graphs] if attr.type in (5, 10) else []:
+                used.update(_used_names(sub))
+                used.update(i for n in sub.node for i in n.input)
+    return used
+
+
+def fold_constants(model: onnx.ModelProto, max_growth: float = 4.0) -> int:
+    """Fold constant sub-graphs of ``model`` (in place) into initializers; returns nodes removed."""
+    graph = model.graph
+    consts = _LazyConstants(graph)
+    outputs = {o.name for o in graph.output}
+    opset = _opset(model)
+    keep: list[onnx.NodeProto] = []
+    new_inits: dict[str, np.ndarray] = {}
+    removed = 0
+    for node in graph.node:
+        value = _constant_value(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
+        if value is not None and node.output[0] not in outputs:
+            consts[node.output[0]] = new_inits[node.output[0]] = value
+            removed += 1
+            continue
+        folded = _try_fold(node, consts, outputs, opset, max_growth)
+        if folded is None:
+            keep.append(node)
+            continue
+        consts.update(folded)
+        new_inits.update(folded)
+        removed += 1
+    if not removed:
+        return 0
+    del graph.node[:]
+    graph.node.extend(keep)
+    for name, arr in new_inits.items():
+        graph.initializer.append(numpy_helper.from_array(np.asarray(arr), name))
+    _drop_unused_initializers(graph)
+    return removed
+
+
+def _try_fold(node: onnx.NodeProto, consts: _LazyConstants, outputs: set[str], opset: int,
+              max_growth: float) -> dict[str, np.ndarray] | None:
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NOT_FOLDED or node.op_type == "Constant":
+        return None
+    inputs = [i for i in node.input if i]
+    if not inputs or any(i not in consts for i in inputs) or any(o in outputs for o in node.output):
+        return None
+    if any(a.type in (5, 10) for a in node.attribute):
+        return None
+    try:
+        ref = ReferenceEvaluator(node, opsets={"": opset})
+        results = ref.run(None, {i: consts[i] for i in inputs})
+    except Exception:  # noqa: BLE001 - anything the reference cannot evaluate just stays a node
+        return None
+    in_bytes = sum(consts[i].nbytes for i in inputs)
+    out_bytes = sum(np.asarray(r).nbytes for r in results)
+    if out_bytes > _BIG and out_bytes > max_growth * in_bytes:
+        return None
+    return {name: np.asarray(r) for name, r in zip(node.output, results, strict=False) if name}
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = _used_names(graph)
+    kept = [t for t in graph.initializer if t.name in used]
+    if len(kept) != len(graph.initializer):
+        dropped = {t.name for t in graph.initializer} - {t.name for t in kept}
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+        inputs = [i for i in graph.input if i.name not in dropped]
+        del graph.input[:]
+        graph.input.extend(inputs)

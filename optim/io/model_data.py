@@ -1,0 +1,117 @@
+"""Evaluation data loaded *for a model*: image size, channels and normalisation follow its input.
+
+One place for what the CLI commands and the dashboard do with an uploaded data file: read it with
+:func:`optim.io.data.load_data`, sized for the model's NCHW input, then check it fits the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from optim.errors import ConfigError, MissingInputError, ShapeMismatchError
+from optim.handle import ModelHandle
+from optim.io.data import Dataset, load_data
+
+
+def image_kwargs(handle: ModelHandle) -> dict[str, Any]:
+    """``load_data`` keyword arguments for an image model's first input (empty for other models)."""
+    dims = handle.model.graph.input[0].type.tensor_type.shape.dim
+    shape = [d.dim_value for d in dims]
+    if len(shape) != 4 or not all(shape[1:]):
+        return {}
+    kwargs: dict[str, Any] = {"image_size": (shape[2], shape[3]), "channels": shape[1]}
+    if shape[1] == 1:  # grey images: plain [0, 1] pixels unless the user gives mean/std
+        kwargs.update(mean=(0.0,), std=(1.0,))
+    return kwargs
+
+
+def load_data_for(handle: ModelHandle, source: Path | str | bytes, filename: str | None = None, *,
+                  label_column: str | None = None, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None) -> Dataset:
+    """Read ``source`` (path or bytes) as evaluation data for ``handle`` and check it fits."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"data file {str(path)!r} not found.")
+        filename = filename or path.name
+    if filename is None:
+        raise ConfigError("A data upload needs a file name ending in .npz, .csv or .zip.")
+    kwargs = image_kwargs(handle)
+    kwargs["label_column"] = label_column
+    if mean is not None:
+        kwargs["mean"] = tuple(mean)
+    if std is not None:
+        kwargs["std"] = tuple(std)
+    ds = load_data(source, filename, **kwargs)
+    check_compatible(handle, ds)
+    return ds
+
+
+# ---------------------------------------------------------------- model ↔ data -------------------
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.BFLOAT16}
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple[int | str, ...]:
+    dims: list[int | str] = []
+    for d in value.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
+    return tuple(dims)
+
+
+def _n_classes(model: onnx.ModelProto) -> int | None:
+    if not model.graph.output:
+        return None
+    dims = _dims(model.graph.output[0])
+    return dims[-1] if len(dims) == 2 and isinstance(dims[-1], int) and dims[-1] > 0 else None
+
+
+def check_compatible(handle: ModelHandle, dataset: Dataset) -> None:
+    """Raise ``ShapeMismatchError`` unless ``dataset`` can feed ``handle``'s single input.
+
+    Compares the model input shape without its batch dimension with one data sample's shape
+    (symbolic model dims match anything), checks the input is a float tensor and that labels fit the
+    number of output classes when the output is ``(batch, classes)``.
+    """
+    inputs = _graph_inputs(handle.model)
+    if len(inputs) != 1:
+        raise MissingInputError(
+            f"The model has {len(inputs)} inputs ({[i.name for i in inputs]}); evaluation data feeds exactly "
+            "one. Export the model with a single input tensor."
+        )
+    inp = inputs[0]
+    model_shape = _dims(inp)[1:]
+    sample_shape = tuple(dataset.x.shape[1:])
+    fits = len(model_shape) == len(sample_shape) and all(
+        isinstance(m, str) or m == s for m, s in zip(model_shape, sample_shape, strict=True)
+    )
+    if not fits:
+        raise ShapeMismatchError(
+            f"Model input {inp.name!r} expects samples of shape {model_shape} (batch dimension excluded), "
+            f"but the data samples have shape {sample_shape}. Resize/reshape the data to {model_shape}."
+        )
+    elem = inp.type.tensor_type.elem_type
+    if elem not in _FLOAT_TYPES:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else "unknown"
+        raise ShapeMismatchError(
+            f"Model input {inp.name!r} has dtype {dtype}, but evaluation data is float32; "
+            "only models with a floating-point input can be evaluated on this data."
+        )
+    if dataset.x.dtype != np.float32:
+        raise ShapeMismatchError(f"Data dtype is {dataset.x.dtype}; it must be float32 (the model input dtype).")
+    n_classes = _n_classes(handle.model)
+    if dataset.y is not None and len(dataset.y) and n_classes is not None and int(dataset.y.max()) >= n_classes:
+        raise ShapeMismatchError(
+            f"Labels go up to {int(dataset.y.max())}, but the model output {handle.model.graph.output[0].name!r} "
+            f"has {n_classes} classes; check the label column or class folders."
+        )

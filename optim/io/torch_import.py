@@ -1,0 +1,231 @@
+"""Torch archives → ONNX, without ever running a Python pickle from an upload.
+
+Used by :mod:`optim.io.load`. What is safe to open, checked against torch 2.13's sources:
+
+* ``torch.jit.load`` (TorchScript) does not use Python's ``pickle``. Its C++ unpickler
+  (``torch/csrc/jit/serialization/unpickler.cpp``) resolves only tensors, storages, a fixed set of
+  ``torch`` helpers and ``__torch__.*`` classes compiled from the archive's own TorchScript code,
+  which the TorchScript interpreter runs (no Python ``exec``/``import``). A ``GLOBAL os system`` in
+  ``data.pkl`` makes it fail (see tests).
+* ``torch.export.load`` (``.pt2``) is *not* safe on its own: weights and constants marked
+  ``use_pickle`` go through ``torch.load(weights_only=False)``, opaque constants through
+  ``pickle.loads``, and AOTInductor packages carry native libraries. We therefore refuse such
+  archives after reading only their JSON configs, and load the rest with
+  ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1`` so every ``torch.load`` inside uses torch's restricted
+  weights-only unpickler.
+* Belt and braces: every pickle stream inside an accepted archive is scanned *statically* with
+  :func:`pickletools.genops` (which decodes opcodes without executing them) and refused if it names
+  a global outside a small allow-list of tensor-rebuilding helpers.
+
+No maintained library offers this pre-screening for upload handling, hence this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickletools
+import threading
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+
+import onnx
+
+from optim.errors import (
+    DynamicShapeError,
+    FileTooLargeError,
+    MalformedModelError,
+    PickleRefusedError,
+    UnsafeArchiveError,
+)
+
+EXPORT_HINT = (
+    "Export the model to ONNX in your own environment instead: "
+    '`torch.onnx.export(model.eval(), example_input, "model.onnx", external_data=False)`, '
+    "then upload model.onnx."
+)
+
+_ALLOWED_GLOBALS = {
+    "collections OrderedDict",
+    "torch._utils _rebuild_tensor_v2",
+    "torch._utils _rebuild_parameter",
+    "torch._utils _rebuild_parameter_with_state",
+    "torch._utils _rebuild_qtensor",
+    "torch._tensor _rebuild_from_type_v2",
+    "torch.nn.parameter Parameter",
+    "torch device",
+    "torch Size",
+    "torch.serialization _get_layout",
+    "torch strided",
+}
+_ALLOWED_TORCH_NAMES = {
+    "float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool",
+    "qint8", "quint8", "qint32", "per_tensor_affine", "per_channel_affine",
+}
+_lock = threading.Lock()
+
+
+class TorchScriptShapesRequiredError(DynamicShapeError):
+    """TorchScript records no input shapes: the user must pass ``input_shapes``."""
+
+
+def _global_allowed(ref: str, torchscript: bool) -> bool:
+    module, _, name = ref.partition(" ")
+    if ref in _ALLOWED_GLOBALS or module == "torch.jit._pickle":
+        return True
+    if module == "torch" and (name.endswith("Storage") or name in _ALLOWED_TORCH_NAMES):
+        return True
+    return torchscript and module.startswith("__torch__")
+
+
+def pickle_globals(data: bytes) -> list[str]:
+    """Globals ("module name") a pickle stream would import, decoded without executing anything."""
+    found: list[str] = []
+    strings: list[str | None] = []
+    memo: dict[int, str | None] = {}
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg))
+            elif op.name == "STACK_GLOBAL":
+                mod, name = (strings[-2], strings[-1]) if len(strings) >= 2 else (None, None)
+                found.append(f"{mod} {name}" if mod and name else "<unresolved STACK_GLOBAL>")
+            elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(str(arg))
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = strings[-1] if strings else None
+            elif op.name == "MEMOIZE":
+                memo[len(memo)] = strings[-1] if strings else None
+            elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                strings.append(memo.get(int(arg)))
+            elif op.name in ("INST", "OBJ"):
+                found.append(str(arg) if arg else "<OBJ>")
+    except Exception as exc:  # noqa: BLE001 - any decoding problem means "not a clean pickle"
+        raise MalformedModelError(f"A pickle inside the archive is corrupt ({exc}). {EXPORT_HINT}") from exc
+    return found
+
+
+def _iter_pickles(zf: zipfile.ZipFile, max_bytes: int) -> Iterator[tuple[str, bytes]]:
+    for info in zf.infolist():
+        if info.is_dir() or info.file_size > max_bytes:
+            continue
+        # raw tensor storages (data/0, weight_0) may start with any byte: only named pickles are scanned
+        if info.filename.endswith("pkl"):
+            yield info.filename, zf.read(info)
+        elif info.filename.endswith(".pt") and zf.open(info).read(4) == b"PK\x03\x04":
+            # a torch.save zip nested in a .pt2 (e.g. its sample inputs)
+            with zipfile.ZipFile(io.BytesIO(zf.read(info))) as inner:
+                if sum(i.file_size for i in inner.infolist()) > max_bytes:
+                    raise FileTooLargeError(f"{info.filename} inside the archive unpacks past the size limit.")
+                for name, data in _iter_pickles(inner, max_bytes):
+                    yield f"{info.filename}!{name}", data
+
+
+def scan_archive_pickles(zf: zipfile.ZipFile, torchscript: bool, max_bytes: int) -> None:
+    """Refuse (PickleRefusedError) if any pickle in ``zf`` names a global outside the allow-list."""
+    for name, data in _iter_pickles(zf, max_bytes):
+        bad = [g for g in pickle_globals(data) if not _global_allowed(g, torchscript)]
+        if bad:
+            raise PickleRefusedError(
+                f"{name} inside the archive would import Python objects ({', '.join(sorted(set(bad))[:5])}); "
+                f"we never unpickle arbitrary objects from an upload. {EXPORT_HINT}"
+            )
+
+
+def check_pt2_archive(zf: zipfile.ZipFile) -> None:
+    """Refuse .pt2 archives whose loading would run pickles or native code (reads only JSON)."""
+    for name in zf.namelist():
+        if "/data/aotinductor/" in f"/{name}":
+            raise PickleRefusedError(f"This .pt2 is an AOTInductor package with compiled native code ({name}). "
+                                     f"Save the plain program with torch.export.save instead, or {EXPORT_HINT}")
+        if name.endswith("_config.json"):
+            try:
+                config = json.loads(zf.read(name)).get("config", {})
+            except (ValueError, AttributeError) as exc:
+                raise MalformedModelError(f"{name} in the .pt2 is not valid JSON ({exc}).") from exc
+            for fqn, meta in config.items():
+                path = str(meta.get("path_name", ""))
+                if meta.get("use_pickle") or path.startswith(("custom_obj", "opaque_obj")):
+                    raise PickleRefusedError(f"The .pt2 stores {fqn!r} as a pickled Python object, "
+                                             f"which we never load. {EXPORT_HINT}")
+        parts = name.split("/")
+        if len(parts) >= 3 and parts[-3:-1] in (["data", "weights"], ["data", "constants"]) and name.endswith(".pt"):
+            raise PickleRefusedError(f"This .pt2 uses the legacy pickled weight format ({name}). "
+                                     f"Re-save it with a current torch.export.save, or {EXPORT_HINT}")
+
+
+@contextlib.contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    with _lock:
+        old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+            else:
+                os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
+
+
+def pt2_to_onnx(data: bytes) -> onnx.ModelProto:
+    """Load a (pre-screened) torch.export archive and convert it with the dynamo exporter.
+
+    An ExportedProgram can only go through the dynamo exporter (the legacy one needs an eager module);
+    symbolic dimensions stay symbolic in the ONNX graph and are handled like any ONNX input.
+    """
+    import torch  # lazy: loading ONNX files should not pay for importing torch
+
+    try:
+        with _weights_only_loads(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.load(io.BytesIO(data))
+            onnx_program = torch.onnx.export(program, dynamo=True, external_data=False, optimize=True,
+                                             verbose=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types; all mean "cannot convert"
+        raise MalformedModelError(f"Could not load/convert the torch.export program: {exc}. {EXPORT_HINT}") from exc
+    return onnx_program.model_proto
+
+
+def torchscript_to_onnx(data: bytes, input_shapes: dict[str, Sequence[int]] | None) -> onnx.ModelProto:
+    """Load a TorchScript archive (C++ unpickler, see module docstring) and export it to ONNX."""
+    import torch
+
+    from optim.io.export import torch_to_onnx
+
+    try:
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise MalformedModelError(f"TorchScript could not load this archive: {exc}") from exc
+    names = [a.name for a in module.forward.schema.arguments[1:]]
+    shapes = dict(input_shapes or {})
+    if len(names) == 1 and len(shapes) == 1 and names[0] not in shapes:
+        shapes = {names[0]: next(iter(shapes.values()))}
+    missing = [n for n in names if n not in shapes]
+    if missing:
+        raise TorchScriptShapesRequiredError(
+            "TorchScript files do not record input shapes. Give the shape of each input "
+            f"({', '.join(names)}), e.g. input_shapes={{'{names[0]}': (1, 3, 224, 224)}} "
+            f"or --input-shape {names[0]}=1,3,224,224. Missing: {', '.join(missing)}."
+        )
+    examples = [torch.randn(*shapes[n]) for n in names]
+    try:
+        return torch_to_onnx(module, examples, input_names=names, output_names=["logits"])
+    except Exception as exc:  # noqa: BLE001
+        raise MalformedModelError(f"Exporting the TorchScript model to ONNX failed: {exc}. {EXPORT_HINT}") from exc
+
+
+def refuse_pickle(what: str) -> PickleRefusedError:
+    return PickleRefusedError(f"This file is {what}. We never unpickle uploads (unpickling runs arbitrary code). "
+                              f"{EXPORT_HINT}")
+
+
+def ensure_inside(name: str) -> None:
+    """UnsafeArchiveError when a zip member path is absolute or climbs out with '..'."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(parts[0]) == 2 and parts[0][1] == ":") or ".." in parts:
+        raise UnsafeArchiveError(f"The zip member {name!r} points outside the archive. Re-create the zip with "
+                                 "relative paths only (e.g. `zip model.zip model.onnx model.onnx.data`).")

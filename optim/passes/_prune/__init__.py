@@ -1,0 +1,1 @@
+"""_prune layer."""

@@ -1,0 +1,113 @@
+"""Self-contained HTML report of a sweep for stakeholders (opens offline: plotly.js is embedded inline).
+
+Plain string templating over plotly's ``Figure.to_html(full_html=False)``: a template engine would be a
+new dependency for one page, and plotly already produces the interactive parts.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+import pandas as pd
+
+from optim.api import core as api
+from optim.api.detail import layer_view
+from optim.present.charts import layer_bars, pareto_2d, pareto_3d
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+h1{margin-bottom:0}.sub{color:#666}table{border-collapse:collapse;font-size:13px;margin:1em 0}
+td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}
+.box{border:1px solid #ddd;border-radius:8px;padding:0.6em 1em;margin:1em 0;background:#fafafa}
+.tag{display:inline-block;padding:0 6px;border-radius:4px;font-size:12px;margin-right:4px}
+.m{background:#e3f2e3}.e{background:#fff2d6}.s{background:#f9dede}
+"""
+
+
+def _table(df: pd.DataFrame, cols: dict[str, str], fmt: dict[str, str] | None = None) -> str:
+    fmt = fmt or {}
+    head = "".join(f"<th>{html.escape(v)}</th>" for v in cols.values())
+    rows = []
+    for _, r in df.iterrows():
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            text = "" if v is None or (isinstance(v, float) and pd.isna(v)) else (
+                format(v, fmt[c]) if c in fmt and isinstance(v, (int, float)) else str(v))
+            cells.append(f"<td>{html.escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | None = None,
+                 model_label: str = "") -> str:
+    """The whole report as one HTML string (≈ 4.5 MB with plotly.js inline)."""
+    df = api.variants(sweep_id, device_id)
+    if df.empty:
+        raise api.OptimError(f"Sweep {sweep_id} has no stored variants: run it first, then build the report.")
+    note = "measured on this CPU" if not device_id or device_id == api.MEASURED_DEVICE else \
+        f"estimated on {_device_name(device_id)}"
+    rec = api.recommend(df, variant_id)
+    figs: list[Any] = [pareto_2d(df, latency_note=note, best_id=rec["variant_id"] if rec is not None else None),
+                       pareto_2d(df, "size_mb", "metric", latency_note=note), pareto_3d(df, latency_note=note)]
+    info = api.sweep_info(sweep_id) or {}
+    parts = [f"<h1>Compression report: {html.escape(model_label or str(info.get('model_name', '')))}</h1>",
+             f"<p class=sub>Sweep <code>{sweep_id}</code> · {len(df)} variants · generated "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
+             "<div class=box><span class='tag m'>measured</span>accuracy (95 % Wilson interval), latency on this "
+             "CPU (ONNX Runtime, 1 thread, batch 1), file size. <span class='tag e'>estimated</span>latency on a "
+             "catalog device (roofline model). <span class='tag s'>simulated</span>bit-widths the runtime "
+             "cannot execute: accuracy from fake-quantised weights, size as packed bytes.</div>"]
+    base = api.baseline_row(df)
+    if base is not None:
+        parts.append(f"<h2>The model</h2><p>Baseline (FP32, unpruned): <b>{base['metric']:.2f} %</b> "
+                     f"[{base['metric_lo']:.2f}–{base['metric_hi']:.2f}], {api.fmt_ms(base['latency_ms'])} measured, "
+                     f"{base['size_mb']:.2f} MB.</p>")
+    if df["bits"].eq(8).any():
+        parts.append(f"<p class=sub>{html.escape(api.int8_note(api.cpu_has_vnni()))}</p>")
+    if rec is not None:
+        parts.append(f"<h2>Recommended variant</h2><div class=box><b>{html.escape(str(rec['label']))}</b>: "
+                     f"{rec['metric']:.2f} % [{rec['metric_lo']:.2f}–{rec['metric_hi']:.2f}], "
+                     f"{api.fmt_ms(rec['target_ms'])} ({note}), {rec['size_mb']:.3f} MB"
+                     + (f"<br>⚑ {html.escape(rec['flags'])}" if rec["flags"] else "") + "</div>")
+    parts.append("<h2>The Pareto front</h2>")
+    for i, fig in enumerate(figs):
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}))
+    if rec is not None:
+        parts.append(_layers_section(sweep_id, rec, device_id))
+    parts.append("<h2>All variants</h2>" + _table(
+        df.sort_values("metric", ascending=False),
+        {"label": "variant", "metric": f"{df['metric_name'].iloc[0]} %", "metric_lo": "95 % lo", "metric_hi": "95 % hi",
+         "latency_ms": "latency ms (measured)", "target_ms": f"latency ms ({note})", "size_mb": "size MB",
+         "pareto": "Pareto", "flags": "flags"},
+        {"metric": ".2f", "metric_lo": ".2f", "metric_hi": ".2f", "latency_ms": f".{api.ms_decimals(df['latency_ms'])}f",
+         "target_ms": f".{api.ms_decimals(df['target_ms'])}f", "size_mb": ".3f"}))
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Compression report</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def _layers_section(sweep_id: str, rec: pd.Series, device_id: str | None) -> str:
+    try:
+        view = layer_view(sweep_id, rec["variant_id"], device_id)
+    except api.OptimError as err:
+        return f"<p>Per-layer view unavailable: {html.escape(str(err))}</p>"
+    t = view["table"]
+    cols = {"ms": "variant (measured)", "base_ms": "baseline (measured)"}
+    if t["est_ms"].notna().any():
+        cols["est_ms"] = "variant (estimated)"
+    fig = layer_bars(t, cols, "time (ms)", f"Where the time goes: {rec['label']}")
+    return ("<h2>Recommended variant, layer by layer</h2>"
+            + fig.to_html(full_html=False, include_plotlyjs=False)
+            + _table(t.head(40), {"node": "layer", "op_type": "op", "status": "", "base_ms": "baseline ms",
+                                  "ms": "variant ms", "est_ms": "estimated ms", "macs": "MACs",
+                                  "params": "params", "applied_ratio": "params removed"},
+                     {"base_ms": ".4f", "ms": ".4f", "est_ms": ".4f", "applied_ratio": ".2f", "macs": ",.0f",
+                      "params": ",.0f"}))
+
+
+def _device_name(device_id: str) -> str:
+    devices = api.list_devices()
+    names = dict(zip(devices["id"], devices["name"], strict=False))
+    return str(names.get(device_id, device_id))
