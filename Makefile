@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8501
 
-.PHONY: install run test lint samples bench clean
+.PHONY: install run test test-fast lint samples bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+test-fast: $(STAMP)  # skips tests marked slow (CI runs everything)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m 'not slow'
 
 samples: $(STAMP)
 	$(PY) sample_models/build_samples.py

@@ -16,11 +16,6 @@ from optim.measure.core import accuracy, predict
 FAST = ["--batch", "4", "--budget", "0.02", "--profile-runs", "3"]
 
 
-def _needs(*modules: str) -> None:
-    for mod in modules:
-        pytest.importorskip(mod)
-
-
 @pytest.fixture()
 def tiny_files(tmp_path: Path, tiny_cnn: ModelHandle, tiny_images: tuple[np.ndarray, np.ndarray]) -> tuple[Path, Path]:
     model_path = tmp_path / "tiny.onnx"
@@ -35,7 +30,6 @@ def test_profile_prints_accuracy_latency_and_layers_when_given_model_file_and_da
     tiny_files: tuple[Path, Path], tiny_cnn: ModelHandle, tiny_images: tuple[np.ndarray, np.ndarray],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _needs("optim.io.load", "optim.graph.summary")
     model_path, data_path = tiny_files
     rc = main(["profile", str(model_path), "--data", str(data_path), *FAST, "--opt-level", "disable"])
     out = capsys.readouterr().out
@@ -54,7 +48,6 @@ def test_profile_prints_accuracy_latency_and_layers_when_given_model_file_and_da
 def test_profile_prints_fidelity_when_reference_given(
     tiny_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs("optim.io.load", "optim.graph.summary")
     model_path, data_path = tiny_files
     rc = main(["profile", str(model_path), "--reference", str(model_path), *FAST])
     out = capsys.readouterr().out
@@ -67,7 +60,6 @@ def test_profile_prints_fidelity_when_reference_given(
 def test_profile_exits_2_with_message_when_file_is_not_a_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs("optim.io.load")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not a model at all")
     rc = main(["profile", str(bad), *FAST])
@@ -85,15 +77,10 @@ def test_profile_exits_2_when_model_is_neither_file_nor_sample(capsys: pytest.Ca
 
 @pytest.mark.slow
 def test_profile_matches_manifest_top1_when_sample_built(capsys: pytest.CaptureFixture[str]) -> None:
-    _needs("optim.graph.summary")
     from optim.io.samples import get_sample_info
 
-    try:
-        info = get_sample_info("resnet_digits")
-    except Exception as err:  # noqa: BLE001 - manifest not built yet
-        pytest.skip(f"samples not built: {err}")
-    if not info.model_path.is_file():
-        pytest.skip("resnet_digits artifacts not committed yet")
+    info = get_sample_info("resnet_digits")
+    assert info.model_path.is_file(), "the bundled resnet_digits sample is committed"
     rc = main(["profile", "resnet_digits", *FAST])
     out = capsys.readouterr().out
     assert rc == 0
@@ -107,7 +94,6 @@ def test_profile_matches_manifest_top1_when_sample_built(capsys: pytest.CaptureF
 def test_profile_scores_csv_with_named_label_column(
     tmp_path: Path, tiny_mlp: ModelHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs("optim.io.load", "optim.graph.summary")
     model_path = tmp_path / "mlp.onnx"
     onnx.save(tiny_mlp.model, str(model_path))
     rng = np.random.default_rng(3)
@@ -128,7 +114,6 @@ def test_profile_scores_csv_with_named_label_column(
 def test_profile_exits_2_when_data_shape_does_not_fit(
     tiny_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs("optim.io.load", "optim.io.data")
     model_path, _ = tiny_files
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((4, 3, 8, 8), np.float32), y=np.zeros(4, np.int64))
