@@ -58,25 +58,48 @@ def _nondominated(cost: np.ndarray) -> np.ndarray:
     return keep
 
 
-def pareto_mask(df: pd.DataFrame, objectives: Mapping[str, str] | None = None) -> pd.Series:
+def pareto_mask(df: pd.DataFrame, objectives: Mapping[str, str] | None = None, by: str | None = None) -> pd.Series:
     """True for rows on the Pareto front of ``objectives`` ({column: "min"|"max"}), index of ``df``.
 
-    Failed variants (``status != "ok"``) and rows missing an objective are never on the front.
+    Failed variants (``status != "ok"``) and rows missing an objective are never on the front. With
+    ``by`` (e.g. ``"node_hw"``, the hardware that measured each latency) there is one front per value of
+    that column (missing values form one group), so rows measured on different machines never dominate
+    each other.
     """
     objectives = dict(objectives or DEFAULT_OBJECTIVES)
     mask = np.zeros(len(df), dtype=bool)
     if len(df):
         cost = _cost_matrix(df, objectives)
         ok = _eligible(df, list(objectives))
-        if ok.any():
-            mask[np.flatnonzero(ok)] = _nondominated(cost[ok])
+        groups = group_keys(df, by)
+        for key in np.unique(groups):
+            rows = np.flatnonzero(ok & (groups == key))
+            if len(rows):
+                mask[rows] = _nondominated(cost[rows])
     return pd.Series(mask, index=df.index, name="pareto")
 
 
-def pareto_front(df: pd.DataFrame, objectives: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The rows on the front, sorted by the first objective (best first)."""
+def group_keys(df: pd.DataFrame, by: str | None) -> np.ndarray:
+    """One string key per row: the ``by`` column (missing → ``"unknown"``), or one group when ``by`` is None
+    or not a column."""
+    if by is None or by not in df.columns:
+        return np.full(len(df), "", dtype=object)
+    return df[by].astype(object).where(df[by].notna(), "unknown").astype(str).to_numpy(dtype=object)
+
+
+def hardware_count(df: pd.DataFrame, by: str = "node_hw") -> int:
+    """How many different machines measured the ok rows (0 when nothing says)."""
+    if by not in df.columns or not len(df):
+        return 0
+    ok = df[df["status"] == "ok"] if "status" in df.columns else df
+    return int(pd.Series(group_keys(ok, by)).nunique())
+
+
+def pareto_front(df: pd.DataFrame, objectives: Mapping[str, str] | None = None,
+                 by: str | None = None) -> pd.DataFrame:
+    """The rows on the front (one front per ``by`` value, see :func:`pareto_mask`), best first."""
     objectives = dict(objectives or DEFAULT_OBJECTIVES)
-    front = df[pareto_mask(df, objectives)]
+    front = df[pareto_mask(df, objectives, by)]
     first, sense = next(iter(objectives.items()))
     return front.sort_values(first, ascending=(sense == "min"), kind="stable")
 

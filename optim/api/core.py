@@ -45,6 +45,7 @@ from optim.present.views import (  # noqa: F401
     summary_facts,
 )
 from optim.sweep.jobs import SweepJob, get_job, job_for_sweep, start_job  # noqa: F401
+from optim.sweep.node import hardware_label
 
 DEMO_SAMPLE = "resnet_digits"
 MEASURED_DEVICE = "this-cpu"
@@ -321,6 +322,7 @@ def variants(sweep_id: str, device_id: str | None = None) -> pd.DataFrame:
         df.loc[has, "target_source"] = "estimated"
         df["flags"] = flags_on_target(df["flags"], has)
     df["pareto"] = _pareto(df)
+    df["hardware"] = [hardware_label(j) for j in df["node_json"]] if "node_json" in df.columns else None
     return df
 
 
@@ -328,7 +330,9 @@ def _pareto(df: pd.DataFrame) -> pd.Series:
     from optim.analysis import pareto as pareto
 
     objectives = {"metric": "max", "target_ms": "min", "effective_size_bytes": "min"}
-    return pareto.pareto_mask(df, objectives).astype(bool)
+    # measured latencies from different hardware (a cluster sweep) never share a front: one per node_hw
+    measured = "target_source" not in df.columns or bool((df["target_source"] == "measured").any())
+    return pareto.pareto_mask(df, objectives, by="node_hw" if measured else None).astype(bool)
 
 
 @lru_cache(maxsize=4096)

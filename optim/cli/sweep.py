@@ -123,10 +123,30 @@ def format_pareto(df: pd.DataFrame) -> str:
     """The Pareto set (top-1 ↑, latency ↓, effective size ↓) as an aligned text table.
 
     Without labels (no top-1 anywhere) agreement with the baseline's predictions takes top-1's place.
+    Rows measured on different hardware (``node_hw``, e.g. a sweep run on a mixed cluster) are never
+    compared: each machine gets its own front under a line naming it.
     """
-    from optim.analysis.pareto import knee_point, pareto_front
+    from optim.analysis.pareto import group_keys, hardware_count
+    from optim.sweep.node import hardware_label
 
     metric = "top1" if df["top1"].notna().any() else "agreement"
+    if hardware_count(df) <= 1:
+        return _front_table(df, metric)
+    parts = []
+    ok = df[df["status"] == "ok"]
+    for key in dict.fromkeys(group_keys(ok, "node_hw")):
+        part = df[group_keys(df, "node_hw") == key]
+        hosts = ", ".join(sorted(str(h) for h in part["node"].dropna().unique())) or "unknown host"
+        info = part["node_json"].dropna()
+        parts.append(f"-- latency measured on {hardware_label(info.iloc[0] if len(info) else None)} "
+                     f"(hosts: {hosts}); a front of its own, not compared with other hardware:")
+        parts.append(_front_table(part, metric))
+    return "\n".join(parts)
+
+
+def _front_table(df: pd.DataFrame, metric: str) -> str:
+    from optim.analysis.pareto import knee_point, pareto_front
+
     objectives = {metric: "max", "latency_ms": "min", "effective_size_bytes": "min"}
     front = pareto_front(df, objectives)
     knee = knee_point(df, {metric: "max", "latency_ms": "min"})
@@ -148,6 +168,8 @@ def fastest_within_baseline(df: pd.DataFrame) -> pd.Series | None:
     if base.empty or pd.isna(base["top1_lo"].iloc[0]):
         return None
     ok = df[(df["status"] == "ok") & (df["top1"] >= base["top1_lo"].iloc[0])]
+    if "node_hw" in df.columns:  # latencies compare only on the baseline's hardware
+        ok = ok[ok["node_hw"].fillna("") == ("" if pd.isna(base["node_hw"].iloc[0]) else base["node_hw"].iloc[0])]
     return ok.sort_values(["latency_ms", "effective_size_bytes"], kind="stable").iloc[0] if len(ok) else None
 
 
@@ -188,6 +210,6 @@ def run(args: argparse.Namespace) -> int:
     for r in df[df["status"] == "failed"].itertuples(index=False):
         print(f"failed: {r.label}: {r.error}")
     if args.csv:
-        df.assign(pareto=pareto_mask(df)).drop(columns=["meta_json"]).to_csv(args.csv, index=False)
+        df.assign(pareto=pareto_mask(df, by="node_hw")).drop(columns=["meta_json"]).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     return 0

@@ -34,6 +34,7 @@ from optim.sweep.executors import (
     error_text,
     is_cancel,
 )
+from optim.sweep.node import node_columns
 from optim.sweep.store import Store, stable_id
 
 NOT_IDENTITY = frozenset({"target_device"})
@@ -301,6 +302,7 @@ def measure_variant(
         "params": params, "macs": macs, "sparsity": meta.get("sparsity"),
         "compressed_bytes": meta.get("compressed_bytes"),
         "meta_json": json.dumps(_meta_record(meta, lat, prof), default=str),
+        **node_columns(),  # the machine that measured it (latencies compare only within one node_hw)
     }  # fmt: skip
     return row, layers
 

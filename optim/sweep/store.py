@@ -39,7 +39,8 @@ VARIANT_COLUMNS = [
     "artifact_path",
 ]  # fmt: skip
 EXTRA_VARIANT_COLUMNS = ["sweep_id", "variant_key", "seq", "n_eval", "latency_runs", "sparsity", "compressed_bytes",
-                         "build_s", "measure_s", "meta_json", "distilled"]  # fmt: skip
+                         "build_s", "measure_s", "meta_json", "distilled",
+                         "node", "node_hw", "node_json"]  # fmt: skip  # node*: optim.sweep.node
 LAYER_COLUMNS = ["node", "op_type", "ms", "share", "provider", "macs", "flops", "params", "weight_bytes", "kernels"]
 SENSITIVITY_COLUMNS = ["layer", "op_type", "params", "kind", "level", "metric", "drop", "agreement", "rel_error"]
 
