@@ -16,8 +16,28 @@ def _run(model: onnx.ModelProto) -> np.ndarray:
     return sess.run(None, {inp.name: x})[0]
 
 
-def test_zoo_names_lists_the_four_architectures():
-    assert set(ZOO_NAMES) == {"resnet18", "resnet50", "mobilenet_v2", "lenet_opset9"}
+def test_zoo_names_lists_the_architectures():
+    assert set(ZOO_NAMES) == {"resnet18", "resnet50", "mobilenet_v2", "bert_base", "bert_tiny", "lenet_opset9"}
+
+
+def test_bert_tiny_runs_at_any_batch_when_exported_with_dynamic_batch():
+    model = zoo_model("bert_tiny", dynamic_batch=True)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"MatMul", "Softmax", "LayerNormalization"} <= ops
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    assert inp.shape[1:] == [16, 64] and not isinstance(inp.shape[0], int)
+    x = np.random.default_rng(0).standard_normal((3, 16, 64)).astype(np.float32)
+    out = sess.run(None, {inp.name: x})[0]
+    assert out.shape == (3, 2)
+    np.testing.assert_allclose(sess.run(None, {inp.name: x[1:2]})[0], out[1:2], rtol=1e-4, atol=1e-5)
+
+
+def test_encoder_shape_bert_base_has_bert_base_parameter_count():
+    from optim.reference.encoder import build_encoder
+
+    params = sum(p.numel() for p in build_encoder("bert_base").blocks.parameters())
+    assert abs(params - 85.05e6) / 85.05e6 < 0.01  # 12 × 7.09 M (BERT-base encoder without embeddings)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])

@@ -1,11 +1,12 @@
-"""Public-architecture reference graphs (ResNet-18/50, MobileNetV2, an opset-9 LeNet).
+"""Public-architecture reference graphs (ResNet-18/50, MobileNetV2, BERT-shaped encoders, an opset-9 LeNet).
 
 The architectures are written here in plain torch because torchvision is not a dependency of this
 project and weights must never be downloaded: the graphs carry random (seeded) weights and serve only
 as realistic *structures* for loader, summary, pruning and hardware-estimator tests. Layer layouts
 follow the original papers (He et al. 2015, Sandler et al. 2018) with ImageNet input 1×3×224×224,
 so MAC counts can be checked against published figures (ResNet-18 ≈ 1.8 G, ResNet-50 ≈ 4.1 G,
-MobileNetV2 ≈ 0.30 G).
+MobileNetV2 ≈ 0.30 G). ``bert_base`` / ``bert_tiny`` are BERT-shaped encoders on embedded inputs
+(:mod:`optim.reference.encoder`; BERT-base at 128 tokens ≈ 11 GMACs, 340 MB of FP32 weights).
 
 ``lenet_opset9`` is built directly with ``onnx.helper`` so it looks like a graph produced by an older
 tool: opset 9, a BatchNormalization node that is not folded into the conv, and a Flatten.
@@ -13,7 +14,6 @@ tool: opset 9, a BatchNormalization node that is not folded into the conv, and a
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import numpy as np
@@ -24,8 +24,9 @@ from torch import nn
 
 from optim.errors import ConfigError
 from optim.io.export import torch_to_onnx
+from optim.reference.encoder import ENCODER_SHAPES, build_encoder, example_shape
 
-ZOO_NAMES: tuple[str, ...] = ("resnet18", "resnet50", "mobilenet_v2", "lenet_opset9")
+ZOO_NAMES: tuple[str, ...] = ("resnet18", "resnet50", "mobilenet_v2", "bert_base", "bert_tiny", "lenet_opset9")
 IMAGENET_SHAPE = (1, 3, 224, 224)
 
 
@@ -128,6 +129,8 @@ class MobileNetV2(nn.Module):
 
 def build_module(name: str, seed: int = 0) -> nn.Module:
     """The torch module for a zoo architecture (eval mode, seeded random weights and BN statistics)."""
+    if name in ENCODER_SHAPES:
+        return build_encoder(name, seed)
     torch.manual_seed(seed)
     if name == "resnet18":
         module: nn.Module = ResNet(BasicBlock, [2, 2, 2, 2])
@@ -136,7 +139,7 @@ def build_module(name: str, seed: int = 0) -> nn.Module:
     elif name == "mobilenet_v2":
         module = MobileNetV2()
     else:
-        raise ConfigError(f"Unknown torch zoo architecture {name!r}; choose one of {ZOO_NAMES[:3]}.")
+        raise ConfigError(f"Unknown torch zoo architecture {name!r}; choose one of {ZOO_NAMES[:-1]}.")
     g = torch.Generator().manual_seed(seed)
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -206,7 +209,8 @@ def lenet_opset9(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def zoo_model(name: str, exporter: str = "legacy", opset: int | None = None, seed: int = 0) -> onnx.ModelProto:
+def zoo_model(name: str, exporter: str = "legacy", opset: int | None = None, seed: int = 0,
+              dynamic_batch: bool = False) -> onnx.ModelProto:
     """Build a zoo graph as ONNX with weights embedded (a fresh ModelProto each call).
 
     Args:
@@ -216,22 +220,46 @@ def zoo_model(name: str, exporter: str = "legacy", opset: int | None = None, see
             Ignored for ``lenet_opset9``.
         opset: ONNX opset; ``None`` for the exporter's default.
         seed: seeds the random weights.
+        dynamic_batch: declare the batch dimension symbolic (legacy exporter only), as bundled samples do.
 
-    Serialized results are cached per process (exports take 0.3–3 s), so repeated calls are cheap.
+    Serialized results up to 128 MB are cached per process (exports take 0.3–3 s), so repeated calls are cheap.
     """
     if name not in ZOO_NAMES:
         raise ConfigError(f"Unknown zoo model {name!r}; choose one of {', '.join(ZOO_NAMES)}.")
     if exporter not in ("legacy", "dynamo"):
         raise ConfigError(f"exporter must be 'legacy' or 'dynamo', not {exporter!r}.")
-    return onnx.load_from_string(_zoo_bytes(name, exporter, opset, seed))
+    return onnx.load_from_string(_zoo_bytes(name, exporter, opset, seed, dynamic_batch))
 
 
-@functools.lru_cache(maxsize=8)
-def _zoo_bytes(name: str, exporter: str, opset: int | None, seed: int) -> bytes:
+def input_shape(name: str) -> tuple[int, ...]:
+    """The batch-1 input shape of a zoo graph."""
+    if name in ENCODER_SHAPES:
+        return example_shape(name)
+    return (1, 1, 28, 28) if name == "lenet_opset9" else IMAGENET_SHAPE
+
+
+_CACHE: dict[tuple[object, ...], bytes] = {}
+CACHE_MAX_BYTES = 128 * 2**20  # BERT-base's 340 MB are rebuilt each call rather than held for the process
+CACHE_MAX_ENTRIES = 8
+
+
+def _zoo_bytes(name: str, exporter: str, opset: int | None, seed: int, dynamic_batch: bool) -> bytes:
+    key = (name, exporter, opset, seed, dynamic_batch)
+    if key in _CACHE:
+        return _CACHE[key]
+    data = _export(name, exporter, opset, seed, dynamic_batch)
+    if len(data) <= CACHE_MAX_BYTES:
+        if len(_CACHE) >= CACHE_MAX_ENTRIES:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = data
+    return data
+
+
+def _export(name: str, exporter: str, opset: int | None, seed: int, dynamic_batch: bool) -> bytes:
     if name == "lenet_opset9":
         return lenet_opset9(seed).SerializeToString()
     module = build_module(name, seed)
-    example = torch.randn(*IMAGENET_SHAPE, generator=torch.Generator().manual_seed(seed))
+    example = torch.randn(*input_shape(name), generator=torch.Generator().manual_seed(seed))
     if exporter == "dynamo":
         return _dynamo_export(module, example, opset or 18).SerializeToString()
-    return torch_to_onnx(module, [example], opset=opset or 17).SerializeToString()
+    return torch_to_onnx(module, [example], opset=opset or 17, dynamic_batch=dynamic_batch).SerializeToString()
