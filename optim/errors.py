@@ -70,3 +70,24 @@ class CancelledError(OptimError):
 
 class HardwareError(OptimError):
     """A hardware-catalog or estimator problem (unknown device, invalid catalog entry)."""
+
+
+# --- jobs (worker processes) ---------------------------------------------------------------------
+class JobLimitError(OptimError):
+    """A job was stopped: it ran past a limit (memory, CPU time, wall time) or its worker crashed."""
+
+
+class JobTimeoutError(JobLimitError):
+    """A job ran past its wall-time or CPU-time limit and was killed."""
+
+
+class JobMemoryError(JobLimitError):
+    """A job needed more memory than its address-space limit."""
+
+
+class JobCrashedError(JobLimitError):
+    """A job's worker process died (signal or unexpected exit)."""
+
+
+class SandboxUnavailableError(OptimError):
+    """TorchScript/.pt2 need the bubblewrap sandbox, which this host does not have (or it cannot start)."""

@@ -22,12 +22,9 @@ No maintained library offers this pre-screening for upload handling, hence this 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import pickletools
-import threading
 import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -39,8 +36,10 @@ from optim.errors import (
     FileTooLargeError,
     MalformedModelError,
     PickleRefusedError,
+    SandboxUnavailableError,
     UnsafeArchiveError,
 )
+from optim.io import sandbox, symexpr, torch_convert
 
 EXPORT_HINT = (
     "Export the model to ONNX in your own environment instead: "
@@ -65,7 +64,6 @@ _ALLOWED_TORCH_NAMES = {
     "float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool",
     "qint8", "quint8", "qint32", "per_tensor_affine", "per_channel_affine",
 }
-_lock = threading.Lock()
 
 
 class TorchScriptShapesRequiredError(DynamicShapeError):
@@ -135,8 +133,10 @@ def scan_archive_pickles(zf: zipfile.ZipFile, torchscript: bool, max_bytes: int)
             )
 
 
-def check_pt2_archive(zf: zipfile.ZipFile) -> None:
-    """Refuse .pt2 archives whose loading would run pickles or native code (reads only JSON)."""
+def check_pt2_archive(zf: zipfile.ZipFile, max_bytes: int = 2**30) -> None:
+    """Refuse .pt2 archives whose loading would run pickles, native code or a sympy expression outside the
+    grammar of :mod:`optim.io.symexpr` (reads only JSON)."""
+    symexpr.check_pt2_expressions(zf, max_bytes)
     for name in zf.namelist():
         if "/data/aotinductor/" in f"/{name}":
             raise PickleRefusedError(f"This .pt2 is an AOTInductor package with compiled native code ({name}). "
@@ -157,65 +157,51 @@ def check_pt2_archive(zf: zipfile.ZipFile) -> None:
                                      f"Re-save it with a current torch.export.save, or {EXPORT_HINT}")
 
 
-@contextlib.contextmanager
-def _weights_only_loads() -> Iterator[None]:
-    with _lock:
-        old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
-        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+def _converted(kind: str, data: bytes, input_shapes: dict[str, Sequence[int]] | None) -> onnx.ModelProto:
+    """Convert in the bubblewrap sandbox (:mod:`optim.io.sandbox`); without one, refuse unless allowed."""
+    shapes = {str(k): [int(d) for d in v] for k, v in (input_shapes or {}).items()}
+    problem = sandbox.sandbox_problem()
+    if not problem:
+        answer = sandbox.run_sandboxed(kind, data, shapes)
+    elif sandbox.unsandboxed_allowed():
+        warnings.warn(f"Converting {kind} without a sandbox ({problem}); only do this for your own files.",
+                      stacklevel=2)
+        answer = torch_convert.convert(kind, data, shapes)
+    else:
+        raise SandboxUnavailableError(
+            f"TorchScript and .pt2 uploads are converted in a sandbox, and {problem}, so this file is refused. "
+            f"{EXPORT_HINT} Operators: {sandbox.INSTALL_HINT} Or allow unsandboxed conversion of trusted files "
+            "with OPTIM_ALLOW_UNSANDBOXED_TORCH=1 (CLI: --allow-unsandboxed).")
+    if answer.get("ok"):
+        model = onnx.ModelProto()
         try:
-            yield
-        finally:
-            if old is None:
-                os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
-            else:
-                os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
+            model.ParseFromString(answer["onnx"])
+        except Exception as exc:  # noqa: BLE001 - protobuf decode errors
+            raise MalformedModelError(f"The converter returned a damaged ONNX model ({str(exc)[:200]}).") from exc
+        return model
+    if answer.get("error") == "shapes":
+        names = [str(n)[:80] for n in answer.get("names", [])]
+        first = names[0] if names else "input"
+        raise TorchScriptShapesRequiredError(
+            "TorchScript files do not record input shapes. Give the shape of each input "
+            f"({', '.join(names)}), e.g. input_shapes={{'{first}': (1, 3, 224, 224)}} "
+            f"or --input-shape {first}=1,3,224,224. Missing: {', '.join(str(m)[:80] for m in answer.get('missing', []))}."
+        )
+    raise MalformedModelError(f"{str(answer.get('message', 'conversion failed'))[:500]}. {EXPORT_HINT}")
 
 
 def pt2_to_onnx(data: bytes) -> onnx.ModelProto:
-    """Load a (pre-screened) torch.export archive and convert it with the dynamo exporter.
+    """Convert a (pre-screened) torch.export archive with the dynamo exporter, in the sandbox.
 
     An ExportedProgram can only go through the dynamo exporter (the legacy one needs an eager module);
     symbolic dimensions stay symbolic in the ONNX graph and are handled like any ONNX input.
     """
-    import torch  # lazy: loading ONNX files should not pay for importing torch
-
-    try:
-        with _weights_only_loads(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.export.load(io.BytesIO(data))
-            onnx_program = torch.onnx.export(program, dynamo=True, external_data=False, optimize=True,
-                                             verbose=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types; all mean "cannot convert"
-        raise MalformedModelError(f"Could not load/convert the torch.export program: {exc}. {EXPORT_HINT}") from exc
-    return onnx_program.model_proto
+    return _converted("pt2", data, None)
 
 
 def torchscript_to_onnx(data: bytes, input_shapes: dict[str, Sequence[int]] | None) -> onnx.ModelProto:
-    """Load a TorchScript archive (C++ unpickler, see module docstring) and export it to ONNX."""
-    import torch
-
-    from optim.io.export import torch_to_onnx
-
-    try:
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
-    except Exception as exc:  # noqa: BLE001
-        raise MalformedModelError(f"TorchScript could not load this archive: {exc}") from exc
-    names = [a.name for a in module.forward.schema.arguments[1:]]
-    shapes = dict(input_shapes or {})
-    if len(names) == 1 and len(shapes) == 1 and names[0] not in shapes:
-        shapes = {names[0]: next(iter(shapes.values()))}
-    missing = [n for n in names if n not in shapes]
-    if missing:
-        raise TorchScriptShapesRequiredError(
-            "TorchScript files do not record input shapes. Give the shape of each input "
-            f"({', '.join(names)}), e.g. input_shapes={{'{names[0]}': (1, 3, 224, 224)}} "
-            f"or --input-shape {names[0]}=1,3,224,224. Missing: {', '.join(missing)}."
-        )
-    examples = [torch.randn(*shapes[n]) for n in names]
-    try:
-        return torch_to_onnx(module, examples, input_names=names, output_names=["logits"])
-    except Exception as exc:  # noqa: BLE001
-        raise MalformedModelError(f"Exporting the TorchScript model to ONNX failed: {exc}. {EXPORT_HINT}") from exc
+    """Load a TorchScript archive and export it to ONNX, in the sandbox."""
+    return _converted("torchscript", data, input_shapes)
 
 
 def refuse_pickle(what: str) -> PickleRefusedError:
