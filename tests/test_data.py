@@ -265,13 +265,16 @@ def test_check_compatible_raises_when_model_input_is_integer(tiny_mlp):
         check_compatible(handle, Dataset(x=np.zeros((2, 12), np.float32), y=None, name="d"))
 
 
-def test_check_compatible_raises_when_model_has_two_inputs(tiny_mlp):
+def test_check_compatible_second_input_must_be_synthesisable(tiny_mlp):
     model = tiny_mlp.copy_model()
     extra = model.graph.input.add()
     extra.CopyFrom(model.graph.input[0])
     extra.name = "mask"
-    with pytest.raises(MissingInputError, match="2 inputs"):
-        check_compatible(ModelHandle(model=model, name="two"), Dataset(np.zeros((1, 12), np.float32), None, "d"))
+    data = Dataset(np.zeros((1, 12), np.float32), None, "d")
+    check_compatible(ModelHandle(model=model, name="two"), data)  # 'mask' (1, 12) is synthesised per batch
+    extra.type.tensor_type.shape.dim[1].dim_param = "width"
+    with pytest.raises(MissingInputError, match="mask"):
+        check_compatible(ModelHandle(model=model, name="two"), data)
 
 
 def test_check_compatible_accepts_symbolic_batch_dim(tiny_mlp):

@@ -14,7 +14,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from optim.errors import ConfigError, OptimError  # noqa: F401  (pages catch OptimError)
@@ -118,17 +117,14 @@ def load_upload(data: bytes, filename: str, shapes_text: str = "", n_synthetic: 
 
 
 def synthetic_dataset(handle: ModelHandle, n: int) -> Any:
-    """Random inputs (no labels) so an upload without data can still be compared by fidelity."""
-    from optim.io import load as model_io
-    from optim.io.data import Dataset
+    """Synthesised inputs (no labels) so an upload without data can still be compared by fidelity; None when
+    an input cannot be synthesised (the page then asks for data)."""
+    from optim.io.model_data import synthetic_dataset as synth
 
-    feeds = model_io.synthesize_inputs(handle.model, batch=1, seed=0)
-    if len(feeds) != 1:
+    try:
+        return synth(handle, n)
+    except OptimError:
         return None
-    x0 = next(iter(feeds.values()))
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, *x0.shape[1:])).astype(x0.dtype if x0.dtype.kind == "f" else np.float32)
-    return Dataset(x=x, y=None, name="synthetic (no labels: fidelity only)")
 
 
 def attach_data(loaded: Loaded, data: bytes, filename: str) -> Loaded:

@@ -1,9 +1,11 @@
 """``python -m optim sweep MODEL``: build and measure a grid of compressed variants, print the Pareto set.
 
 MODEL is a bundled sample name (``resnet_digits``; its own test set and a 256-sample calibration set
-from its training split) or a model file with ``--data FILE``. Results go to the store
-(``--store DIR``, default ``$OPTIM_DATA_DIR`` or ``<repo>/.optim_data``): an identical second run
-returns the stored results at once, and an interrupted run resumes where it stopped.
+from its training split) or a model file, with ``--data FILE`` for accuracy or without it: then
+variants are compared on synthesised inputs (fidelity to the original only) that also calibrate INT8
+(``--input-shape NAME=DIMS`` fixes dynamic dims). Results go to the store (``--store DIR``, default
+``$OPTIM_DATA_DIR`` or ``<repo>/.optim_data``): an identical second run returns the stored results at
+once, and an interrupted run resumes where it stopped.
 
 Example: python -m optim sweep resnet_digits --ratios 0,0.25,0.5,0.75 --bits 32,16,8,4 --csv out.csv
 """
@@ -30,6 +32,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("model", metavar="MODEL", help="bundled sample name or path to a model file")
     p.add_argument("--data", type=Path, help="evaluation data (.npz with x[,y], .csv, .zip of class folders)")
     p.add_argument("--label-column", help="label column of a --data CSV")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
+                   help="fix dynamic input dims, e.g. input=1,3,224,224 (repeatable)")
+    p.add_argument("--samples", type=int, default=64,
+                   help="without --data: synthesised inputs to compare variants on (default 64; fidelity only)")
     p.add_argument("--calib", type=Path, help="calibration data for INT8 static (default: the sample's train split)")
     p.add_argument("--no-calib", action="store_true", help="no calibration data: 8 bits means INT8 dynamic")
     p.add_argument("--ratios", default="0,0.25,0.5,0.75", help="pruning ratios (default 0,0.25,0.5,0.75)")
@@ -70,8 +76,10 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
     calib = train = None
     if path.is_file():
         from optim.io.load import load
+        from optim.io.shapes import parse_input_shape
 
-        handle, test = load(path, path.name), None
+        shapes = dict(parse_input_shape(s) for s in args.input_shape)
+        handle, test = load(path, path.name, input_shapes=shapes or None), None
     else:
         from optim.io.samples import list_samples, load_sample
 
@@ -87,8 +95,14 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
     if args.data:
         test = _load_data(args.data, handle, args.label_column)
     if test is None:
-        raise ConfigError("This model has no bundled test data: pass --data FILE (npz, csv or zip of class folders; "
-                          "without labels the sweep reports agreement with the original model).")
+        from optim.io.model_data import synthetic_dataset
+
+        if args.samples < 1:
+            raise ConfigError("--samples must be at least 1.")
+        test = synthetic_dataset(handle, args.samples)
+        calib = test
+        print(f"no --data: comparing variants on {len(test)} synthesised inputs (fidelity to the original model "
+              "only; no accuracy). Pass --data FILE for accuracy.", file=sys.stderr)
     if args.calib:
         calib = _load_data(args.calib, handle, args.label_column).subset(CALIB_SAMPLES)
     return handle, test, None if args.no_calib else calib, train

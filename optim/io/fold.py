@@ -140,3 +140,20 @@ def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
         inputs = [i for i in graph.input if i.name not in dropped]
         del graph.input[:]
         graph.input.extend(inputs)
+
+
+def lift_ir3(model: onnx.ModelProto) -> bool:
+    """IR < 4 requires every initializer to be listed in ``graph.input``; lift such a model to IR 4 (in place).
+
+    IR 4 only relaxes that rule, so the opsets (the semantics) stay; initializers stop being graph inputs,
+    which lets folded constants be added as plain initializers and lets ONNX Runtime treat weights as
+    constants (fusions, constant folding) instead of overridable inputs. Returns whether it changed.
+    """
+    if model.ir_version >= 4:
+        return False
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = 4
+    return True

@@ -21,30 +21,32 @@ import posixpath
 import re
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
-from onnx import helper
 
 from optim.errors import (
-    ConfigError,
-    DynamicShapeError,
     FileTooLargeError,
     MalformedModelError,
-    MissingInputError,
     OptimError,
-    ShapeMismatchError,
     TooManyParametersError,
     UnknownFormatError,
 )
 from optim.handle import ModelHandle
 from optim.io import torch_import as tio
 from optim.io import zips as zio
-from optim.io.fold import fold_constants
+from optim.io.fold import fold_constants, lift_ir3
+from optim.io.shapes import (  # noqa: F401  (re-exported: callers import them from here)
+    InputSpec,
+    fix_shapes,
+    input_specs,
+    parse_input_shape,
+    record_shapes,
+    synthesize_inputs,
+)
 
 DEFAULT_MAX_BYTES = 500 * 2**20
 DEFAULT_MAX_PARAMS = 2_000_000_000
@@ -67,78 +69,6 @@ class UnsupportedOpsetError(MalformedModelError):
 
 class ModelNotFoundError(OptimError):
     """A path that does not exist."""
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: np.dtype
-
-
-def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """``"NAME=1,3,224,224"`` → ``("NAME", (1, 3, 224, 224))``; ConfigError when malformed."""
-    name, sep, dims = text.rpartition("=")
-    try:
-        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        shape = ()
-    if not sep or not name.strip() or not shape or any(d <= 0 for d in shape):
-        raise ConfigError(f"input shape {text!r} is not NAME=D1,D2,... with positive integers, "
-                          "e.g. input=1,3,224,224.")
-    return name.strip(), shape
-
-
-def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
-    """Graph inputs that are not initializers; unknown dims appear as ``"?"``."""
-    inits = {t.name for t in model.graph.initializer}
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        dims: tuple[int | str, ...] = tuple(
-            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-            for d in tt.shape.dim
-        ) if tt.HasField("shape") else ("?...",)
-        try:
-            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
-        except (KeyError, TypeError, ValueError):
-            dtype = np.dtype(object)
-        specs.append(InputSpec(vi.name, dims, dtype))
-    return specs
-
-
-def _batch_params(specs: list[InputSpec]) -> set[str]:
-    """Names of symbolic first dimensions: these are the batch, wherever else they appear."""
-    return {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str) and s.shape[0] != "?..."}
-
-
-def synthesize_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """One random feed per model input (floats ~ N(0,1), integers and bools zero), batch dims = ``batch``.
-
-    Raises MissingInputError naming inputs whose shape or type cannot be synthesised.
-    """
-    rng = np.random.default_rng(seed)
-    specs = input_specs(model)
-    batch_names = _batch_params(specs)
-    feeds: dict[str, np.ndarray] = {}
-    problems = []
-    for spec in specs:
-        unresolved = [d for d in spec.shape if isinstance(d, str) and d not in batch_names]
-        if unresolved or spec.dtype.kind not in "fiub":
-            why = f"dynamic dims {unresolved}" if unresolved else f"type {spec.dtype}"
-            problems.append(f"{spec.name} ({why})")
-            continue
-        shape = tuple(batch if isinstance(d, str) else d for d in spec.shape)
-        if spec.dtype.kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        else:
-            feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
-    if problems:
-        raise MissingInputError(f"Cannot synthesise input(s) {', '.join(problems)}. Fix their shapes with "
-                                "input_shapes / --input-shape NAME=D1,D2,..., or provide the data yourself.")
-    return feeds
 
 
 # --- reading bytes -------------------------------------------------------------------------------
@@ -224,54 +154,47 @@ def _check_opset(model: onnx.ModelProto) -> None:
             "`onnx.version_converter.convert_version(model, 17)` or re-export with opset_version=17.")
 
 
-def _set_dims(vi: onnx.ValueInfoProto, values: dict[int, int]) -> None:
-    for i, d in enumerate(vi.type.tensor_type.shape.dim):
-        if i in values:
-            d.Clear()
-            d.dim_value = values[i]
+def _prepared(original: onnx.ModelProto, input_shapes: dict[str, Sequence[int]] | None,
+              max_params: int) -> tuple[onnx.ModelProto, int]:
+    """The model lifted to IR >= 4, constant-folded and shape-fixed, checked to run at every ORT level.
 
-
-def fix_shapes(model: onnx.ModelProto, input_shapes: dict[str, Sequence[int]] | None) -> None:
-    """Fix non-batch dynamic input dims from ``input_shapes`` (in place) or raise DynamicShapeError."""
-    shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-    specs = input_specs(model)
-    names = [s.name for s in specs]
-    unknown = set(shapes) - set(names)
-    if unknown:
-        raise ConfigError(f"input_shapes names {sorted(unknown)}, but the model's inputs are {names}.")
-    batch = _batch_params(specs) - {"?"}
-    by_name = {vi.name: vi for vi in model.graph.input}
-    params: dict[str, int] = {}
-    missing = []
-    for spec in specs:
-        given = shapes.get(spec.name)
-        dyn = [i for i, d in enumerate(spec.shape) if isinstance(d, str) and not (d in batch or (i == 0 and d == "?"))]
-        if given is None:
-            if dyn or spec.shape == ("?...",):
-                missing.append(f"{spec.name} {list(spec.shape)} (dynamic dims at positions {dyn or 'all'})")
+    Our transformations must never turn a runnable file into a refused one: when the prepared model fails,
+    it is prepared again without folding, then with its input shapes recorded (not written into the graph:
+    ONNX Runtime's optimiser re-infers ``If`` branches with them, and an untaken branch may not fit them).
+    If every way fails but the file as given runs, the message says the fault is ours.
+    """
+    fix_shapes(_copy(original), input_shapes)  # a wrong or missing shape is the user's to fix: say so first
+    first_error: MalformedModelError | None = None
+    for fold, write_shapes in ((True, True), (False, True), (True, False)):
+        if not write_shapes and not input_shapes:
             continue
-        if spec.shape != ("?...",) and len(given) != len(spec.shape):
-            raise ShapeMismatchError(f"input_shapes gives {spec.name} rank {len(given)} {given}, but the model "
-                                     f"declares rank {len(spec.shape)} {list(spec.shape)}.")
-        if spec.shape == ("?...",):
-            by_name[spec.name].type.tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in given)
-            dyn = list(range(len(given)))
-        for i, d in enumerate(spec.shape):
-            if isinstance(d, int) and d != given[i]:
-                raise ShapeMismatchError(f"input_shapes gives {spec.name} {given}, but dim {i} is fixed to {d} "
-                                         f"in the model ({list(spec.shape)}).")
-        keep_batch = {0} if spec.shape and spec.shape[0] in batch else set()
-        values = {i: given[i] for i in dyn if i not in keep_batch}
-        params.update({spec.shape[i]: v for i, v in values.items() if isinstance(spec.shape[i], str)
-                       and spec.shape[i] not in ("?", "?...")})
-        _set_dims(by_name[spec.name], values)
-    if missing:
-        raise DynamicShapeError("Dynamic input dimensions must be fixed (only the first, batch dimension may "
-                                f"stay symbolic): {'; '.join(missing)}. Pass input_shapes={{NAME: (1, 3, 224, 224)}}"
-                                " or --input-shape NAME=1,3,224,224.")
-    for vi in [*model.graph.output, *model.graph.value_info]:
-        dims = vi.type.tensor_type.shape.dim
-        _set_dims(vi, {i: params[d.dim_param] for i, d in enumerate(dims) if d.dim_param in params})
+        model = _copy(original)
+        lift_ir3(model)
+        folded = fold_constants(model) if fold else 0
+        _check_params(model, max_params)
+        if write_shapes:
+            fix_shapes(model, input_shapes)
+        else:
+            record_shapes(model, input_shapes or {})
+        try:
+            _validate(model)
+            return model, folded
+        except MalformedModelError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    try:
+        _validate(original)
+    except MalformedModelError:
+        raise first_error from None  # the file itself does not run: the first message says why
+    raise MalformedModelError(f"This model runs as given, but our preparation for measuring (constant folding, "
+                              f"fixing input shapes) breaks it, which is our defect; please report it. "
+                              f"{first_error}") from first_error
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def _validate(model: onnx.ModelProto) -> None:
@@ -296,10 +219,13 @@ def _validate(model: onnx.ModelProto) -> None:
 
 
 def _open_session(model: onnx.ModelProto) -> None:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    """Open at the level that runs the graph as written and at the one that rewrites it most."""
+    data = model.SerializeToString()
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = level
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
 def _runtime_error(exc: Exception) -> MalformedModelError:
@@ -359,10 +285,7 @@ def load(source: Path | str | bytes, filename: str | None = None, *, max_bytes: 
         _check_params(model, max_params)
         zio.inline_external(model, None, "", max_bytes)
     _check_opset(model)
-    folded = fold_constants(model)
-    _check_params(model, max_params)
-    fix_shapes(model, None if fmt == "torchscript" else input_shapes)
-    _validate(model)
+    model, folded = _prepared(model, None if fmt == "torchscript" else input_shapes, max_params)
     name = filename or "model"
     meta = {"history": [], "filename": filename, "folded_nodes": folded}
     return ModelHandle(model=model, name=name if path_name else f"upload:{name}", source_format=fmt, meta=meta)

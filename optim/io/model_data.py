@@ -76,19 +76,56 @@ def _n_classes(model: onnx.ModelProto) -> int | None:
     return dims[-1] if len(dims) == 2 and isinstance(dims[-1], int) and dims[-1] > 0 else None
 
 
+SYNTHETIC_NAME = "synthetic (no labels: fidelity only)"
+
+
+def synthetic_dataset(handle: ModelHandle, n: int, seed: int = 0) -> Dataset:
+    """``n`` synthesised samples of the model's first input (no labels: fidelity only).
+
+    Values follow :func:`optim.io.shapes.synthesize_inputs` (token ids within the vocabulary, masks of ones,
+    floats ~ N(0,1)); a model whose batch is fixed gets one synthesised batch per seed. Any further inputs
+    are synthesised again at prediction time. MissingInputError when an input cannot be synthesised.
+    """
+    from optim.io.shapes import input_specs, synthesize_inputs
+
+    first = input_specs(handle.model)[0].name
+    chunks, got, s = [], 0, seed
+    while got < n:
+        x = synthesize_inputs(handle.model, batch=n - got, seed=s)[first]
+        if x.ndim == 0:
+            raise MissingInputError(f"The model's first input {first!r} is a scalar; it needs a sample axis to "
+                                    "be evaluated on data.")
+        chunks.append(x)
+        got += len(x)
+        s += 1
+    x = np.concatenate(chunks)[:n]
+    return Dataset(x=x if x.dtype.kind != "f" else x.astype(np.float32, copy=False), y=None, name=SYNTHETIC_NAME)
+
+
+def _synthesisable_rest(model: onnx.ModelProto, first: str) -> None:
+    """Raise MissingInputError unless every input but ``first`` can be synthesised at prediction time."""
+    from optim.io.shapes import synthesize_inputs
+
+    try:
+        synthesize_inputs(model, batch=1)
+    except MissingInputError as exc:
+        raise MissingInputError(f"Evaluation data feeds the first input {first!r}; the others are synthesised, "
+                                f"which fails here: {exc}") from exc
+
+
 def check_compatible(handle: ModelHandle, dataset: Dataset) -> None:
-    """Raise ``ShapeMismatchError`` unless ``dataset`` can feed ``handle``'s single input.
+    """Raise ``ShapeMismatchError`` unless ``dataset`` can feed ``handle``'s first input.
 
     Compares the model input shape without its batch dimension with one data sample's shape
-    (symbolic model dims match anything), checks the input is a float tensor and that labels fit the
-    number of output classes when the output is ``(batch, classes)``.
+    (symbolic model dims match anything), checks the dtypes agree (float data for a float input, integer
+    data such as token ids for an integer input) and that labels fit the number of output classes when
+    the output is ``(batch, classes)``. Further inputs must be synthesisable (masks, type ids, states).
     """
     inputs = _graph_inputs(handle.model)
-    if len(inputs) != 1:
-        raise MissingInputError(
-            f"The model has {len(inputs)} inputs ({[i.name for i in inputs]}); evaluation data feeds exactly "
-            "one. Export the model with a single input tensor."
-        )
+    if not inputs:
+        raise MissingInputError("The model has no inputs; there is nothing to evaluate on data.")
+    if len(inputs) > 1:
+        _synthesisable_rest(handle.model, inputs[0].name)
     inp = inputs[0]
     model_shape = _dims(inp)[1:]
     sample_shape = tuple(dataset.x.shape[1:])
@@ -101,13 +138,13 @@ def check_compatible(handle: ModelHandle, dataset: Dataset) -> None:
             f"but the data samples have shape {sample_shape}. Resize/reshape the data to {model_shape}."
         )
     elem = inp.type.tensor_type.elem_type
-    if elem not in _FLOAT_TYPES:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else "unknown"
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem else None
+    if elem not in _FLOAT_TYPES and (dtype is None or dtype.kind not in "iub" or dataset.x.dtype.kind not in "iub"):
         raise ShapeMismatchError(
-            f"Model input {inp.name!r} has dtype {dtype}, but evaluation data is float32; "
-            "only models with a floating-point input can be evaluated on this data."
+            f"Model input {inp.name!r} has dtype {dtype or 'unknown'}, but the evaluation data is "
+            f"{dataset.x.dtype}; give integer arrays (e.g. token ids) for an integer input."
         )
-    if dataset.x.dtype != np.float32:
+    if elem in _FLOAT_TYPES and dataset.x.dtype != np.float32:
         raise ShapeMismatchError(f"Data dtype is {dataset.x.dtype}; it must be float32 (the model input dtype).")
     n_classes = _n_classes(handle.model)
     if dataset.y is not None and len(dataset.y) and n_classes is not None and int(dataset.y.max()) >= n_classes:
