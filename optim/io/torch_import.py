@@ -39,7 +39,7 @@ from optim.errors import (
     SandboxUnavailableError,
     UnsafeArchiveError,
 )
-from optim.io import sandbox, symexpr, torch_convert
+from optim.io import external, sandbox, symexpr, torch_convert
 
 EXPORT_HINT = (
     "Export the model to ONNX in your own environment instead: "
@@ -178,6 +178,7 @@ def _converted(kind: str, data: bytes, input_shapes: dict[str, Sequence[int]] | 
             model.ParseFromString(answer["onnx"])
         except Exception as exc:  # noqa: BLE001 - protobuf decode errors
             raise MalformedModelError(f"The converter returned a damaged ONNX model ({str(exc)[:200]}).") from exc
+        external.assert_inline(model)  # the converter ran hostile code: its output is checked like an upload
         return model
     if answer.get("error") == "shapes":
         names = [str(n)[:80] for n in answer.get("names", [])]

@@ -3,13 +3,13 @@ copying ONNX external data from members into the model (nothing is extracted to 
 
 from __future__ import annotations
 
-import posixpath
 import zipfile
 import zlib
 
 import onnx
 
 from optim.errors import FileTooLargeError, MalformedModelError, UnknownFormatError
+from optim.io import external
 from optim.io import torch_import as tio
 
 
@@ -57,26 +57,6 @@ def kind_of_zip(names: list[str]) -> str:
 
 
 def inline_external(model: onnx.ModelProto, zf: zipfile.ZipFile | None, base: str, max_bytes: int) -> None:
-    """Copy external-data tensors from zip members into the model (no files touched)."""
-    cache: dict[str, bytes] = {}
-    for t in model.graph.initializer:
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        info = {e.key: e.value for e in t.external_data}
-        if zf is None:
-            raise MalformedModelError(f"Weight {t.name!r} lives in an external file ({info.get('location')}). "
-                                      "Upload a zip holding the .onnx and its data file(s), or re-export "
-                                      "with external_data=False.")
-        location = info.get("location", "")
-        tio.ensure_inside(location)
-        member = posixpath.normpath(posixpath.join(base, location))
-        if member not in zf.namelist():
-            raise MalformedModelError(f"Weight {t.name!r} refers to {location!r}, which is not in the zip. "
-                                      "Add the data file next to the .onnx in the archive.")
-        if member not in cache:
-            cache[member] = read_member(zf, member, max_bytes)
-        offset, length = int(info.get("offset", 0)), info.get("length")
-        blob = cache[member][offset: offset + int(length) if length else None]
-        t.raw_data = blob
-        del t.external_data[:]
-        t.data_location = onnx.TensorProto.DEFAULT
+    """Copy every external-data tensor (anywhere in the model, :mod:`optim.io.external`) from zip members
+    into the model; no files are touched and nothing outside the zip is read."""
+    external.inline_all(model, zf, base, max_bytes, read_member)

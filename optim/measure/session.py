@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from optim.errors import ConfigError, MissingInputError
 from optim.handle import ModelHandle
+from optim.io.external import assert_inline
 
 OPT_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -87,6 +88,7 @@ def make_session(
         so.profile_file_prefix = str(profile_prefix)
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
+    assert_inline(model_proto(handle_or_model))  # never a session that would read files next to the process
     return ort.InferenceSession(model_bytes(handle_or_model), so, providers=_resolve_providers(providers))
 
 
