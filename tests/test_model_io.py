@@ -17,6 +17,7 @@ from optim.errors import (
     DynamicShapeError,
     MalformedModelError,
     MissingInputError,
+    OptimError,
     PickleRefusedError,
     ShapeMismatchError,
 )
@@ -288,3 +289,30 @@ def test_fold_constants_skips_folds_that_would_blow_up_the_file():
     assert fold_constants(model) == 1  # only the Constant became an initializer
     assert [nd.op_type for nd in model.graph.node] == ["ConstantOfShape", "Add"]
     assert model.ByteSize() < 10_000
+
+
+@pytest.mark.parametrize("protocol", range(0, 6))
+@pytest.mark.parametrize("suffix", [".onnx", ".pt", ".bin", ""])
+def test_load_refuses_a_raw_pickle_of_any_protocol_under_any_name(protocol, suffix, tmp_path):
+    import pickle
+
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (__import__("os").system, (f"touch {marker}",))
+
+    with pytest.raises(OptimError) as info:
+        load(pickle.dumps(Payload(), protocol=protocol), f"model{suffix}")
+    assert "unpickle" in str(info.value) or "not a format" in str(info.value)
+    assert not marker.exists()
+
+
+def test_pickle_scanner_resolves_stack_global_fed_by_short_binstring_and_memo():
+    from optim.io.torch_import import pickle_globals
+
+    direct = b"\x80\x04U\x02osU\x06system\x93U\x02id\x85R."
+    via_memo = b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94h\x00h\x01\x93U\x02id\x85R."
+    assert pickle_globals(direct) == ["os system"]
+    assert pickle_globals(via_memo) == ["os system"]
+    assert pickle_globals(b"\x80\x04K\x01K\x02\x93.") == ["<unresolved STACK_GLOBAL>"]

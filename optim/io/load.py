@@ -96,7 +96,7 @@ def _sniff(data: bytes, filename: str) -> str:
     """'onnx' | 'zip' | refuse: decided from the bytes (and the name only to break ties)."""
     if not data:
         raise EmptyFileError(f"{filename or 'The upload'} is empty (0 bytes). Upload the model file again.")
-    if data[:1] == b"\x80":
+    if tio.looks_like_pickle(data):
         raise tio.refuse_pickle("a Python pickle (e.g. a pickled nn.Module or state dict)")
     if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
         return "zip"

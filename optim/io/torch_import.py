@@ -79,31 +79,75 @@ def _global_allowed(ref: str, torchscript: bool) -> bool:
     return torchscript and module.startswith("__torch__")
 
 
+_STR_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"}
+_MARK = object()
+_OPAQUE = object()
+
+
 def pickle_globals(data: bytes) -> list[str]:
-    """Globals ("module name") a pickle stream would import, decoded without executing anything."""
+    """Globals ("module name") a pickle stream would import, decoded without executing anything.
+
+    The pickle machine's stack is simulated from each opcode's declared stack effect (``pickletools``
+    metadata), with strings kept as values and the memo followed, so ``STACK_GLOBAL`` is resolved from
+    whatever really sits under it: any string opcode (``SHORT_BINSTRING`` included), memo ``GET``s,
+    ``DUP``. An operand that is not a known string reports ``<unresolved STACK_GLOBAL>`` (refused).
+    """
     found: list[str] = []
-    strings: list[str | None] = []
-    memo: dict[int, str | None] = {}
+    stack: list[object] = []
+    memo: dict[int, object] = {}
     try:
         for op, arg, _ in pickletools.genops(data):
-            if op.name == "GLOBAL":
+            name = op.name
+            top = stack[-1] if stack else _OPAQUE
+            if name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = top
+                continue
+            if name == "MEMOIZE":
+                memo[len(memo)] = top
+                continue
+            before = op.stack_before
+            if pickletools.markobject in before:
+                while stack and stack[-1] is not _MARK:
+                    stack.pop()
+                if not stack:
+                    raise ValueError(f"{name} without a MARK")
+                stack.pop()
+                for _ in range(before.index(pickletools.markobject)):
+                    stack.pop()
+            else:
+                popped = [stack.pop() for _ in before][::-1]
+            if name == "STACK_GLOBAL":
+                mod, attr = popped
+                ok = isinstance(mod, str) and isinstance(attr, str)
+                found.append(f"{mod} {attr}" if ok else "<unresolved STACK_GLOBAL>")
+            elif name in ("GLOBAL", "INST"):
                 found.append(str(arg))
-            elif op.name == "STACK_GLOBAL":
-                mod, name = (strings[-2], strings[-1]) if len(strings) >= 2 else (None, None)
-                found.append(f"{mod} {name}" if mod and name else "<unresolved STACK_GLOBAL>")
-            elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                strings.append(str(arg))
-            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
-                memo[int(arg)] = strings[-1] if strings else None
-            elif op.name == "MEMOIZE":
-                memo[len(memo)] = strings[-1] if strings else None
-            elif op.name in ("BINGET", "LONG_BINGET", "GET"):
-                strings.append(memo.get(int(arg)))
-            elif op.name in ("INST", "OBJ"):
-                found.append(str(arg) if arg else "<OBJ>")
+            elif name == "OBJ":
+                found.append("<OBJ>")
+            if name in _STR_OPS:
+                stack.append(str(arg))
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                stack.append(memo.get(int(arg), _OPAQUE))
+            elif name == "DUP":
+                stack.extend([top, top])
+            else:
+                stack.extend(_MARK if a is pickletools.markobject else _OPAQUE for a in op.stack_after)
     except Exception as exc:  # noqa: BLE001 - any decoding problem means "not a clean pickle"
-        raise MalformedModelError(f"A pickle inside the archive is corrupt ({exc}). {EXPORT_HINT}") from exc
+        raise MalformedModelError(f"A pickle inside the archive is corrupt ({str(exc)[:200]}). {EXPORT_HINT}") from exc
     return found
+
+
+def looks_like_pickle(data: bytes) -> bool:
+    """True for a pickle stream of any protocol (0-5), decided by decoding opcodes, never by running them."""
+    if data[:1] == b"\x80":
+        return True
+    if data[:1] not in (b"(", b"c", b"]", b"}", b"I", b"L", b"S", b"V", b"N", b"F", b")", b"i"):
+        return False
+    try:
+        ops = [op.name for op, _, _ in pickletools.genops(data[: 2**20])]
+    except Exception:  # noqa: BLE001 - not a (complete) pickle
+        return False
+    return bool(ops) and ops[-1] == "STOP"
 
 
 def _iter_pickles(zf: zipfile.ZipFile, max_bytes: int) -> Iterator[tuple[str, bytes]]:
