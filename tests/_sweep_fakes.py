@@ -1,6 +1,9 @@
 """Fake passes for sweep tests: fast, deterministic, and they log each build to a counter file.
 
-Used in-process (registered with monkeypatch) and by the SIGKILL test's child process.
+Used in-process (registered with monkeypatch), by the SIGKILL test's child process and by Ray workers
+(``register`` is their setup hook). ``$OPTIM_FAKE_CONTROL`` names a folder whose files steer a running fake:
+``delay`` (seconds per call), ``crash-<mode>.once`` (the quantize call for that mode ends its process once; the
+file is removed) and ``crash-<mode>.always``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,25 @@ def _log(event: str) -> None:
             f.write(event + "\n")
             f.flush()
     delay = float(os.environ.get("OPTIM_FAKE_DELAY", "0"))
+    control = os.environ.get("OPTIM_FAKE_CONTROL")
+    if control and (Path(control) / "delay").exists():
+        delay = float((Path(control) / "delay").read_text())
     if delay:
         time.sleep(delay)
+
+
+def _maybe_crash(mode: str) -> None:
+    control = os.environ.get("OPTIM_FAKE_CONTROL")
+    if not control:
+        return
+    once, always = Path(control) / f"crash-{mode}.once", Path(control) / f"crash-{mode}.always"
+    if always.exists():
+        os._exit(3)
+    try:
+        once.unlink()
+    except FileNotFoundError:
+        return
+    os._exit(3)
 
 
 def _map_weights(handle: ModelHandle, fn) -> object:  # noqa: ANN001
@@ -70,6 +90,7 @@ class FakeQuantConfig:
 
 def fake_quantize(handle: ModelHandle, cfg: FakeQuantConfig, ctx: base.PassContext | None = None) -> ModelHandle:
     _log(f"quantize {cfg.mode} {cfg.bits}")
+    _maybe_crash(cfg.mode)
     if cfg.mode == "int4":
         raise PassUnavailableError("fake int4 is not available for this model: try 8 bits.")
     bits = {"fp16": 16, "int8_static": 8, "int8_dynamic": 8}.get(cfg.mode, cfg.bits)
@@ -91,6 +112,13 @@ def specs() -> dict[str, base.PassSpec]:
         FAKE_NAMES["unstructured"]: base.PassSpec(FAKE_NAMES["unstructured"], "t", "d", FakePruneConfig, fake_prune("unstructured")),
         FAKE_NAMES["quantize"]: base.PassSpec(FAKE_NAMES["quantize"], "t", "d", FakeQuantConfig, fake_quantize),
     }  # fmt: skip
+
+
+def register() -> None:
+    """Ray worker setup hook: the fakes by name, and only them (the worker skips importing torch-based passes;
+    the driver's task says which passes to use)."""
+    base._REGISTRY.update(specs())
+    base._load_all = lambda: None
 
 
 def install_globally() -> None:

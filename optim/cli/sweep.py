@@ -13,6 +13,7 @@ Example: python -m optim sweep resnet_digits --ratios 0,0.25,0.5,0.75 --bits 32,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--eval-limit", type=int, help="evaluate on at most N test samples")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
     p.add_argument("--budget", type=float, default=0.3, help="seconds of timed runs per variant (default 0.3)")
-    p.add_argument("--workers", type=int, default=1, help="build threads running ahead of measurement")
+    p.add_argument("--workers", type=int,
+                   help="local: build threads running ahead of measurement; ray without an address: Ray workers "
+                        "of the local instance (default 1 local, 2 ray)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: this machine (default); ray: every variant is a Ray task (pip install '.[cluster]')")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to run on (host:6379 or ray://host:10001; default $OPTIM_RAY_ADDRESS, "
+                        "else a local Ray instance)")
     p.add_argument("--distill", action="store_true",
                    help="also build a distilled copy of every pruned variant (uses the training split)")
     p.add_argument("--distill-seconds", type=float, default=30.0, help="distillation budget per pruned model")
@@ -187,9 +195,21 @@ def fastest_within_baseline(df: pd.DataFrame) -> pd.Series | None:
     return ok.sort_values(["latency_ms", "effective_size_bytes"], kind="stable").iloc[0] if len(ok) else None
 
 
+def _executor(args: argparse.Namespace) -> Any:
+    from optim.sweep.executors import LocalExecutor
+
+    if args.executor == "local":
+        if args.ray_address:
+            raise ConfigError("--ray-address needs --executor ray.")
+        return LocalExecutor(args.workers or 1)
+    from optim.sweep.ray_executor import ENV_ADDRESS, RayExecutor
+
+    address = args.ray_address or os.environ.get(ENV_ADDRESS) or None
+    return RayExecutor(address, workers=args.workers or 2)
+
+
 def run(args: argparse.Namespace) -> int:
     from optim.analysis.pareto import pareto_mask
-    from optim.sweep.executors import LocalExecutor
     from optim.sweep.run import SweepConfig, run_sweep
     from optim.sweep.store import Store
 
@@ -202,18 +222,19 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     handle, test, calib, train = load_inputs(args)
     store = Store(args.store)
+    executor = _executor(args)
     bar = ProgressBar()
     t0 = time.perf_counter()
     try:
-        sid = run_sweep(handle, test, calib, config, store, progress=bar, executor=LocalExecutor(args.workers),
-                        train=train)
+        sid = run_sweep(handle, test, calib, config, store, progress=bar, executor=executor, train=train)
     finally:
         bar.close()
+        getattr(executor, "close", lambda: None)()
     elapsed = time.perf_counter() - t0
     df = store.variants(sid)
     n_failed = int((df["status"] == "failed").sum())
     print(f"sweep {sid}: {len(df)} variants of {handle.name} ({n_failed} failed) in {elapsed:.1f} s; "
-          f"store {store.path}")  # fmt: skip
+          f"store {store.path}" + (f"; ran on {executor.describe()}" if hasattr(executor, "describe") else ""))
     print("Pareto set (accuracy ↑, latency ↓, size ↓; latency: median, batch 1, "
           f"{config.latency_threads} thread(s); (sim) = simulated precision):")  # fmt: skip
     print(format_pareto(df))

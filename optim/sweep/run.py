@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,23 +199,54 @@ def run_sweep(
                              train=train, distill=distill)  # fmt: skip
     executor = executor or LocalExecutor()
     seq = {v.key: i for i, v in enumerate(grid)}
-    builds = executor.map_builds(lambda v: _timed(builder.build, v), todo)
+    if hasattr(executor, "run_variants"):  # builds and measures elsewhere (optim.sweep.ray_executor)
+        results = executor.run_variants(SweepWork(handle, calib, train, eval_set, ref, config), todo, cancel)
+    else:
+        results = _measured_here(builder, executor, todo, eval_set, ref, config, cancel, report.start, with_level)
     try:
-        for v, built in builds:
-            if cancel() or (isinstance(built, BaseException) and is_cancel(built)):
-                store.finish_sweep(sid, "cancelled")
-                return sid
-            report.start(v.label(with_level))
-            row, layers, model_bytes = _variant_row(v, built, eval_set, ref, config, executor)
+        for v, (row, layers, model_bytes) in results:  # the driver alone writes the store
+            if cancel():
+                break
             row.update(variant_id=stable_id(sid, v.key), sweep_id=sid, variant_key=v.key, seq=seq[v.key],
                        label=v.label(with_level))  # fmt: skip
             store.put_variant(row, layers, model_bytes)
             report.finished(v.label(with_level))
     finally:
-        builds.close()
+        results.close()
+    if cancel():
+        store.finish_sweep(sid, "cancelled")
+        return sid
     store.finish_sweep(sid, "done")
     report.final()
     return sid
+
+
+@dataclass(frozen=True)
+class SweepWork:
+    """What an executor that builds and measures variants elsewhere needs (``run_variants(work, todo, cancel)``
+    yields ``(variant, variant_row(...))`` in any order; sent once per sweep)."""
+
+    handle: ModelHandle
+    calib: Any
+    train: Any
+    eval_set: Any
+    ref: np.ndarray
+    config: SweepConfig
+
+
+def _measured_here(builder: VariantBuilder, executor: Executor, todo: list[Variant], eval_set: Any, ref: np.ndarray,
+                   config: SweepConfig, cancel: Callable[[], bool], started: Callable[[str], None],
+                   with_level: bool) -> Iterator[tuple[Variant, tuple[dict[str, Any], Any, bytes | None]]]:  # fmt: skip
+    """Builds from ``executor.map_builds`` measured on this machine; stops at a cancel."""
+    builds = executor.map_builds(lambda v: _timed(builder.build, v), todo)
+    try:
+        for v, built in builds:
+            if cancel() or (isinstance(built, BaseException) and is_cancel(built)):
+                return
+            started(v.label(with_level))
+            yield v, variant_row(v, built, eval_set, ref, config, executor)
+    finally:
+        builds.close()
 
 
 def _timed(fn: Callable[[Variant], ModelHandle], v: Variant) -> tuple[ModelHandle, float]:
@@ -245,13 +277,14 @@ def _reference_logits(store: Store, sid: str, handle: ModelHandle, eval_set: Any
     return ref
 
 
-def _variant_row(
+def variant_row(
     v: Variant, built: tuple[ModelHandle, float] | BaseException, eval_set: Any, ref: np.ndarray, config: SweepConfig,
-    executor: Executor,
+    executor: Any,
 ) -> tuple[dict[str, Any], pd.DataFrame | None, bytes | None]:  # fmt: skip
+    """One variant's store row, layers and model bytes, measured here (``executor.quiet()`` guards timing)."""
     row: dict[str, Any] = {"prune_kind": v.prune_kind, "prune_ratio": v.ratio, "bits": v.bits,
                            "opt_level": v.opt_level, "build_s": 0.0, "measure_s": 0.0,
-                           "distilled": int(v.distilled)}  # fmt: skip
+                           "distilled": int(v.distilled), **node_columns()}  # fmt: skip
     if isinstance(built, BaseException):
         row.update(status="failed", error=f"build: {error_text(built)}")
         return row, None, None
@@ -268,7 +301,7 @@ def _variant_row(
 
 def measure_variant(
     handle: ModelHandle, eval_set: Any, ref: np.ndarray | None, config: SweepConfig, opt_level: str,
-    executor: Executor | None = None,
+    executor: Any = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
     """Accuracy/fidelity (2 threads, batched), latency and per-layer profile (quiet machine), size, MACs.
 
@@ -280,7 +313,7 @@ def measure_variant(
     from optim.measure.layer_profile import profile_layers
 
     ev = measure.evaluate(handle, eval_set, reference_logits=ref)
-    quiet = executor.quiet() if executor is not None else _nullquiet()
+    quiet = executor.quiet() if executor is not None else nullcontext()
     with quiet:
         lat = measure.latency(handle, threads=config.latency_threads, opt_level=opt_level,
                               budget_s=config.latency_budget_s, warmup=2, min_runs=5)  # fmt: skip
@@ -305,12 +338,6 @@ def measure_variant(
         **node_columns(),  # the machine that measured it (latencies compare only within one node_hw)
     }  # fmt: skip
     return row, layers
-
-
-def _nullquiet() -> Any:
-    from contextlib import nullcontext
-
-    return nullcontext()
 
 
 def _summary_columns(handle: ModelHandle, profile: pd.DataFrame) -> tuple[int | None, int | None, pd.DataFrame]:

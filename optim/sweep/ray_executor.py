@@ -1,0 +1,363 @@
+"""Run a sweep on Ray: each variant (build → evaluate → time → per-layer profile) is a Ray task.
+
+:class:`RayExecutor` plugs into :func:`optim.sweep.run.run_sweep` through ``run_variants(work, todo, cancel)``:
+
+- **Shared intermediates once.** A pruned model (and its distilled copy, and with several optimisation levels
+  each quantised model) is one Ray task whose result stays in the object store; every variant built on it
+  gets the object ref, so the pruned model is built once however many bit-widths use it. A failed
+  intermediate fails each of its variants with the same message, as on one machine.
+- **The driver writes the store.** Tasks return plain rows, the per-layer table and the model bytes; only the
+  process that called ``run_sweep`` touches the SQLite file, so a killed driver resumes from the store as before
+  (finished variants are skipped, the rest are submitted again).
+- **Failures.** A worker process that dies (crash, out of memory, node lost) makes Ray run its task once more
+  (``max_retries=1``); a second death stores the variant as failed with the reason. Errors inside a pass are
+  data, never retried. A worker whose ``optim`` code differs from the driver's (engine fingerprint) fails its
+  variants with a message, since its numbers would be filed under the wrong sweep identity.
+- **Cancel** cancels every Ray task of the sweep still queued or running; finished variants stay stored.
+- **Latency where it ran.** Each row carries its node (``optim.sweep.node``). With ``quiet="node"`` (default)
+  a variant's timing holds an exclusive lock on its node (files under the temp dir, released by the OS if the
+  worker dies) while builds and evaluations hold a shared one, the same rule as the local executor's
+  ``quiet()``; ``quiet="none"`` lets timings overlap other tasks (each task still reserves
+  ``latency_threads`` CPUs).
+
+Ray is an optional dependency (``pip install '.[cluster]'``); it is imported when an executor starts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from optim.errors import CancelledError, ConfigError, OptimError
+from optim.handle import ModelHandle
+from optim.passes.base import get_pass
+from optim.sweep import executors as sweep_exec
+from optim.sweep.executors import Variant, VariantBuilder, engine_fingerprint, error_text, make_config
+from optim.sweep.run import SweepWork, variant_row
+
+T = TypeVar("T")
+R = TypeVar("R")
+ENV_ADDRESS = "OPTIM_RAY_ADDRESS"  # "host:6379" or "ray://host:10001": where a hosted dashboard runs sweeps
+_LOCK_DIR = Path(tempfile.gettempdir())
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("The Ray executor needs Ray: pip install 'compression-explorer[cluster]' "
+                          "(or pip install 'ray==2.60.0'), or run on this machine.") from None  # fmt: skip
+    return ray
+
+
+# --- on the worker ---------------------------------------------------------------------------------
+class NodeGate:
+    """Per-node rule: timing runs alone on its node (exclusive ``flock``) while other tasks build or evaluate
+    (shared). A turnstile file makes a waiting timer block new work so it never starves."""
+
+    def __init__(self, mode: str = "node", lock_dir: Path = _LOCK_DIR) -> None:
+        self.mode = mode
+        self._turn, self._rw = lock_dir / "optim-ray-turn.lock", lock_dir / "optim-ray-quiet.lock"
+        self._fd: int | None = None
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """Build/evaluate section (shared with other workers on this node; ``quiet()`` may end it early)."""
+        if self.mode != "node":
+            yield
+            return
+        self._fd = os.open(self._rw, os.O_RDWR | os.O_CREAT, 0o666)
+        with self._holding(self._turn, fcntl.LOCK_EX):
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            self._release()
+
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Timing section: waits for the node's builds/evaluations in progress; none starts meanwhile."""
+        if self.mode != "node":
+            yield
+            return
+        self._release()
+        fd = os.open(self._rw, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            with self._holding(self._turn, fcntl.LOCK_EX):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the lock
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @contextmanager
+    def _holding(self, path: Path, how: int) -> Iterator[None]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, how)
+            yield
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class RemoteWork:
+    """The sweep's shared inputs as sent to the object store once: the work, the pass names the driver uses
+    (tests swap in fakes), the driver's engine fingerprint and the timing rule."""
+
+    work: SweepWork
+    pass_names: dict[str, str]
+    fingerprint: str
+    quiet: str = "node"
+
+
+@dataclass(frozen=True)
+class Built:
+    """An intermediate model (or the message of the error that stopped it) and the seconds charged with it."""
+
+    handle: ModelHandle | None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@lru_cache(maxsize=1)
+def worker_fingerprint() -> str:
+    return engine_fingerprint()
+
+
+def _builder(rw: RemoteWork, base: ModelHandle) -> VariantBuilder:
+    sweep_exec.PASS_NAMES.update(rw.pass_names)  # this worker process builds what the driver asked for
+    w, cfg = rw.work, rw.work.config
+    distill = {"epochs": cfg.distill_epochs, "budget_s": cfg.distill_budget_s}
+    return VariantBuilder(base, w.calib, cfg.importance, cfg.quant_format, train=w.train, distill=distill)
+
+
+def _apply(rw: RemoteWork, parent: ModelHandle, step: tuple[Any, ...]) -> ModelHandle:
+    """One build step on ``parent``: ("prune", kind, ratio), ("distill",) or ("quant", bits)."""
+    if step[0] == "prune":
+        return _builder(rw, parent).pruned(step[1], step[2])
+    if step[0] == "distill":  # the teacher is the sweep's original model
+        builder = _builder(rw, rw.work.handle)
+        return get_pass("distill").run(parent, make_config("distill", **builder.distill_settings), builder.ctx)
+    # A builder whose base is the parent: its unpruned variant at ``bits`` is the parent quantised (or, for 0,
+    # given per-layer bit-widths), so quantisation goes through the same code as on one machine.
+    return _builder(rw, parent).quantized("none", 0.0, step[1])
+
+
+def build_stage(rw: RemoteWork, parent: Built, step: tuple[Any, ...], charge_parent: bool) -> Built:
+    """Ray task: an intermediate model shared by several variants (errors come back as data)."""
+    if parent.error is not None:
+        return parent
+    gate = NodeGate(rw.quiet)
+    with gate.working():
+        t0 = _now()
+        try:
+            out = _apply(rw, parent.handle, step)
+        except CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every variant built on it fails alike, with this message
+            return Built(None, error=error_text(err))
+    return Built(out, _now() - t0 + (parent.seconds if charge_parent else 0.0))
+
+
+def run_variant(rw: RemoteWork, parent: Built, v: Variant, quant_step: bool, charge_parent: bool) -> dict[str, Any]:
+    """Ray task: build (the last step), evaluate, time and profile one variant; returns plain data."""
+    gate = NodeGate(rw.quiet)
+    with gate.working():
+        built: tuple[ModelHandle, float] | BaseException
+        if parent.error is not None:
+            built = OptimError(parent.error)
+        else:
+            t0 = _now()
+            try:
+                handle = _apply(rw, parent.handle, ("quant", v.bits)) if quant_step else parent.handle
+                built = (handle, _now() - t0 + (parent.seconds if charge_parent else 0.0))
+            except CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - failures are data in a sweep
+                built = err
+        w = rw.work
+        row, layers, model_bytes = variant_row(v, built, w.eval_set, w.ref, w.config, gate)
+    return {"row": row, "layers": None if layers is None else layers.to_dict("split"), "model_bytes": model_bytes,
+            "fingerprint": worker_fingerprint()}  # fmt: skip
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def _call(fn: Callable[[T], R], item: T) -> R:
+    return fn(item)
+
+
+# --- on the driver ---------------------------------------------------------------------------------
+class RayExecutor:
+    """Variants as Ray tasks on the cluster at ``address`` (``None``: a private local Ray instance with
+    ``workers`` CPUs and a small object store, stopped again by :meth:`close`).
+
+    An already connected Ray (``ray.init`` called by the program) is used as it is and left running.
+    ``runtime_env`` goes to ``ray.init`` (e.g. ``{"working_dir": ...}`` or a ``worker_process_setup_hook``).
+    """
+
+    def __init__(self, address: str | None = None, workers: int = 2, object_store_mb: int = 400,
+                 quiet: str = "node", runtime_env: dict[str, Any] | None = None, poll_s: float = 0.2) -> None:  # fmt: skip
+        if workers < 1 or object_store_mb < 80:
+            raise ConfigError(f"workers must be ≥ 1 and object_store_mb ≥ 80, got {workers} and {object_store_mb}.")
+        if quiet not in ("node", "none"):
+            raise ConfigError(f"quiet must be 'node' (timing alone on its node) or 'none', got {quiet!r}.")
+        self.address, self.workers, self.object_store_mb = address or None, workers, object_store_mb
+        self.quiet_mode, self.runtime_env, self.poll_s = quiet, runtime_env, poll_s
+        self._owned = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> Any:
+        """Connect (or start the local instance) once; returns the ``ray`` module."""
+        ray = import_ray()
+        if ray.is_initialized():
+            return ray
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        if self.runtime_env:
+            kwargs["runtime_env"] = self.runtime_env
+        try:
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:
+                ray.init(address="local", num_cpus=self.workers, object_store_memory=self.object_store_mb * 2**20,
+                         **kwargs)  # fmt: skip
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
+            raise ConfigError(f"Could not start or reach {where}: {str(err)[:300]}. Check the address "
+                              "(`ray start --head` prints it) or run on this machine.") from None  # fmt: skip
+        self._owned = True
+        return ray
+
+    def close(self) -> None:
+        """Stop the Ray instance this executor started (a connection it did not make stays)."""
+        if self._owned:
+            import_ray().shutdown()
+            self._owned = False
+
+    def __enter__(self) -> RayExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        return f"Ray cluster at {self.address}" if self.address else f"local Ray instance ({self.workers} workers)"
+
+    # --- the Executor interface: any picklable build function as Ray tasks ----------------------------
+    def map_builds(self, build: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[T, R | BaseException]]:
+        ray = self.start()
+        task = ray.remote(max_retries=1)(_call)
+        fn = ray.put(build)
+        refs = [task.remote(fn, item) for item in items]
+        try:
+            for item, ref in zip(items, refs, strict=True):
+                try:
+                    yield item, ray.get(ref)
+                except ray.exceptions.RayTaskError as err:
+                    yield item, err.as_instanceof_cause()
+                except ray.exceptions.RayError as err:
+                    yield item, OptimError(_death_reason(err))
+        finally:
+            for ref in refs:
+                ray.cancel(ref)
+
+    def quiet(self) -> Any:
+        return nullcontext()  # nothing is timed on the driver
+
+    # --- whole variants ----------------------------------------------------------------------------
+    def run_variants(self, work: SweepWork, todo: Sequence[Variant], cancel: Callable[[], bool]
+                     ) -> Iterator[tuple[Variant, tuple[dict[str, Any], pd.DataFrame | None, bytes | None]]]:  # fmt: skip
+        """Submit every variant of ``todo`` and yield each result as it arrives (completion order)."""
+        ray = self.start()
+        fingerprint = engine_fingerprint()
+        rw = ray.put(RemoteWork(work, dict(sweep_exec.PASS_NAMES), fingerprint, self.quiet_mode))
+        cpus = max(1, work.config.latency_threads)
+        stage_task = ray.remote(num_cpus=1, max_retries=1)(build_stage)
+        variant_task = ray.remote(num_cpus=cpus, max_retries=1)(run_variant)
+        stages: dict[tuple[Any, ...], Any] = {(): ray.put(Built(work.handle))}
+        charged: set[tuple[Any, ...]] = set()
+
+        def first_use(key: tuple[Any, ...]) -> bool:
+            new = key not in charged
+            charged.add(key)
+            return new
+
+        def stage(parent: tuple[Any, ...], step: tuple[Any, ...]) -> tuple[Any, ...]:
+            key = (*parent, step)
+            if key not in stages:
+                stages[key] = stage_task.remote(rw, stages[parent], step, first_use(parent))
+            return key
+
+        several_levels = len(work.config.opt_levels) > 1
+        pending: dict[Any, Variant] = {}
+        for v in todo:
+            key: tuple[Any, ...] = ()
+            if v.ratio > 0:
+                key = stage(key, ("prune", v.prune_kind, v.ratio))
+                if v.distilled:
+                    key = stage(key, ("distill",))
+            quant_here = not (several_levels and v.bits != 32)  # else the quantised model is shared by levels
+            if not quant_here:
+                key = stage(key, ("quant", v.bits))
+            pending[variant_task.remote(rw, stages[key], v, quant_here, first_use(key))] = v
+        try:
+            while pending and not cancel():
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
+                for ref in ready:
+                    v = pending.pop(ref)
+                    yield v, self._result(ray, ref, v, work, fingerprint)
+        finally:  # cancelled or the consumer stopped: nothing of this sweep keeps running
+            for ref in [*pending, *stages.values()]:
+                ray.cancel(ref, recursive=True)
+
+    def _result(self, ray: Any, ref: Any, v: Variant, work: SweepWork,
+                fingerprint: str) -> tuple[dict[str, Any], pd.DataFrame | None, bytes | None]:  # fmt: skip
+        try:
+            out = ray.get(ref)
+        except ray.exceptions.RayError as err:
+            return self._failed(v, work, _death_reason(err))
+        if out["fingerprint"] != fingerprint:
+            host = out["row"].get("node", "?")
+            return self._failed(v, work, f"worker node {host} runs other optim code than this driver (engine "
+                                f"fingerprint {out['fingerprint'][:12]} ≠ {fingerprint[:12]}): install the same "
+                                "version of the package on every node.")  # fmt: skip
+        layers = out["layers"]
+        frame = None if layers is None else pd.DataFrame(layers["data"], columns=layers["columns"])
+        return out["row"], frame, out["model_bytes"]
+
+    @staticmethod
+    def _failed(v: Variant, work: SweepWork, reason: str) -> tuple[dict[str, Any], None, None]:
+        row, _, _ = variant_row(v, OptimError(reason), work.eval_set, work.ref, work.config, None)
+        row.update(error=f"worker: {reason}", node=None, node_hw=None, node_json=None)  # not measured anywhere
+        return row, None, None
+
+
+def _death_reason(err: BaseException) -> str:
+    """A failed task's reason in a line: the worker died twice (retried once), or what Ray said."""
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    name = type(err).__name__
+    if name in ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "LocalRayletDiedError",
+                "ObjectLostError", "OwnerDiedError", "ObjectReconstructionFailedError"):  # fmt: skip
+        return (f"the Ray worker running it died on the first try and on the retry ({name}: {first}); "
+                "see the worker logs on its node (/tmp/ray/session_latest/logs).")
+    if name == "TaskCancelledError":
+        return "cancelled."
+    return f"{name}: {first}"
