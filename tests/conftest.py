@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
+
+# A host estimate in a test must never start the ~60 s background calibration of this CPU by itself
+# (tests that exercise the job start it explicitly, with a tiny configuration).
+os.environ.setdefault("OPTIM_HOST_CALIBRATION", "off")
 
 from optim.handle import ModelHandle
 from optim.io.export import torch_to_onnx

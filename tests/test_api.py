@@ -232,8 +232,8 @@ def test_sweep_request_counts_distilled_and_auto_variants() -> None:
 
 
 def test_roofline_points_stay_under_the_effective_roof_of_their_class(loaded: api.Loaded) -> None:
-    from optim.hardware import get_device
-    from optim.hardware.roofline import roof_curve
+    from optim.hardware.model.roofline import roof_curve
+    from optim.hardware.targets import get_device
 
     rl = api.roofline_of(loaded, "host")
     assert {"intensity", "effective_gops"} <= set(rl["effective"].columns)

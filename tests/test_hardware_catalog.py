@@ -8,9 +8,9 @@ import pytest
 import tomllib
 
 from optim.errors import HardwareError
-from optim.hardware import catalog
+from optim.hardware import device, targets
 from optim.hardware.catalog import CATALOG_PATH, CatalogError, load_catalog, parse_device
-from optim.hardware.host import host_device
+from optim.hardware.model.host_device import host_device
 
 
 @pytest.fixture()
@@ -25,7 +25,7 @@ def test_load_catalog_has_ten_devices_with_sourced_numbers() -> None:
     for dev in devices:
         table = dev.table()
         assert table["source"].str.strip().str.len().gt(0).all(), dev.id
-        assert table["tag"].isin(catalog.TAGS).all(), dev.id
+        assert table["tag"].isin(device.TAGS).all(), dev.id
         assert {"bandwidth", "memory", "onchip", "power", "eff_compute", "overhead_us"} <= set(table["field"])
 
 
@@ -60,27 +60,27 @@ def test_parse_device_raises_when_emulated_target_has_no_peak(raw_t4: dict) -> N
 
 
 def test_spec_si_converts_units() -> None:
-    t4 = catalog.get_device("t4")
+    t4 = targets.get_device("t4")
     assert t4.peak("int8") == pytest.approx(130e12)
     assert t4.spec("bandwidth") == pytest.approx(320e9)
     assert t4.spec("overhead_us") == pytest.approx(5e-6)
-    assert catalog.get_device("stm32h743").spec("onchip") == 2**20
+    assert targets.get_device("stm32h743").spec("onchip") == 2**20
 
 
 def test_get_device_raises_listing_ids_when_unknown() -> None:
     with pytest.raises(HardwareError, match="t4"):
-        catalog.get_device("no_such_device")
+        targets.get_device("no_such_device")
 
 
 def test_list_devices_includes_this_machine_estimated_and_measured() -> None:
-    ids = [d.id for d in catalog.list_devices()]
+    ids = [d.id for d in targets.list_devices()]
     assert ids[:2] == ["host", "host_measured"]
-    assert catalog.get_device("host_measured").flag("measured")
+    assert targets.get_device("host_measured").flag("measured")
 
 
 def test_list_devices_includes_gpu_only_when_cuda_provider_present() -> None:
-    ids = [d.id for d in catalog.list_devices()]
-    assert ("cuda_measured" in ids) == catalog.cuda_available()
+    ids = [d.id for d in targets.list_devices()]
+    assert ("cuda_measured" in ids) == targets.cuda_available()
 
 
 def test_host_device_uses_profile_factors_when_calibrated() -> None:

@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from optim.handle import ModelHandle
-from optim.hardware import estimate, roofline_points
-from optim.hardware.catalog import cuda_available, get_device
-from optim.hardware.estimator import variant_precision
-from optim.hardware.graphinfo import fused_nodes, infer_precision_bits, op_classes
+from optim.hardware.model.estimator import variant_precision
+from optim.hardware.model.graphinfo import fused_nodes, infer_precision_bits, op_classes
+from optim.hardware.targets import cuda_available, estimate, get_device, roofline_points
 from optim.io.export import torch_to_onnx
 
 LAYER_COLS = {"node", "op_type", "macs", "bytes", "intensity", "bound", "ms", "precision_path"}

@@ -10,10 +10,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from optim.handle import ModelHandle
-from optim.hardware import calibrate, graphinfo
-from optim.hardware.catalog import load_host_profile
-from optim.hardware.host import host_device
-from optim.hardware.ortcpu import nchwc_plan
+from optim.hardware import host, profiles
+from optim.hardware.calibration import fit
+from optim.hardware.model import graphinfo
+from optim.hardware.model.estimator import estimate_with_device
+from optim.hardware.model.host_device import host_device
+from optim.hardware.model.ortcpu import nchwc_plan
 
 BLOCK = 16
 
@@ -59,9 +61,7 @@ def test_nchwc_plan_keeps_depthwise_off_blocked_path_when_channels_not_multiple_
 
 
 def test_nchwc_plan_predicts_onnxruntime_reorder_count(tmp_path) -> None:
-    from optim.hardware.calibrate import channel_block
-
-    if channel_block() != BLOCK:
+    if host.channel_block() != BLOCK:
         pytest.skip("reorder layout checked for AVX-512 (16-float NCHWc blocks)")
     for model in (_convs(3, [32, 22, 22, 32]), _convs(3, [32, 11, 32]), _convs(32, [32, 32])):
         assert len(nchwc_plan(model, BLOCK).reorders) == _ort_reorders(model, tmp_path)
@@ -84,11 +84,9 @@ def test_estimate_host_prices_odd_width_conv_slower_than_aligned_one_of_equal_ma
 
     macs = {h.name: summarize(h).layers.set_index("node").loc["conv1", "macs"] for h in (odd, aligned)}
     assert macs["odd"] == macs["aligned"]  # 22·22·32² = 32·32·22²
-    profile = load_host_profile()
+    profile = profiles.select_profile().profile
     if profile is None or "conv_nchw" not in profile["classes"]:
         pytest.skip("needs a calibrated host profile")
-    from optim.hardware.estimator import estimate_with_device
-
     est = {h.name: estimate_with_device(h, host_device(profile)) for h in (odd, aligned)}
     odd_conv = est["odd"].layers.set_index("node").loc["conv1", "ms"]
     aligned_conv = est["aligned"].layers.set_index("node").loc["conv1", "ms"]
@@ -102,10 +100,10 @@ def test_fit_class_recovers_efficiency_when_overhead_is_held_fixed() -> None:
     ops = 10 ** rng.uniform(5, 7, 12)
     nbytes = 10 ** rng.uniform(3, 4, 12)
     ms = (ops / (100e9 * 0.05) + 2e-6) * 1e3
-    fit = calibrate.fit_class(pd.DataFrame({"ops": ops, "bytes": nbytes, "ms": ms}), 100e9, 20e9,
+    got = fit.fit_class(pd.DataFrame({"ops": ops, "bytes": nbytes, "ms": ms}), 100e9, 20e9,
                               eff_memory=1.0, overhead_us=2.0)
-    assert fit["overhead_us"] == pytest.approx(2.0, rel=1e-3)
-    assert fit["eff_compute"] == pytest.approx(0.05, rel=0.05)
+    assert got["overhead_us"] == pytest.approx(2.0, rel=1e-3)
+    assert got["eff_compute"] == pytest.approx(0.05, rel=0.05)
 
 
 def test_boundary_qdq_prices_only_qdq_next_to_float_ops() -> None:

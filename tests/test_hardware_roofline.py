@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from optim.errors import HardwareError
-from optim.hardware.catalog import get_device
-from optim.hardware.roofline import layer_times, precision_of_bits, resolve_precision
+from optim.hardware.model.roofline import layer_times, precision_of_bits, resolve_precision
+from optim.hardware.targets import get_device
 
 
 def _layer(node: str, op_class: str, macs: float, flops: float, params: float, a_in: float, a_out: float,

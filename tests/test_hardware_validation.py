@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from optim.__main__ import main
-from optim.hardware import validation
-from optim.hardware.reference_models import reference_model
+from optim.hardware.calibration import validation
+from optim.hardware.calibration.reference_models import reference_model
 
 
 def test_error_summary_reports_distribution() -> None:
@@ -19,7 +19,7 @@ def test_error_summary_reports_distribution() -> None:
 
 
 def test_published_table_gives_ratio_of_predicted_to_published() -> None:
-    pts = [p for p in validation.PUBLISHED if p.model == "ds_cnn"]
+    pts = [(d, p) for d, p in validation.published_points() if p.model == "ds_cnn"]
     table = validation.published_table(pts)
     assert len(table) == 1
     row = table.iloc[0]

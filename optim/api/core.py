@@ -194,7 +194,7 @@ def list_devices() -> pd.DataFrame:
     """Target hardware catalog (id, name, kind, …) with 'this CPU (measured)' first."""
     rows: list[dict[str, Any]] = [{"id": MEASURED_DEVICE, "name": "This CPU (measured)", "kind": "measured"}]
     try:
-        from optim.hardware import catalog
+        from optim.hardware import targets as catalog
 
         for d in catalog.list_devices():
             if d.id == "host_measured":  # the sweep already measures this CPU
@@ -346,7 +346,7 @@ def estimate_layers(artifact: str, device_id: str) -> dict[str, Any]:
     """Hardware estimate of one ONNX artifact on a catalog device: total_ms, layers, notes."""
     import onnx
 
-    from optim.hardware import estimator
+    from optim.hardware import targets as estimator
 
     handle = ModelHandle(model=onnx.load(artifact), name=Path(artifact).stem)
     e = estimator.estimate(handle, device_id, batch=1)

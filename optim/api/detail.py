@@ -69,7 +69,7 @@ def sensitivity(artifact: str) -> pd.DataFrame:
 
 def roofline(artifact: str, device_id: str) -> dict[str, Any] | None:
     """Per-layer roofline points on a catalog device (estimated), or None for the measured CPU."""
-    from optim.hardware import estimator
+    from optim.hardware import targets as estimator
     from optim.present.variant_view import handle_of
 
     if not device_id or device_id == MEASURED_DEVICE:
@@ -271,7 +271,7 @@ def fusion_of(loaded: Loaded) -> pd.DataFrame:
 
 def roofline_of(loaded: Loaded, device_id: str) -> dict[str, Any]:
     """Per-layer roofline points of the loaded model on a catalog device (estimated)."""
-    from optim.hardware import estimator
+    from optim.hardware import targets as estimator
 
     r = estimator.roofline_points(loaded.handle, device_id)
     return {"points": r["layers"].rename(columns={"attained_gops": "gflops"}), "peak_gflops": r["peak_gops"],

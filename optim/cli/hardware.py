@@ -4,7 +4,10 @@
   hardware show ID                       every number of one device with its source and tag
   hardware estimate MODEL --device ID    per-layer estimate (MODEL: sample name, model file, zoo or
                                          MLPerf Tiny reference name); --device repeatable or "all"
-  hardware calibrate                     fit this machine's factors, write optim/hardware/host_profile.json
+  hardware calibrate                     fit this CPU's factors now (also done on first use, in the
+                                         background), validate on held-out models, write the profile
+                                         to $OPTIM_DATA_DIR/hardware/host-<cpu key>.json
+  hardware status                        this CPU's fingerprint and calibration state
 """
 
 from __future__ import annotations
@@ -35,16 +38,17 @@ def register(subparsers: Any) -> None:
     est.add_argument("--prune-kind", choices=["none", "structured", "unstructured"])
     est.add_argument("--layers", type=int, default=10, help="slowest layers to print (0: none)")
     est.set_defaults(func=run_estimate)
-    cal = sub.add_parser("calibrate", help="fit this machine's efficiency/overhead factors (~10-60 s)")
-    cal.add_argument("--models", nargs="*", help="calibration models (default: bundled samples)")
-    cal.add_argument("--out", type=Path, help="profile path (default optim/hardware/host_profile.json)")
-    cal.add_argument("--repeats", type=int, default=8, help="profiles per model (minimum taken)")
+    cal = sub.add_parser("calibrate", help="fit this CPU's efficiency/overhead factors (<= ~60 s)")
+    cal.add_argument("--models", nargs="*", help="calibration models (default: bundled samples + reference models)")
+    cal.add_argument("--out", type=Path, help="profile path (default: this CPU's profile in the data dir)")
+    cal.add_argument("--repeats", type=int, default=4, help="profiles per model (minimum taken)")
     cal.set_defaults(func=run_calibrate)
+    sub.add_parser("status", help="this CPU's fingerprint and calibration state").set_defaults(func=run_status)
 
 
 def load_any(spec: str) -> ModelHandle:
     """A model file, a bundled sample, a zoo architecture or an MLPerf Tiny reference model."""
-    from optim.hardware.reference_models import REFERENCE_NAMES, reference_model
+    from optim.hardware.calibration.reference_models import REFERENCE_NAMES, reference_model
     from optim.reference.zoo import ZOO_NAMES, zoo_model
 
     path = Path(spec)
@@ -66,7 +70,7 @@ def load_any(spec: str) -> ModelHandle:
 
 
 def run_devices(args: argparse.Namespace) -> int:
-    from optim.hardware.catalog import list_devices
+    from optim.hardware.targets import list_devices
 
     rows = []
     for d in list_devices():
@@ -79,7 +83,7 @@ def run_devices(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from optim.hardware.catalog import get_device
+    from optim.hardware.targets import get_device
 
     dev = get_device(args.device)
     print(dev.name, f"({dev.kind}, {dev.runtime})")
@@ -92,7 +96,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 def _print_estimate(e: Any, layers: int) -> None:
     kind = "measured" if e.measured else "estimated"
-    print(f"\n== {e.device_name}: {e.total_ms:.3f} ms ({kind}), energy ≈ {e.energy_mj:.3f} mJ (rough)")
+    print(f"\n== {e.device_name}: {e.total_ms:.3f} ms ({kind}; band {e.band_low_ms:.3f}-{e.band_high_ms:.3f} ms), "
+          f"energy ≈ {e.energy_mj:.3f} mJ (rough)")
+    print(f"   confidence: {e.confidence_note}")
     print(f"   precision: {e.precision_path}")
     print(f"   fits: {'yes' if e.fits else 'NO — does not fit'}; " + "; ".join(e.fit_notes[:2]))
     if e.bound_share:
@@ -107,8 +113,7 @@ def _print_estimate(e: Any, layers: int) -> None:
 
 
 def run_estimate(args: argparse.Namespace) -> int:
-    from optim.hardware.catalog import list_devices
-    from optim.hardware.estimator import estimate
+    from optim.hardware.targets import estimate, list_devices
 
     handle = load_any(args.model)
     meta = dict(handle.meta)
@@ -121,21 +126,42 @@ def run_estimate(args: argparse.Namespace) -> int:
     if "all" in ids:
         ids = [d.id for d in list_devices() if not d.flag("measured")]
     for dev_id in ids:
-        _print_estimate(estimate(handle, dev_id, batch=args.batch), args.layers)
+        _print_estimate(estimate(handle, dev_id, batch=args.batch, auto_calibrate=False), args.layers)
     return 0
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from optim.hardware import calibrate
+    from optim.hardware import profiles
+    from optim.hardware.calibration.calibrate import CalibrationConfig, calibrate
+
+    def progress(fraction: float, stage: str) -> None:
+        print(f"  {100 * fraction:3.0f} %  {stage}", flush=True)
 
     models = [load_any(m) for m in args.models] if args.models else None
-    out = args.out or calibrate.HOST_PROFILE_PATH
-    prof = calibrate.calibrate(models, out=out, repeats=args.repeats)
+    prof = calibrate(CalibrationConfig(repeats=args.repeats), out=args.out, progress=progress, fit_models=models)
     print(f"calibrated on {', '.join(prof['calibration_models'])} in {prof['calibration_s']} s")
     print(f"peak FP32 {prof['peak_fp32']['value']} GFLOPS, bandwidth {prof['bandwidth']['value']} GB/s (1 thread)")
     for name, c in prof["classes"].items():
         print(f"  {name:12s} eff_compute {c['eff_compute']:.3f}  eff_memory {c['eff_memory']:.3f}  "
               f"overhead {c['overhead_us']:.2f} us  ({c['nodes']} kernels)")
     print(f"run overhead {prof['run_overhead_us']} us; fit error (median) {prof['fit_error_pct']} %")
-    print(f"wrote {out}")
+    held = prof["holdout"]
+    if held["n"]:
+        print(f"held-out: {held['n']} models, within ±15 %: {100 * held['within_15_pct']:.0f} %, "
+              f"median |error| {held['median_abs_pct']:.1f} %")
+        for name, err in held["errors_pct"].items():
+            print(f"  {name:28s} measured/estimated - 1 = {err:+.1f} %")
+    print(f"wrote {args.out or profiles.profile_path(prof['fingerprint_key'])}")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    import json
+
+    from optim.hardware import host
+    from optim.hardware.calibration.job import host_calibration_status
+
+    print("fingerprint:", json.dumps(host.fingerprint(), sort_keys=True))
+    status = host_calibration_status()
+    print(f"key {status['key']}: {status['state']} — {status['message']}")
     return 0

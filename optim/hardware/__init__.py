@@ -1,8 +1,9 @@
-"""Target hardware model: sourced device catalog, per-layer roofline estimator, host calibration."""
+"""Target hardware model: sourced device catalog, per-layer roofline estimator, per-CPU host calibration.
 
-from __future__ import annotations
-
-from optim.hardware.catalog import Device, get_device, list_devices
-from optim.hardware.estimator import Estimate, estimate, roofline_points
-
-__all__ = ["Device", "Estimate", "estimate", "get_device", "list_devices", "roofline_points"]
+Layout: ``host`` (the one CPU probe), ``device`` (data types), ``catalog`` (``devices.toml``),
+``profiles`` (per-CPU host profiles in the data dir), ``model/`` (roofline, graph info, ORT CPU layout,
+estimator, uncertainty band, host device), ``calibration/`` (micro-benchmarks, kernel profiles, fit,
+background job, validation, reference models) and ``targets`` (the front door: devices by id,
+``estimate``, ``roofline_points``, ``host_calibration_status``, ``start_host_calibration``).
+This file imports nothing, so ``optim.hardware.host`` stays cheap to import from anywhere.
+"""

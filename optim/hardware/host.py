@@ -1,186 +1,138 @@
-"""Catalog entries for the machine we run on: this CPU (estimated / measured) and this GPU (measured).
+"""The one CPU probe of the project: what this machine is, as ONNX Runtime's CPU kernels see it.
 
-Specs come from the calibrated host profile when one exists (measured peak and bandwidth, fitted
-efficiency and overhead per op class) and otherwise from the CPU flags in ``/proc/cpuinfo`` — the
-uncalibrated fallback keeps the estimator usable on a fresh machine.
+Everything that asks "which CPU is this" — the host estimator (peaks, NCHWc block), the per-CPU
+calibration cache (:func:`fingerprint`, :func:`host_key`) and the INT8 advice of the quantize pass
+(:func:`cpu_has_vnni`) — reads it here, from ``/proc/cpuinfo`` and ``/sys``. Imports nothing else
+from :mod:`optim`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
-import shutil
-import subprocess
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from optim.hardware.catalog import ClassFactors, Device, PrecisionSupport, Spec
+CPUINFO = Path("/proc/cpuinfo")
+MEMINFO = Path("/proc/meminfo")
+CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
+# ISA extensions that select different MLAS / ONNX Runtime CPU kernels (x86 and Arm spellings).
+KERNEL_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp",
+                "asimdhp", "sve", "i8mm")
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+INT8_DOT_FLAGS = (*VNNI_FLAGS, "asimddp")
 
-_CPUINFO = Path("/proc/cpuinfo")
-_CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
+
+def parse_cpuinfo(text: str) -> dict[str, Any]:
+    """Model name, clock (GHz) and flag set of the first processor listed in a ``/proc/cpuinfo`` text."""
+    out: dict[str, Any] = {"model": None, "ghz": None, "flags": None}
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        key, val = key.strip(), val.strip()
+        if key == "model name" and out["model"] is None:
+            out["model"] = val
+        elif key == "cpu MHz" and out["ghz"] is None:
+            try:
+                out["ghz"] = float(val) / 1000
+            except ValueError:
+                pass
+        elif key in ("flags", "Features") and out["flags"] is None:
+            out["flags"] = frozenset(val.split())
+        if None not in out.values():
+            break
+    return out
 
 
-def cpu_facts() -> dict[str, Any]:
-    """Model name, clock (GHz), ISA flags, memory and largest cache of this machine (best effort)."""
-    facts: dict[str, Any] = {"model": platform.processor() or platform.machine(), "ghz": 2.5, "flags": set(),
-                             "mem_bytes": 8e9, "cache_bytes": 8 * 2**20, "cores": os.cpu_count() or 1}
+def _read(path: Path) -> str:
     try:
-        for line in _CPUINFO.read_text().splitlines():
-            key, _, val = line.partition(":")
-            key, val = key.strip(), val.strip()
-            if key == "model name":
-                facts["model"] = val
-            elif key == "cpu MHz":
-                facts["ghz"] = float(val) / 1000
-            elif key == "flags":
-                facts["flags"] = set(val.split())
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                facts["mem_bytes"] = float(line.split()[1]) * 1024
-        sizes = []
-        for idx in _CACHE_DIR.glob("index*/size"):
-            txt = idx.read_text().strip()
-            mult = {"K": 2**10, "M": 2**20}.get(txt[-1], 1)
-            sizes.append(float(txt.rstrip("KM")) * mult)
-        if sizes:
-            facts["cache_bytes"] = max(sizes)
-    except (OSError, ValueError):
-        pass
-    return facts
+        return path.read_text(errors="ignore")
+    except OSError:
+        return ""
 
 
-def _isa(flags: set[str]) -> tuple[int, str, bool]:
-    """(FP32 FLOP/cycle/core, ISA label, has int8 dot product)."""
-    vnni = bool({"avx512_vnni", "avx_vnni", "asimddp"} & flags)
-    if "avx512f" in flags:
-        return 64, "AVX-512 (2 FMA units assumed)", vnni
-    if "avx2" in flags and "fma" in flags:
-        return 32, "AVX2 + FMA", vnni
-    if "asimd" in flags:
-        return 16, "NEON", vnni
-    return 8, "SSE", vnni
-
-
-def _host_specs(facts: dict[str, Any], profile: dict[str, Any] | None) -> dict[str, Spec]:
-    fpc, isa, vnni = _isa(facts["flags"])
-    peak = facts["ghz"] * fpc
-    specs = {
-        "peak_fp32": Spec(round(peak, 2), "GFLOPS", "derived", f"1 thread: {facts['ghz']:.2f} GHz x {fpc} FLOP/cycle ({isa})"),
-        "bandwidth": Spec(20.0, "GB/s", "assumed", "uncalibrated default for one core; run `python -m optim hardware calibrate`"),
-        "memory": Spec(round(facts["mem_bytes"] / 1e9, 2), "GB", "measured", "/proc/meminfo MemTotal"),
-        "onchip": Spec(round(facts["cache_bytes"] / 2**20, 2), "MiB", "measured", "largest cache level in /sys/devices/system/cpu"),
-        "power": Spec(5.0, "W", "assumed", "rough prior: ~5 W per busy core (one thread)"),
-        "eff_compute": Spec(0.3, "fraction", "assumed", "uncalibrated CPU prior"),
-        "eff_memory": Spec(1.0, "fraction", "assumed", "uncalibrated CPU prior (small layers stay in cache)"),
-        "overhead_us": Spec(2.0, "us", "assumed", "uncalibrated CPU prior: ONNX Runtime per-node dispatch"),
-    }
-    if profile:
-        for key in ("peak_fp32", "bandwidth"):
-            if key in profile:
-                p = profile[key]
-                specs[key] = Spec(float(p["value"]), p["unit"], p.get("tag", "measured"), p["source"])
-    int8_ratio, int8_src = (4.0, "VNNI dot product: 4x FP32 ops per instruction") if vnni else (
-        1.0, "no VNNI: INT8 measured ~as fast as FP32 on AVX2 (STACK_NOTES.md)")
-    specs["peak_int8"] = Spec(round(specs["peak_fp32"].value * int8_ratio, 2), "GOPS",
-                              "derived" if vnni else "assumed", f"peak_fp32 x {int8_ratio:g} ({int8_src})")
-    block = 16 if "avx512f" in facts["flags"] else 8
-    specs["channel_block"] = Spec(block, "count", "derived",
-                                  f"ONNX Runtime NCHWc block = {block} floats per vector ({isa})")
-    if profile and "run_overhead_us" in profile:
-        specs["run_overhead_us"] = Spec(round(float(profile["run_overhead_us"]), 2), "us", "fitted",
-                                        "median of measured latency minus fitted kernel sum (calibration models)")
-    if "avx512_fp16" in facts["flags"]:
-        specs["peak_fp16"] = Spec(round(specs["peak_fp32"].value * 2, 2), "GFLOPS", "derived",
-                                  "peak_fp32 x 2 (AVX512-FP16 packs twice the lanes)")
-    return specs
-
-
-def _host_precisions(flags: set[str]) -> dict[str, PrecisionSupport]:
-    if "avx512_fp16" in flags:
-        fp16 = PrecisionSupport("fp16", "native", None, "derived", "AVX512-FP16 in /proc/cpuinfo flags")
-    else:
-        fp16 = PrecisionSupport("fp16", "emulated", "fp32", "verified",
-                                "ONNX Runtime CPU runs FP16 through inserted casts (STACK_NOTES.md)")
-    return {
-        "fp32": PrecisionSupport("fp32", "native", None, "verified", "CPU FMA units"),
-        "fp16": fp16,
-        "int8": PrecisionSupport("int8", "native", None, "verified", "ONNX Runtime QLinear/QDQ kernels (MLAS)"),
-        "int4": PrecisionSupport("int4", "emulated", "fp32", "verified",
-                                 "ONNX Runtime MatMulNBits dequantizes 4-bit blocks; simulated INT4 runs as FP32"),
-    }
-
-
-def _class_factors(profile: dict[str, Any] | None) -> dict[str, ClassFactors]:
-    if not profile:
-        return {}
-    return {name: ClassFactors(float(c["eff_compute"]), float(c["eff_memory"]), float(c["overhead_us"]) * 1e-6)
-            for name, c in profile.get("classes", {}).items()}
-
-
-def host_device(profile: dict[str, Any] | None) -> Device:
-    """'This machine (estimated)': calibrated when ``profile`` is given, CPU-flag defaults otherwise."""
-    facts = cpu_facts()
-    specs = _host_specs(facts, profile)
-    precisions = _host_precisions(facts["flags"])
-    if profile:
-        note = (f"calibrated {profile.get('created', '?')} on {', '.join(profile.get('calibration_models', []))}; "
-                f"fit error {profile.get('fit_error_pct', float('nan')):.1f} % (median over calibration models)")
-        if profile.get("cpu_model") not in (None, facts["model"]):
-            note += (f"; WARNING: profile was fitted on '{profile['cpu_model']}', this CPU is '{facts['model']}' — "
-                     "run `python -m optim hardware calibrate`")
-    else:
-        note = "uncalibrated: efficiency/overhead are priors; run `python -m optim hardware calibrate`"
-    return Device("host", f"This machine (estimated) — {facts['model']}", "cpu", "ONNX Runtime CPU, 1 thread",
-                  specs, precisions, {"fuses_activations": True, "ort_cpu_fusion": True}, _class_factors(profile), (note,))
-
-
-def host_measured_device() -> Device:
-    """'This machine (measured)': the estimator profiles the model here instead of modelling it."""
-    from optim.hardware.catalog import load_host_profile
-
-    base = host_device(load_host_profile())
-    return Device("host_measured", f"This machine (measured) — {cpu_facts()['model']}", "cpu",
-                  "ONNX Runtime CPU, 1 thread (measured)", base.specs, base.precisions,
-                  {"fuses_activations": True, "ort_cpu_fusion": True, "measured": True}, base.class_factors,
-                  ("latency measured with ONNX Runtime on this machine, not estimated",))
-
-
-def _gpu_name_and_memory() -> tuple[str, float]:
-    exe = shutil.which("nvidia-smi")
-    if exe:
+def _largest_cache_bytes() -> float | None:
+    sizes = []
+    for idx in CACHE_DIR.glob("index*/size"):
+        txt = _read(idx).strip()
         try:
-            out = subprocess.run([exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=10, check=True).stdout
-            name, mem = out.splitlines()[0].split(",")
-            return name.strip(), float(mem) / 1024
-        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-            pass
-    return "CUDA GPU", 16.0
+            sizes.append(float(txt.rstrip("KM")) * {"K": 2**10, "M": 2**20}.get(txt[-1:], 1))
+        except ValueError:
+            continue
+    return max(sizes) if sizes else None
 
 
-def cuda_device() -> Device:
-    """'This GPU (measured)': latency measured with the CUDA execution provider; roofline specs are rough."""
-    name, mem_gib = _gpu_name_and_memory()
-    src = "unknown GPU model: placeholder for the roofline columns only; latency is measured"
-    specs = {
-        "peak_fp32": Spec(10.0, "TFLOPS", "assumed", src),
-        "peak_fp16": Spec(80.0, "TFLOPS", "assumed", src),
-        "peak_int8": Spec(160.0, "TOPS", "assumed", src),
-        "bandwidth": Spec(500.0, "GB/s", "assumed", src),
-        "memory": Spec(round(mem_gib, 1), "GiB", "measured" if name != "CUDA GPU" else "assumed", "nvidia-smi"),
-        "onchip": Spec(4.0, "MiB", "assumed", src),
-        "power": Spec(250.0, "W", "assumed", src),
-        "eff_compute": Spec(0.25, "fraction", "assumed", "GPU class prior"),
-        "eff_memory": Spec(0.7, "fraction", "assumed", "GPU class prior"),
-        "overhead_us": Spec(5.0, "us", "assumed", "GPU class prior"),
-    }
-    precisions = {
-        "fp32": PrecisionSupport("fp32", "native", None, "verified", "CUDA EP"),
-        "fp16": PrecisionSupport("fp16", "native", None, "assumed", "CUDA EP FP16 kernels"),
-        "int8": PrecisionSupport("int8", "native", None, "assumed", "CUDA EP QDQ support varies by op"),
-        "int4": PrecisionSupport("int4", "emulated", "fp16", "assumed", "MatMulNBits CUDA kernel dequantizes"),
-    }
-    return Device("cuda_measured", f"This GPU (measured) — {name}", "gpu", "ONNX Runtime CUDA EP (measured)",
-                  specs, precisions, {"fuses_activations": True, "measured": True}, {},
-                  ("latency measured with ONNX Runtime's CUDA execution provider",))
+def _mem_bytes() -> float | None:
+    for line in _read(MEMINFO).splitlines():
+        if line.startswith("MemTotal:"):
+            return float(line.split()[1]) * 1024
+    return None
+
+
+@lru_cache(maxsize=1)
+def cpu_facts() -> dict[str, Any]:
+    """Model name, clock (GHz), ISA flags, memory, largest cache and core count of this machine.
+
+    ``flags_known`` is False when ``/proc/cpuinfo`` could not be read (the flags are then empty)."""
+    info = parse_cpuinfo(_read(CPUINFO))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"model": info["model"] or platform.processor() or platform.machine(), "ghz": info["ghz"] or 2.5,
+            "flags": set(info["flags"] or ()), "flags_known": info["flags"] is not None,
+            "mem_bytes": _mem_bytes() or 8e9, "cache_bytes": _largest_cache_bytes() or 8 * 2**20, "cores": cores,
+            "machine": platform.machine()}
+
+
+def ort_version() -> str:
+    try:
+        return metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def fingerprint(facts: dict[str, Any] | None = None, ort: str | None = None) -> dict[str, Any]:
+    """What makes one host profile valid for another machine: CPU model, the kernel-relevant ISA flags,
+    core count and the ONNX Runtime version (its kernels change between releases)."""
+    f = facts if facts is not None else cpu_facts()
+    return {"cpu_model": str(f["model"]), "machine": str(f.get("machine", platform.machine())),
+            "isa": sorted(set(f["flags"]) & set(KERNEL_FLAGS)), "cores": int(f["cores"]),
+            "onnxruntime": ort if ort is not None else ort_version()}
+
+
+def host_key(fp: dict[str, Any] | None = None) -> str:
+    """Short stable id of a fingerprint: the file name of this CPU's cached profile."""
+    blob = json.dumps(fp if fp is not None else fingerprint(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def isa(flags: set[str] | frozenset[str]) -> tuple[int, str]:
+    """(FP32 FLOP per cycle per core, ISA label) of the widest vector unit ONNX Runtime uses."""
+    if "avx512f" in flags:
+        return 64, "AVX-512 (2 FMA units assumed)"
+    if "avx2" in flags and "fma" in flags:
+        return 32, "AVX2 + FMA"
+    if "asimd" in flags:
+        return 16, "NEON"
+    return 8, "SSE"
+
+
+def int8_dot_product(flags: set[str] | frozenset[str]) -> bool:
+    """Whether the CPU has an 8-bit dot-product instruction (VNNI, AMX-INT8 or Arm SDOT)."""
+    return bool(set(INT8_DOT_FLAGS) & set(flags))
+
+
+def channel_block(flags: set[str] | frozenset[str] | None = None) -> int:
+    """ONNX Runtime's NCHWc channel block on this CPU: 16 floats with AVX-512, 8 otherwise."""
+    return 16 if "avx512f" in (flags if flags is not None else cpu_facts()["flags"]) else 8
+
+
+def cpu_has_vnni() -> bool | None:
+    """True/False when the CPU flags list (or lack) an x86 8-bit dot-product extension (VNNI / AMX);
+    None when the flags cannot be read."""
+    facts = cpu_facts()
+    if not facts["flags_known"]:
+        return None
+    return bool(set(VNNI_FLAGS) & facts["flags"])

@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from optim.hardware import host
+
 # Ops whose input #1 is a weight matrix/kernel, and the axis of its *output* channels.
 WEIGHT_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -150,15 +152,9 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def cpu_has_vnni() -> bool | None:
-    """True/False when /proc/cpuinfo lists (or lacks) an 8-bit dot-product extension; None if unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return None
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
-    if flags is None:
-        return None
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    """True/False when the CPU lists (or lacks) an 8-bit dot-product extension; None if unknown.
+    The probe itself is :func:`optim.hardware.host.cpu_has_vnni` (one CPU probe for the project)."""
+    return host.cpu_has_vnni()
 
 
 # --- ORT tools write files: run them in a scratch dir ----------------------------------------------

@@ -12,6 +12,8 @@ from __future__ import annotations
 import onnx
 import pandas as pd
 
+from optim.hardware.model.ortcpu import nchwc_plan, tensor_elems
+
 CONV_OPS = {"Conv", "ConvTranspose", "QLinearConv", "ConvInteger"}
 GEMM_OPS = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "MatMulNBits", "FusedMatMul"}
 SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Constant", "Dropout",
@@ -161,9 +163,9 @@ def int8_layout_transposes(model: onnx.ModelProto) -> list[tuple[str, str]]:
 
 def nchw_fallback_convs(model: onnx.ModelProto, block: int) -> set[str]:
     """Dense/depthwise convs ONNX Runtime leaves off its blocked NCHWc layout on this CPU (see
-    :mod:`optim.hardware.ortcpu`): a pruned model with 22 or 45 channels can be slower than its
+    :mod:`optim.hardware.model.ortcpu`): a pruned model with 22 or 45 channels can be slower than its
     32/64-channel original."""
-    from optim.hardware.ortcpu import nchwc_plan
+
 
     return nchwc_plan(model, block).fallback
 
@@ -231,7 +233,7 @@ def annotate(layers: pd.DataFrame, model: onnx.ModelProto, fuses: bool, channel_
 def _apply_nchwc(df: pd.DataFrame, model: onnx.ModelProto, block: int) -> pd.DataFrame:
     """Slow-path convs get classes ``conv_nchw`` (k x k, im2col), ``conv1x1_nchw``, ``dwconv_nchw``; blocked ones their channel padding,
     and every predicted layout reorder becomes a row of class ``reorder`` (it is a kernel of its own)."""
-    from optim.hardware.ortcpu import nchwc_plan, tensor_elems
+
 
     plan = nchwc_plan(model, block)
     moves = [(name, op, t) for name, op, t in plan.reorders]

@@ -3,7 +3,7 @@
 A layer costs ``max(ops / (peak × eff_compute), bytes / (bandwidth × eff_memory)) + overhead``;
 the bound is whichever term wins, intensity is ops per byte moved. Inputs are the per-node columns of
 ``optim.graph.summary.summarize(handle).layers`` plus the op class and fusion flags worked out from the graph
-(see :mod:`optim.hardware.graphinfo`). Written here because roofline tools (e.g. nn-Meter, ANNETTE)
+(see :mod:`optim.hardware.model.graphinfo`). Written here because roofline tools (e.g. nn-Meter, ANNETTE)
 are research code bound to their own graph formats and kernel tables, not libraries we can call.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from optim.errors import HardwareError
-from optim.hardware.catalog import PRECISION_BITS, PRECISIONS, Device
+from optim.hardware.device import PRECISION_BITS, PRECISIONS, Device
 
 COMPUTE_CLASSES = ("conv", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
                    "gemm_int8")

@@ -1,11 +1,13 @@
-"""Per-layer latency, memory fit and rough energy of a variant on a target device.
+"""Per-layer latency, memory fit, rough energy and uncertainty band of a variant on a target device.
 
-``estimate(handle, device_id)`` reads the per-node counts from :func:`optim.graph.summary.summarize`, picks
+``estimate_with_device(handle, device)`` reads the per-node counts from :func:`optim.graph.summary.summarize`, picks
 the precision path the device takes for the variant's bits (native, emulated, converted, fallback),
-prices every layer with the roofline in :mod:`optim.hardware.roofline`, checks the model fits the
-device's memories and multiplies by power for a rough energy. For the "measured" targets (this machine,
-this GPU) the total is measured with ONNX Runtime instead and the roofline columns are kept for
-explanation.
+prices every layer with the roofline in :mod:`optim.hardware.model.roofline`, checks the model fits the
+device's memories, multiplies by power for a rough energy and puts a band around the total from the
+device's validation residuals (:mod:`optim.hardware.model.band`). For the "measured" targets (this
+machine, this GPU) the total is measured with ONNX Runtime instead and the roofline columns are kept for
+explanation. Looking a device up by id (and calibrating this CPU on first use) is
+:mod:`optim.hardware.targets`' job.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 import pandas as pd
 
 from optim.handle import ModelHandle
-from optim.hardware import graphinfo
-from optim.hardware.catalog import Device, get_device
-from optim.hardware.roofline import (
+from optim.hardware.device import Device
+from optim.hardware.model import graphinfo
+from optim.hardware.model.band import Band, measured_band, residual_band
+from optim.hardware.model.kernelmap import map_fused_nodes
+from optim.hardware.model.roofline import (
     PrecisionPath,
     layer_times,
     precision_of_bits,
@@ -32,7 +36,12 @@ FIT_COLUMNS = ["weights_bytes", "peak_act_bytes", "memory_bytes", "onchip_bytes"
 
 @dataclass(frozen=True)
 class Estimate:
-    """What a variant costs on one device. Every number is an estimate unless ``measured`` is True."""
+    """What a variant costs on one device. Every number is an estimate unless ``measured`` is True.
+
+    ``band_low_ms``/``band_high_ms`` bound the total by the device's validation residuals;
+    ``confidence_note`` says where the band comes from (and flags a poorly validated device);
+    ``calibration`` is the host profile's state (``calibrated``, ``fallback``, ``calibrating``, ...) and
+    empty for other devices."""
 
     device_id: str
     device_name: str
@@ -47,6 +56,11 @@ class Estimate:
     measured: bool = False
     memory: dict[str, float] = field(default_factory=dict)
     bound_share: dict[str, float] = field(default_factory=dict)
+    band_low_ms: float = 0.0
+    band_high_ms: float = 0.0
+    confidence_note: str = ""
+    poorly_validated: bool = False
+    calibration: str = ""
 
 
 def _summary_layers(handle: ModelHandle) -> pd.DataFrame:
@@ -143,7 +157,6 @@ def _roofline_layers(handle: ModelHandle, device: Device, batch: int) -> tuple[p
 
 def _measured_layers(handle: ModelHandle, layers: pd.DataFrame) -> pd.DataFrame:
     """Add ``measured_ms``: this machine's per-kernel profile (ORT_ENABLE_ALL) mapped to graph nodes."""
-    from optim.hardware.calibrate import map_fused_nodes
     from optim.measure import core as measure
 
     prof = measure.profile_nodes(handle, threads=1, opt_level="all", runs=10).table
@@ -154,21 +167,16 @@ def _measured_layers(handle: ModelHandle, layers: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _measured_total(handle: ModelHandle, device: Device, batch: int) -> float:
+def _measured_total(handle: ModelHandle, device: Device, batch: int) -> tuple[float, Band]:
     from optim.measure import core as measure
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.id == "cuda_measured" else None
     lat = measure.latency(handle, batch=batch, threads=1, opt_level="all", budget_s=0.5, providers=providers)
-    return float(lat.median_ms)
+    return float(lat.median_ms), measured_band(float(lat.median_ms), float(lat.p90_ms), int(lat.runs))
 
 
-def estimate(handle: ModelHandle, device_id: str, batch: int = 1) -> Estimate:
-    """Latency (ms), per-layer table, memory fit and rough energy of ``handle`` on ``device_id``."""
-    return estimate_with_device(handle, get_device(device_id), batch)
-
-
-def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1) -> Estimate:
-    """:func:`estimate` for a Device object (e.g. the host under a profile not yet saved)."""
+def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1, calibration: str = "") -> Estimate:
+    """Latency (ms) with its band, per-layer table, memory fit and rough energy of ``handle`` on ``device``."""
     layers, path, _ = _roofline_layers(handle, device, batch)
     fits, fit_notes, info = memory_fit(layers, device, path)
     _, notes = _sparsity_notes(handle, device)
@@ -181,9 +189,10 @@ def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1) ->
     if transfer:
         notes.append(f"host link transfer {transfer:.2f} ms (inputs/outputs and uncached weights)")
     measured = device.flag("measured")
+    band = residual_band(total, device.residuals_pct, device.residual_basis)
     if measured:
         est_total = total
-        total = _measured_total(handle, device, batch)
+        total, band = _measured_total(handle, device, batch)
         if device.id == "host_measured" and batch == 1:
             layers = _measured_layers(handle, layers)
             notes.append("per-layer measured_ms: ORT profile of fused kernels, mapped to the conv/gemm they compute")
@@ -193,12 +202,12 @@ def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1) ->
     busy = layers[layers["bound"].isin(["compute", "memory"])]
     share = busy.groupby("bound")["ms"].sum() / max(busy["ms"].sum(), 1e-12)
     return Estimate(device.id, device.name, total, layers, fits, fit_notes, energy, path.text, notes,
-                    batch, measured, info, {k: float(v) for k, v in share.items()})
+                    batch, measured, info, {k: float(v) for k, v in share.items()}, band.low_ms, band.high_ms,
+                    band.note, band.poorly_validated, calibration)
 
 
-def roofline_points(handle: ModelHandle, device_id: str, batch: int = 1) -> dict[str, Any]:
+def roofline_points_for(handle: ModelHandle, device: Device, batch: int = 1) -> dict[str, Any]:
     """Chart data: per-layer (intensity, attained GOPS) and the device's peak/effective roofs."""
-    device = get_device(device_id)
     layers, path, _ = _roofline_layers(handle, device, batch)
     pts = layers[layers["ms"] > 0].copy()
     pts["attained_gops"] = pts["ops"] / (pts["ms"] * 1e-3) / 1e9

@@ -1,0 +1,1 @@
+"""Calibrating this CPU: micro-benchmarks, kernel profiles, fits, background job, validation."""

@@ -1,0 +1,95 @@
+"""Micro-benchmarks of this CPU for the host profile (one thread, thread CPU time).
+
+Peak FP32 from an ONNX Runtime MatMul, copy bandwidth, the fixed cost of one ``session.run``, and the
+whole-model latency every calibration and validation number is compared with. Thread CPU time, not wall
+time: with one intra-op thread ONNX Runtime runs every kernel on the calling thread, so on a quiet
+machine the two agree, and on this project's shared cores only CPU time is immune to preemption.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from optim.handle import ModelHandle
+from optim.io.load import synthesize_inputs
+from optim.measure import core as measure
+
+
+def measure_peak_gflops(n: int = 256, budget_s: float = 0.4) -> float:
+    """Best single-thread FP32 MatMul rate (GFLOPS) of ONNX Runtime itself (MLAS), over a short loop."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.random((n, n), dtype=np.float32), "w")
+    vi = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "peak", [vi[0]], [vi[1]], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = rng.random((n, n), dtype=np.float32)
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < budget_s:
+        t0 = time.thread_time()
+        sess.run(None, {"x": x})
+        best = min(best, time.thread_time() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def measure_bandwidth_gbs(mbytes: int = 64, repeats: int = 5) -> float:
+    """Best single-thread copy bandwidth (GB/s, read + write bytes) of a buffer far larger than caches."""
+    src = np.ones(mbytes * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        np.copyto(dst, src)
+        best = min(best, time.thread_time() - t0)
+    return 2 * src.nbytes / best / 1e9
+
+
+def measure_run_overhead_ms(runs: int = 300) -> float:
+    """Median thread-CPU time of one ``session.run`` of a one-element Identity graph: the fixed cost
+    of a call (binding inputs, executor start, output allocation) that every model pays once."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    vi = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [1]) for k in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "noop", [vi[0]], [vi[1]])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feed = {"x": np.zeros(1, np.float32)}
+    times = []
+    for _ in range(runs):
+        t0 = time.thread_time()
+        sess.run(None, feed)
+        times.append(time.thread_time() - t0)
+    return float(np.median(times)) * 1e3
+
+
+def measured_latency_ms(handle: ModelHandle, budget_s: float = 0.3, min_runs: int = 10,
+                        clock: str = "cpu") -> float:
+    """Whole-model latency (ORT_ENABLE_ALL, 1 intra-op thread, batch 1), median over the timed runs.
+
+    ``clock="cpu"`` times the calling thread's CPU time: with one intra-op thread ONNX Runtime runs
+    every kernel on the caller, so this equals wall-clock latency on a quiet machine, but unlike wall
+    time it is not inflated when other jobs preempt us (this project's 2 shared cores: ResNet-18 read
+    ~50 ms wall vs 16.4 ms CPU under load, 16.4 ms being the sum of its per-kernel minima).
+    ``clock="wall"`` gives the wall-clock median, what ``measure.latency`` reports."""
+    timer = time.thread_time if clock == "cpu" else time.perf_counter
+    sess = measure.make_session(handle, threads=1, opt_level="all")
+    feeds = synthesize_inputs(handle.model, batch=1)
+    for _ in range(3):
+        sess.run(None, feeds)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < budget_s:
+        t0 = timer()
+        sess.run(None, feeds)
+        times.append(timer() - t0)
+    return float(np.median(times)) * 1e3

@@ -1,0 +1,136 @@
+"""The data types of the hardware model: a sourced number (:class:`Spec`), how a precision runs
+(:class:`PrecisionSupport`), per-op-class factors (:class:`ClassFactors`) and a target :class:`Device`.
+
+Pure data: no file reading and no probing here, so every other hardware module can import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from optim.errors import HardwareError
+
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int4")
+PRECISION_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
+MODES = ("native", "emulated", "convert", "unsupported")
+TAGS = ("verified", "derived", "assumed", "measured", "fitted")
+UNITS: dict[str, float] = {
+    "GFLOPS": 1e9, "TFLOPS": 1e12, "GOPS": 1e9, "TOPS": 1e12,
+    "GB/s": 1e9, "MB/s": 1e6,
+    "GB": 1e9, "MB": 1e6, "KB": 1e3, "GiB": 2**30, "MiB": 2**20, "KiB": 2**10,
+    "W": 1.0, "us": 1e-6, "ms": 1e-3, "fraction": 1.0, "count": 1.0,
+}
+REQUIRED_SPECS = ("bandwidth", "memory", "onchip", "power", "eff_compute", "eff_memory", "overhead_us")
+OPTIONAL_SPECS = ("offchip_bandwidth",)
+FLAGS = ("fuses_activations", "activations_onchip", "sparsity_2_4", "weights_onchip_cache", "measured",
+         "ort_cpu_fusion")
+OP_CLASSES = ("conv", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
+              "gemm_int8", "elementwise", "reorder", "shape")
+
+
+class CatalogError(HardwareError):
+    """``devices.toml`` or the host profile breaks the schema; the message names device and field."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One sourced number: ``si`` is ``value`` converted to base units (ops/s, bytes, bytes/s, W, s)."""
+
+    value: float
+    unit: str
+    tag: str
+    source: str
+
+    @property
+    def si(self) -> float:
+        return self.value * UNITS[self.unit]
+
+
+@dataclass(frozen=True)
+class PrecisionSupport:
+    """How a device executes one precision: ``mode`` and, for emulated/convert, the ``target`` precision."""
+
+    precision: str
+    mode: str
+    target: str | None
+    tag: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ClassFactors:
+    """Efficiency and fixed overhead for one op class (calibrated host) or the whole device."""
+
+    eff_compute: float
+    eff_memory: float
+    overhead_s: float
+
+
+@dataclass(frozen=True)
+class ValidationPoint:
+    """A published batch-1 latency of a known architecture on a device, and what the estimator gives for
+    it (``estimated_ms``, recorded by ``benchmarks/hardware.py``; a slow test keeps it current)."""
+
+    label: str
+    model: str
+    bits: int
+    published_ms: float
+    estimated_ms: float
+    source: str
+
+    @property
+    def residual_pct(self) -> float:
+        """How far reality is from the estimate: (published / estimated - 1) x 100."""
+        return (self.published_ms / self.estimated_ms - 1) * 100
+
+
+@dataclass(frozen=True)
+class Device:
+    """One target. ``residuals_pct`` are signed (actual / estimated - 1) x 100 errors of this device's
+    validation (published points for catalog devices, held-out models for the calibrated host);
+    ``residual_basis`` says where they come from. The estimate's uncertainty band is built from them."""
+
+    id: str
+    name: str
+    kind: str
+    runtime: str
+    specs: dict[str, Spec]
+    precisions: dict[str, PrecisionSupport]
+    flags: dict[str, bool] = field(default_factory=dict)
+    class_factors: dict[str, ClassFactors] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    validation: tuple[ValidationPoint, ...] = ()
+    residuals_pct: tuple[float, ...] = ()
+    residual_basis: str = ""
+
+    def peak(self, precision: str) -> float:
+        """Dense peak in ops/s at a precision the device runs natively."""
+        spec = self.specs.get(f"peak_{precision}")
+        if spec is None:
+            raise HardwareError(f"{self.name} has no {precision.upper()} peak in the catalog.")
+        return spec.si
+
+    def spec(self, key: str) -> float:
+        return self.specs[key].si
+
+    def factors(self, op_class: str) -> ClassFactors:
+        """Per-class factors when calibrated, else the device-wide ones."""
+        if op_class in self.class_factors:
+            return self.class_factors[op_class]
+        base = op_class.removesuffix("_int8")
+        if base in self.class_factors:  # uncalibrated INT8 kernels: the FP32 kernel's factors
+            return self.class_factors[base]
+        return ClassFactors(self.spec("eff_compute"), self.spec("eff_memory"), self.spec("overhead_us"))
+
+    def flag(self, name: str) -> bool:
+        return bool(self.flags.get(name, False))
+
+    def table(self) -> pd.DataFrame:
+        """Every number with unit, tag and source — what the UI shows for provenance."""
+        rows = [{"field": k, "value": s.value, "unit": s.unit, "tag": s.tag, "source": s.source}
+                for k, s in self.specs.items()]
+        rows += [{"field": f"precision_{p}", "value": ps.mode + (f" -> {ps.target}" if ps.target else ""),
+                  "unit": "", "tag": ps.tag, "source": ps.source} for p, ps in self.precisions.items()]
+        return pd.DataFrame(rows, columns=["field", "value", "unit", "tag", "source"])
