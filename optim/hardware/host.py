@@ -21,9 +21,9 @@ CPUINFO = Path("/proc/cpuinfo")
 MEMINFO = Path("/proc/meminfo")
 CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
 # ISA extensions that select different MLAS / ONNX Runtime CPU kernels (x86 and Arm spellings).
-KERNEL_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp",
-                "asimdhp", "sve", "i8mm")
+KERNEL_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
+                "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
+                "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2", "sme")
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 INT8_DOT_FLAGS = (*VNNI_FLAGS, "asimddp")
 
