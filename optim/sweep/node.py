@@ -23,17 +23,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from optim.hardware.host import cpu_facts
+from optim.hardware.host import KERNEL_FLAGS, cpu_facts
 
 NODE_COLUMNS = ("node", "node_hw", "node_json")
 
-# CPU flags that change which kernels ONNX Runtime / MLAS runs (x86 and Arm); the rest of /proc/cpuinfo's
-# flags (virtualisation, microcode bug workarounds) differ between otherwise identical machines.
-ISA_FLAGS = frozenset({
-    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-    "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
-    "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2", "sme",
-})  # fmt: skip
+# CPU flags that change which kernels ONNX Runtime / MLAS runs: the one list, in the one CPU probe.
+ISA_FLAGS = frozenset(KERNEL_FLAGS)
 _GPU_INFO = Path("/proc/driver/nvidia/gpus")
 
 
