@@ -91,3 +91,15 @@ class JobCrashedError(JobLimitError):
 
 class SandboxUnavailableError(OptimError):
     """TorchScript/.pt2 need the bubblewrap sandbox, which this host does not have (or it cannot start)."""
+
+
+def runtime_reason(exc: BaseException, limit: int = 300) -> str:
+    """ONNX Runtime's (or any library's) exception text as one short line for a user-facing message:
+    the last line, without the ``[ONNXRuntimeError] : N : KIND :`` prefix and source paths."""
+    import re
+
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()] or [type(exc).__name__]
+    text = re.sub(r"\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", lines[-1])
+    text = re.sub(r"/onnxruntime_src/\S+ [^)]*\)\s*", "", text)
+    text = re.sub(r"\S*onnxruntime_pybind11_state\.", "", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -84,6 +84,13 @@ def recorded_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return {}
 
 
+def recorded_batch(model: onnx.ModelProto) -> int | None:
+    """The first input's batch when its shape was recorded (the model is then fed exactly that batch)."""
+    specs = input_specs(model)
+    given = recorded_shapes(model).get(specs[0].name) if specs else None
+    return int(given[0]) if given else None
+
+
 def _index_ranges(model: onnx.ModelProto) -> dict[str, int]:
     """input name → number of rows of the table it indexes (``Gather`` on an initializer: an embedding)."""
     rows = {t.name: list(t.dims) for t in model.graph.initializer}
@@ -125,8 +132,8 @@ def synthesize_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> 
     """One random feed per model input, batch dims = ``batch``.
 
     Floats ~ N(0,1); integer inputs that index an embedding table get ids within its rows, inputs named
-    like masks ones (bools True), sample-rate scalars (``sr``) 16000, other integers zeros. Dims the loader
-    recorded (``recorded_shapes``) fill symbolic ones. Raises MissingInputError naming inputs whose shape or
+    like masks ones (bools True), sample-rate scalars (``sr``) 16000, other integers zeros. Shapes the loader
+    recorded (``recorded_shapes``) fill symbolic dims, the batch included (``batch`` does not apply there). Raises MissingInputError naming inputs whose shape or
     type cannot be synthesised.
     """
     rng = np.random.default_rng(seed)
@@ -140,7 +147,7 @@ def synthesize_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> 
         dims = list(spec.shape)
         given = recorded.get(spec.name)
         if given is not None and len(given) == len(dims):
-            dims = [d if isinstance(d, int) or (i == 0 and d in batch_names) else given[i] for i, d in enumerate(dims)]
+            dims = [d if isinstance(d, int) else given[i] for i, d in enumerate(dims)]  # batch included
         unresolved = [d for d in dims if isinstance(d, str) and d not in batch_names]
         if unresolved or spec.dtype.kind not in "fiub":
             why = f"dynamic dims {unresolved}" if unresolved else f"type {spec.dtype}"

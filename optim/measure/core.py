@@ -32,6 +32,7 @@ from optim.errors import ShapeMismatchError
 from optim.measure.session import (  # noqa: F401  (re-exported: callers configure sessions here)
     OPT_LEVELS,
     ModelLike,
+    fixed_batch,
     graph_inputs,
     is_symbolic,
     make_session,
@@ -70,7 +71,7 @@ def predict(
     x = np.asarray(x)
     _check_x(x, first.shape, first.name)
     x = x.astype(np_dtype(first.type), copy=False)
-    fixed = None if is_symbolic(first.shape[0]) else int(first.shape[0])
+    fixed = fixed_batch(model, first.shape[0])
     step = fixed or max(1, int(batch_size))
     extras: dict[int, dict[str, np.ndarray]] = {}
     outs: list[np.ndarray] = []

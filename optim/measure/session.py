@@ -112,6 +112,16 @@ def other_inputs(model: onnx.ModelProto, batch: int, first: str) -> dict[str, np
     return {k: v for k, v in feeds.items() if k != first}
 
 
+def fixed_batch(model: onnx.ModelProto, lead: Any) -> int | None:
+    """The batch the model must be fed (its first input's fixed or recorded leading dim), None when free."""
+    from optim.io.shapes import recorded_batch
+
+    recorded = recorded_batch(model)
+    if recorded is not None:
+        return recorded
+    return None if is_symbolic(lead) else int(lead)
+
+
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     inits = {i.name for i in model.graph.initializer}
     return [i for i in model.graph.input if i.name not in inits]

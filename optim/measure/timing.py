@@ -33,7 +33,8 @@ import onnxruntime as ort
 import pandas as pd
 
 from optim.errors import ConfigError, DynamicShapeError
-from optim.measure.session import ModelLike, is_symbolic, make_session, model_proto, np_dtype, other_inputs
+from optim.io.shapes import recorded_batch, synthesize_inputs
+from optim.measure.session import ModelLike, fixed_batch, is_symbolic, make_session, model_proto
 
 OUTLIER_FACTOR = 2.0  # a profiled run slower than this × the median run was disturbed (preempted): dropped
 
@@ -73,27 +74,15 @@ class NodeProfile:
     dropped_runs: int = 0
 
 
-def _first_input_feed(sess: ort.InferenceSession, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _feeds(sess: ort.InferenceSession, model: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
+    """Synthesised feeds for every input (``optim.io.shapes.synthesize_inputs``: valid token ids, masks, ...)."""
     first = sess.get_inputs()[0]
-    rest = first.shape[1:]
-    if any(is_symbolic(d) for d in rest):
+    if any(is_symbolic(d) for d in first.shape[1:]) and recorded_batch(model) is None:
         raise DynamicShapeError(
             f"Input '{first.name}' has dynamic dims {tuple(first.shape)} beyond the batch; "
             "load the model with input_shapes to fix them."
         )
-    shape = (batch, *(int(d) for d in rest))
-    dtype = np_dtype(first.type)
-    if np.issubdtype(dtype, np.floating):
-        value = rng.standard_normal(shape).astype(dtype)
-    else:
-        value = np.zeros(shape, dtype=dtype)
-    return {first.name: value}
-
-
-def _feeds(sess: ort.InferenceSession, model: onnx.ModelProto, batch: int) -> dict[str, np.ndarray]:
-    feeds = _first_input_feed(sess, batch, np.random.default_rng(0))
-    feeds.update(other_inputs(model, batch, sess.get_inputs()[0].name))
-    return feeds
+    return synthesize_inputs(model, batch=batch, seed=0)
 
 
 def _rebatched(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -117,9 +106,11 @@ def _batched_session(
     """(session, model it runs, batch_mode) able to time ``batch`` samples."""
     model = model_proto(handle)
     sess = make_session(handle, threads=threads, opt_level=opt_level, providers=providers)
-    lead = sess.get_inputs()[0].shape[0]
-    if is_symbolic(lead) or int(lead) == batch:
+    lead = fixed_batch(model, sess.get_inputs()[0].shape[0])
+    if lead is None or lead == batch:
         return sess, model, "native"
+    if recorded_batch(model) is not None:  # shapes kept out of the graph: it runs exactly those
+        return sess, model, "sequential"
     candidate = _rebatched(model)
     try:
         rsess = make_session(candidate, threads=threads, opt_level=opt_level, providers=providers)

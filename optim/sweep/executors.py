@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from optim.errors import CancelledError, ConfigError, OptimError
+from optim.errors import CancelledError, ConfigError, OptimError, runtime_reason
 from optim.handle import ModelHandle
 from optim.passes.base import PassContext, get_pass
 
@@ -67,8 +67,11 @@ class Variant:
 
 
 def error_text(err: BaseException) -> str:
-    """What a failed variant shows: the user-facing message, or the exception type and message."""
-    return str(err) if isinstance(err, OptimError) else f"{type(err).__name__}: {err}"
+    """What a failed variant shows: the user-facing message, or (a defect of ours) one line naming the
+    exception type, prefixed ``internal error``."""
+    if isinstance(err, OptimError):
+        return str(err)
+    return f"internal error ({type(err).__name__}): {runtime_reason(err)}"
 
 
 # --- executors -----------------------------------------------------------------------------------

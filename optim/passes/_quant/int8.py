@@ -25,7 +25,9 @@ from onnxruntime.quantization import (
 )
 
 from optim.errors import ConfigError, PassUnavailableError, ShapeMismatchError
+from optim.io.shapes import synthesize_inputs
 from optim.passes._quant.core import load_embedded, save, scratch_dir
+from optim.passes._quant.opset import checked, quantizable
 
 QUANT_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 CALIB_METHODS = {
@@ -49,12 +51,14 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 def _graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise PassUnavailableError(
-            f"INT8 static calibration feeds one input, this model has {len(inputs)} "
-            f"({', '.join(i.name for i in inputs)}). Use mode 'int8_dynamic' instead."
-        )
-    return inputs[0]
+    if not inputs:
+        raise PassUnavailableError("INT8 static calibration needs a model input; this model has none.")
+    return inputs[0]  # calibration data feeds the first; further inputs (masks, states) are synthesised
+
+
+def _n_inputs(model: onnx.ModelProto) -> int:
+    inits = {t.name for t in model.graph.initializer}
+    return sum(1 for i in model.graph.input if i.name not in inits)
 
 
 def _input_dims(vi: onnx.ValueInfoProto) -> list[int | str]:
@@ -64,8 +68,10 @@ def _input_dims(vi: onnx.ValueInfoProto) -> list[int | str]:
 class ArrayReader(CalibrationDataReader):
     """Feeds calibration arrays to ORT's calibrator in batches (batch 1 when the model fixes it)."""
 
-    def __init__(self, name: str, x: np.ndarray, batch: int, tick: Callable[[float], None]) -> None:
+    def __init__(self, name: str, x: np.ndarray, batch: int, tick: Callable[[float], None],
+                 model: onnx.ModelProto | None = None) -> None:
         self.name, self.x, self.batch, self.tick, self.pos = name, x, batch, tick, 0
+        self.model = model  # given when the model has inputs besides ``name``: those are synthesised
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.pos >= len(self.x):
@@ -73,7 +79,9 @@ class ArrayReader(CalibrationDataReader):
         chunk = self.x[self.pos : self.pos + self.batch]
         self.pos += len(chunk)
         self.tick(self.pos / len(self.x))
-        return {self.name: chunk}
+        if self.model is None:
+            return {self.name: chunk}
+        return {**synthesize_inputs(self.model, batch=len(chunk)), self.name: chunk}
 
     def rewind(self) -> None:
         self.pos = 0
@@ -86,8 +94,10 @@ def calibration_array(model: onnx.ModelProto, calib: Any, n: int) -> tuple[str, 
             "mode 'int8_static' needs calibration data: pick a dataset (a few hundred samples of the "
             "training split), or use mode 'int8_dynamic' which needs none."
         )
-    x = np.asarray(getattr(calib, "x", calib), dtype=np.float32)
     vi = _graph_input(model)
+    elem = vi.type.tensor_type.elem_type
+    dtype = np.float32 if elem in (0, onnx.TensorProto.FLOAT) else onnx.helper.tensor_dtype_to_np_dtype(elem)
+    x = np.asarray(getattr(calib, "x", calib), dtype=dtype)
     dims = _input_dims(vi)
     want = dims[1:]
     if x.ndim != len(dims) or any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[1:], strict=False)):
@@ -133,13 +143,18 @@ def _preprocess(model: onnx.ModelProto, d: Path) -> Path:
 
 
 def int8_dynamic(model: onnx.ModelProto, weight_type: str, per_channel: bool, reduce_range: bool) -> onnx.ModelProto:
-    with scratch_dir() as d:
-        pre = _preprocess(model, d)
-        out = d / "q.onnx"
-        quantize_dynamic(
-            str(pre), str(out), weight_type=QUANT_TYPES[weight_type], per_channel=per_channel, reduce_range=reduce_range
-        )
-        return _compact(load_embedded(out))
+    model, per_channel, _note = quantizable(model, per_channel)
+
+    def build(pc: bool) -> onnx.ModelProto:
+        with scratch_dir() as d:
+            pre = _preprocess(model, d)
+            out = d / "q.onnx"
+            quantize_dynamic(
+                str(pre), str(out), weight_type=QUANT_TYPES[weight_type], per_channel=pc, reduce_range=reduce_range
+            )
+            return _compact(load_embedded(out))
+
+    return checked(build, "INT8 dynamic", per_channel)
 
 
 def int8_static(
@@ -166,23 +181,28 @@ def int8_static(
         # bias itself), and the file saves the int32 copy's extra per-channel scale (mobilenetv2_digits:
         # 0.371 → 0.328 of FP32, same kernels, same latency).
         extra["QuantizeBias"] = False
-    with scratch_dir() as d:
-        pre = _preprocess(model, d)
-        out = d / "q.onnx"
-        # (ORT's histogram calibrators print progress to stdout; redirecting it is not thread-safe)
-        quantize_static(
-            str(pre),
-            str(out),
-            ArrayReader(name, x, batch, tick),
-            quant_format=FORMATS[quant_format],
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            activation_type=QUANT_TYPES[activation_type],
-            weight_type=QUANT_TYPES[weight_type],
-            calibrate_method=CALIB_METHODS[calibration],
-            extra_options=extra,
-        )
-        return _compact(load_embedded(out))
+    model, per_channel, _note = quantizable(model, per_channel)
+
+    def build(pc: bool) -> onnx.ModelProto:
+        with scratch_dir() as d:
+            pre = _preprocess(model, d)
+            out = d / "q.onnx"
+            # (ORT's histogram calibrators print progress to stdout; redirecting it is not thread-safe)
+            quantize_static(
+                str(pre),
+                str(out),
+                ArrayReader(name, x, batch, tick, model if _n_inputs(model) > 1 else None),
+                quant_format=FORMATS[quant_format],
+                per_channel=pc,
+                reduce_range=reduce_range,
+                activation_type=QUANT_TYPES[activation_type],
+                weight_type=QUANT_TYPES[weight_type],
+                calibrate_method=CALIB_METHODS[calibration],
+                extra_options=extra,
+            )
+            return _compact(load_embedded(out))
+
+    return checked(build, "INT8 static", per_channel)
 
 
 def _compact(model: onnx.ModelProto) -> onnx.ModelProto:

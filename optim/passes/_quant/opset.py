@@ -1,0 +1,67 @@
+"""INT8 on any opset: what ONNX Runtime's quantiser needs from the graph, and a check of what it built.
+
+``QuantizeLinear``/``DequantizeLinear`` exist from opset 10; their ``axis`` attribute (per-channel weight
+scales) from opset 13. ORT's tool writes ``axis`` whatever the model's opset, so an opset-9..12 model gave
+graphs that fail at load time. We convert such models with onnx's version converter (opset 13, same
+semantics) and, where it cannot convert them, fall back to per-tensor scales (opset 10-12) or refuse
+(opset 9). Every built INT8 graph is opened in ORT at the levels variants are measured at before it
+leaves the pass.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnxruntime as ort
+from onnx import version_converter
+
+from optim.errors import PassUnavailableError, runtime_reason
+
+PER_CHANNEL_OPSET = 13
+QDQ_OPSET = 10
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
+
+
+def quantizable(model: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelProto, bool, str]:
+    """(model to quantise, per_channel to use, note for the variant: "" when nothing changed)."""
+    opset = default_opset(model)
+    if opset >= PER_CHANNEL_OPSET:
+        return model, per_channel, ""
+    try:
+        converted = version_converter.convert_version(model, PER_CHANNEL_OPSET)
+        opens(converted)
+        return converted, per_channel, f"opset {opset} converted to {PER_CHANNEL_OPSET} for INT8"
+    except Exception as exc:  # noqa: BLE001 - the converter raises anything from RuntimeError to IndexError
+        reason = runtime_reason(exc, 160)
+    if opset >= QDQ_OPSET:
+        return model, False, (f"opset {opset}: weights quantised per tensor (per-channel scales need opset "
+                              f"{PER_CHANNEL_OPSET}; onnx's converter failed: {reason})")
+    raise PassUnavailableError(f"INT8 needs opset {QDQ_OPSET} or newer and this model is opset {opset}, which onnx's "
+                               f"version converter could not convert ({reason}); re-export it with opset 13 or newer.")
+
+
+def opens(model: onnx.ModelProto) -> None:
+    """Raise unless ORT opens ``model`` as written and fully optimised (the levels sweeps measure at)."""
+    data = model.SerializeToString()
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = level
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def checked(build: object, what: str, per_channel: bool) -> onnx.ModelProto:
+    """Run ``build(per_channel)``; if ORT cannot open the result, once more per tensor; else refuse in one line."""
+    first = None
+    for pc in dict.fromkeys((per_channel, False)):
+        model = build(pc)  # type: ignore[operator]
+        try:
+            opens(model)
+            return model
+        except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidGraph/NotImplemented
+            first = first or exc
+    raise PassUnavailableError(f"{what} built a graph ONNX Runtime cannot open ({runtime_reason(first, 200)}); "
+                               "this variant is skipped.")
