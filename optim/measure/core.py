@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from optim.errors import ShapeMismatchError
+from optim.measure.budget import batch_for, sample_bytes
 from optim.measure.session import (  # noqa: F401  (re-exported: callers configure sessions here)
     OPT_LEVELS,
     ModelLike,
@@ -56,26 +57,30 @@ def _check_x(x: np.ndarray, shape: list[Any], name: str) -> None:
 
 
 def predict(
-    handle: ModelLike, x: np.ndarray, batch_size: int = 64, threads: int = 2, opt_level: str = "all"
+    handle: ModelLike, x: np.ndarray, batch_size: int | None = None, threads: int = 2, opt_level: str = "all",
+    session: Any = None,
 ) -> np.ndarray:
     """Run the model's first input over ``x`` and return its first output stacked over samples (N × ...).
 
-    Evaluates ``batch_size`` samples per call when the model's batch dim is symbolic; when the model fixes
-    the batch (usually to 1) it is fed exactly that many samples per call (the last chunk zero-padded).
-    Any further model inputs are synthesised with ``optim.io.load.synthesize_inputs``. ``opt_level``
-    matters for accuracy too: e.g. fused U8S8 int8 kernels saturate on CPUs without VNNI.
+    Evaluates ``batch_size`` samples per call when the model's batch dim is symbolic (default: as many as
+    fit :data:`optim.measure.budget.EVAL_BYTES` of inputs, activations and outputs, at most 64); when the
+    model fixes the batch (usually to 1) it is fed exactly that many samples per call (the last chunk
+    zero-padded). Any further model inputs are synthesised with ``optim.io.load.synthesize_inputs``.
+    ``opt_level`` matters for accuracy too: e.g. fused U8S8 int8 kernels saturate on CPUs without VNNI.
+    ``session``: an open session of this model to reuse (``threads``/``opt_level`` are then its own).
     """
-    model = model_proto(handle)
-    sess = make_session(handle, threads=threads, opt_level=opt_level)
+    sess = session if session is not None else make_session(handle, threads=threads, opt_level=opt_level)
     first = sess.get_inputs()[0]
+    model = model_proto(handle)
     x = np.asarray(x)
     _check_x(x, first.shape, first.name)
     x = x.astype(np_dtype(first.type), copy=False)
     fixed = fixed_batch(model, first.shape[0])
-    step = fixed or max(1, int(batch_size))
+    step = fixed or (max(1, int(batch_size)) if batch_size else 1)
     extras: dict[int, dict[str, np.ndarray]] = {}
     outs: list[np.ndarray] = []
-    for start in range(0, len(x), step):
+    start = 0
+    while start < len(x):
         chunk = x[start : start + step]
         n = len(chunk)
         if fixed is not None and n < fixed:
@@ -86,6 +91,9 @@ def predict(
             extras[b] = other_inputs(model, b, first.name)
         out = sess.run([sess.get_outputs()[0].name], {first.name: chunk, **extras[b]})[0]
         outs.append(np.asarray(out)[:n])
+        start += n
+        if start == n and fixed is None and not batch_size:  # first call: one sample, now size the rest
+            step = batch_for(sample_bytes(x), sample_bytes(outs[0]))
     if not outs:
         return np.zeros((0,), dtype=np.float32)
     return np.concatenate(outs)

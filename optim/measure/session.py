@@ -29,15 +29,19 @@ _ORT_TO_NUMPY = {
     "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
     "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
 }
-ModelLike = ModelHandle | onnx.ModelProto
+ModelLike = ModelHandle | onnx.ModelProto | Path  # a Path: an ONNX file with its weights (ORT reads it itself)
 
 
 # --- sessions ------------------------------------------------------------------------------------
 def model_proto(handle_or_model: ModelLike) -> onnx.ModelProto:
+    if isinstance(handle_or_model, Path):
+        return onnx.load_model(str(handle_or_model))
     return handle_or_model.model if isinstance(handle_or_model, ModelHandle) else handle_or_model
 
 
 def model_bytes(handle_or_model: ModelLike) -> bytes:
+    if isinstance(handle_or_model, Path):
+        return handle_or_model.read_bytes()
     if isinstance(handle_or_model, ModelHandle):
         return handle_or_model.model_bytes
     return handle_or_model.SerializeToString()
@@ -88,8 +92,13 @@ def make_session(
         so.profile_file_prefix = str(profile_prefix)
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
-    assert_inline(model_proto(handle_or_model))  # never a session that would read files next to the process
-    return ort.InferenceSession(model_bytes(handle_or_model), so, providers=_resolve_providers(providers))
+    if isinstance(handle_or_model, Path):  # a file ORT reads itself (no Python copy of its bytes)
+        assert_inline(onnx.load_model(str(handle_or_model), load_external_data=False))
+        source: str | bytes = str(handle_or_model)
+    else:
+        assert_inline(model_proto(handle_or_model))  # never a session that would read files next to the process
+        source = model_bytes(handle_or_model)
+    return ort.InferenceSession(source, so, providers=_resolve_providers(providers))
 
 
 def np_dtype(ort_type: str) -> np.dtype:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -200,6 +200,37 @@ class VariantBuilder:
         self._memo: dict[tuple[Any, ...], ModelHandle | Exception] = {}
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._lock = threading.Lock()
+        self._uses: Counter[tuple[Any, ...]] | None = None
+
+    @staticmethod
+    def model_keys(v: Variant) -> list[tuple[Any, ...]]:
+        """Memo keys of the intermediate models building ``v`` goes through."""
+        keys: list[tuple[Any, ...]] = []
+        if v.ratio > 0:
+            keys.append(("prune", v.prune_kind, v.ratio))
+            if v.distilled:
+                keys.append(("distill", v.prune_kind, v.ratio))
+        if v.bits == 0:
+            keys.append(("auto", v.prune_kind, v.ratio, v.distilled))
+        elif v.bits != 32:
+            keys.append(("quant", v.prune_kind, v.ratio, v.bits, v.distilled))
+        return keys
+
+    def plan(self, variants: Sequence[Variant]) -> None:
+        """Announce the variants still to build, so intermediates can be dropped after their last use."""
+        with self._lock:
+            self._uses = Counter(k for v in variants for k in self.model_keys(v))
+
+    def release(self, v: Variant) -> None:
+        """``v`` is measured and stored: forget intermediate models no announced variant needs any more
+        (a sweep would otherwise hold every pruned and quantised model until it ends)."""
+        with self._lock:
+            if self._uses is None:
+                return
+            for k in self.model_keys(v):
+                self._uses[k] -= 1
+                if self._uses[k] <= 0:
+                    self._memo.pop(k, None)
 
     def _once(self, key: tuple[Any, ...], make: Callable[[], ModelHandle]) -> ModelHandle:
         with self._lock:

@@ -202,6 +202,7 @@ def run_sweep(
     if hasattr(executor, "run_variants"):  # builds and measures elsewhere (optim.sweep.ray_executor)
         results = executor.run_variants(SweepWork(handle, calib, train, eval_set, ref, config), todo, cancel)
     else:
+        builder.plan(todo)
         results = _measured_here(builder, executor, todo, eval_set, ref, config, cancel, report.start, with_level)
     try:
         for v, (row, layers, model_bytes) in results:  # the driver alone writes the store
@@ -210,6 +211,8 @@ def run_sweep(
             row.update(variant_id=stable_id(sid, v.key), sweep_id=sid, variant_key=v.key, seq=seq[v.key],
                        label=v.label(with_level))  # fmt: skip
             store.put_variant(row, layers, model_bytes)
+            del row, layers, model_bytes  # one variant's model and tables at a time
+            builder.release(v)
             report.finished(v.label(with_level))
     finally:
         results.close()

@@ -251,6 +251,7 @@ class OnnxModule(nn.Module):
         env: dict[str, Any] = dict(zip(self.input_names, inputs, strict=True))
         for name, key in self._const_attr.items():
             env[name] = getattr(self, key)
+        release = self._release_plan()
         for idx, (kind, node, ins, outs) in enumerate(self.steps):
             args = [env.get(i) if i else None for i in ins]
             if kind.startswith("layer:"):
@@ -266,10 +267,26 @@ class OnnxModule(nn.Module):
                 env[name] = t
             if self.unsafe_grad_fns is not None:
                 self._mark_unsafe(kind, node, args, res)
+            for name in release.get(idx, ()):  # last use: free it (a 224² ResNet-50 kept 3.5 GB alive)
+                env.pop(name, None)
         out = tuple(env[o] for o in self.output_names)
         if self.unsafe_grad_fns is not None:
             self.unsafe_grad_fns.update(t.grad_fn for t in out if t.grad_fn is not None)
         return out[0] if len(out) == 1 else out
+
+    def _release_plan(self) -> dict[int, list[str]]:
+        """Step index → intermediate values whose last reader is that step (outputs and constants stay)."""
+        plan = getattr(self, "_release", None)
+        if plan is None:
+            keep = set(self.output_names) | set(self._const_attr)
+            last: dict[str, int] = {}
+            for idx, (_, _, ins, outs) in enumerate(self.steps):
+                for name in (*ins, *outs):
+                    if name and name not in keep:
+                        last[name] = idx
+            plan = {i: [n for n, j in last.items() if j == i] for i in set(last.values())}
+            self._release = plan
+        return plan
 
     @staticmethod
     def _run_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from onnxruntime.quantization import (
 
 from optim.errors import ConfigError, PassUnavailableError, ShapeMismatchError
 from optim.io.shapes import synthesize_inputs
+from optim.measure.budget import activation_bytes, calibration_batch, sample_bytes
 from optim.passes._quant.core import load_embedded, save, scratch_dir
 from optim.passes._quant.opset import checked, quantizable
 
@@ -110,7 +111,8 @@ def calibration_array(model: onnx.ModelProto, calib: Any, n: int) -> tuple[str, 
     if len(x) > n:
         idx = np.sort(np.random.default_rng(0).choice(len(x), n, replace=False))
         x = x[idx]
-    batch = _feed_batch(len(x)) if not isinstance(dims[0], int) else max(int(dims[0]), 1)
+    cap = calibration_batch(sample_bytes(x), activation_bytes(model), max_batch=CALIB_BATCH)
+    batch = _feed_batch(len(x), cap) if not isinstance(dims[0], int) else max(int(dims[0]), 1)
     if len(x) < batch:
         raise ConfigError(f"calibration data has {len(x)} samples but the model's fixed batch is {batch}: give more.")
     if len(x) >= batch:  # equal batches: ORT's histogram calibrators stack them
@@ -118,10 +120,10 @@ def calibration_array(model: onnx.ModelProto, calib: Any, n: int) -> tuple[str, 
     return vi.name, np.ascontiguousarray(x), batch
 
 
-def _feed_batch(n: int) -> int:
-    """Largest divisor of ``n`` up to CALIB_BATCH (no sample dropped), or CALIB_BATCH if that is tiny."""
-    best = max(d for d in range(1, min(n, CALIB_BATCH) + 1) if n % d == 0)
-    return best if best >= 8 or n < CALIB_BATCH else CALIB_BATCH
+def _feed_batch(n: int, cap: int = CALIB_BATCH) -> int:
+    """Largest divisor of ``n`` up to ``cap`` (no sample dropped), or ``cap`` if that divisor is tiny."""
+    best = max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+    return best if best >= min(8, cap) or n < cap else cap
 
 
 def _preprocess(model: onnx.ModelProto, d: Path) -> Path:
