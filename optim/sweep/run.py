@@ -3,9 +3,9 @@
 Grid: pruning ratios × bit-widths × pruning kinds × optimisation levels. Ratio 0 means "not pruned" and
 appears once per bit-width (kind "none"); the baseline (ratio 0, 32 bits) always comes first and its
 logits are the reference for every variant's fidelity. Each variant is built (prune → quantize, see
-:mod:`optim.sweep.executors`; the optimisation level is the ORT session level of its latency), measured (accuracy ± Wilson interval, fidelity, latency
-with one intra-op thread, bytes, parameters, MACs, per-node profile) and committed to the store in
-its own transaction, so a killed sweep resumes where it stopped and an identical re-run is instant.
+:mod:`optim.sweep.executors`; the optimisation level is the ORT session level of its latency), measured
+(accuracy ± Wilson interval, fidelity, latency with one intra-op thread, bytes, parameters, MACs, per-node
+profile) and committed to the store in its own transaction: a killed sweep resumes, a re-run is instant.
 
 Bits map: 32 → no quantization, 16 → FP16, 8 → INT8 static when calibration data is given (else INT8
 dynamic), 4 → INT4, 2/3/5/6/7 → simulated ("fake") weights.
@@ -167,9 +167,7 @@ def run_sweep(
 ) -> str:
     """Build, measure and store every variant of ``config``; returns the sweep id.
 
-    ``train`` (inputs, labels optional) feeds distillation when ``config.distill`` is on; the
-    calibration set is used when it is not given.
-
+    ``train`` (inputs, labels optional) feeds distillation when ``config.distill`` is on (else calib).
     Variants already in the store for the same (model, data, config) are not recomputed. ``cancel``
     returning True stops after the current variant (the sweep is marked "cancelled"; finished variants
     stay). A variant that fails is stored with status "failed" and its error; the sweep goes on.
@@ -202,7 +200,6 @@ def run_sweep(
     if hasattr(executor, "run_variants"):  # builds and measures elsewhere (optim.sweep.ray_executor)
         results = executor.run_variants(SweepWork(handle, calib, train, eval_set, ref, config), todo, cancel)
     else:
-        builder.plan(todo)
         results = _measured_here(builder, executor, todo, eval_set, ref, config, cancel, report.start, with_level)
     try:
         for v, (row, layers, model_bytes) in results:  # the driver alone writes the store
@@ -211,8 +208,6 @@ def run_sweep(
             row.update(variant_id=stable_id(sid, v.key), sweep_id=sid, variant_key=v.key, seq=seq[v.key],
                        label=v.label(with_level))  # fmt: skip
             store.put_variant(row, layers, model_bytes)
-            del row, layers, model_bytes  # one variant's model and tables at a time
-            builder.release(v)
             report.finished(v.label(with_level))
     finally:
         results.close()
@@ -241,6 +236,7 @@ def _measured_here(builder: VariantBuilder, executor: Executor, todo: list[Varia
                    config: SweepConfig, cancel: Callable[[], bool], started: Callable[[str], None],
                    with_level: bool) -> Iterator[tuple[Variant, tuple[dict[str, Any], Any, bytes | None]]]:  # fmt: skip
     """Builds from ``executor.map_builds`` measured on this machine; stops at a cancel."""
+    builder.plan(todo)  # intermediate models are dropped after their last use (memory: one at a time)
     builds = executor.map_builds(lambda v: _timed(builder.build, v), todo)
     try:
         for v, built in builds:
@@ -248,6 +244,7 @@ def _measured_here(builder: VariantBuilder, executor: Executor, todo: list[Varia
                 return
             started(v.label(with_level))
             yield v, variant_row(v, built, eval_set, ref, config, executor)
+            builder.release(v)  # stored by now
     finally:
         builds.close()
 
