@@ -142,10 +142,13 @@ def test_a_worker_that_dies_is_retried_once_then_its_variant_fails_with_the_reas
     test, calib = data
     (fake_passes.parent / "crash-int8_static.once").touch()
     (fake_passes.parent / "crash-fp16.always").touch()
-    cfg = SweepConfig(ratios=(0,), bits=(32, 16, 8), **FAST)
+    # latency_threads=2: each task reserves both CPUs, so tasks run one at a time and a dying worker takes
+    # no other variant's attempt with it
+    cfg = SweepConfig(ratios=(0,), bits=(32, 16, 8), latency_threads=2, **FAST)
     store = Store(tmp_path)
     df = store.variants(run_sweep(tiny_mlp, test, calib, cfg, store, executor=RayExecutor())).set_index("bits")
-    assert df.loc[8, "status"] == "ok" and len(_calls(fake_passes, "quantize int8_static")) == 2
+    assert df.loc[8, "status"] == "ok", df.loc[8, "error"]
+    assert len(_calls(fake_passes, "quantize int8_static")) == 2
     assert df.loc[16, "status"] == "failed" and len(_calls(fake_passes, "quantize fp16")) == 2
     assert "died" in df.loc[16, "error"] and "retry" in df.loc[16, "error"]
     assert df.loc[32, "status"] == "ok"

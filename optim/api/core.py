@@ -223,6 +223,7 @@ class SweepRequest:
     distill: bool = False
     distill_budget_s: float = 30.0
     auto_bits: bool = False
+    run_on: str = ""  # "" = default ($OPTIM_RAY_ADDRESS or this machine), "local", or a Ray address: run_on_choices()
 
     @property
     def n_variants(self) -> int:
@@ -268,9 +269,11 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
                           "accuracy stays honest: use a bundled sample, or switch distillation off.")
 
     def work(progress: Any, cancel: Any) -> str:
+        from optim.sweep.ray_executor import executor_for
+
         st = store_mod.Store()
-        return sweep.run_sweep(loaded.handle, loaded.test, loaded.calib, config, st,
-                               progress=progress, cancel=cancel, train=loaded.train)
+        return sweep.run_sweep(loaded.handle, loaded.test, loaded.calib, config, st, progress=progress,
+                               cancel=cancel, train=loaded.train, executor=executor_for(req.run_on))
 
     sid = sweep.sweep_id_for(loaded.handle, loaded.test, loaded.calib, config)
     running = job_for_sweep(sid)
@@ -278,6 +281,17 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
         return running  # the same sweep is already running (another tab): follow it
     return start_job(work, label=f"{loaded.label}: {len(config.variants())} variants",
                      total=len(config.variants()), sweep_id=sid)
+
+
+def run_on_choices() -> list[tuple[str, str]]:
+    """(value for ``SweepRequest.run_on``, label) pairs for the "Run on" setting, the default first: this
+    machine, and the Ray cluster named by ``$OPTIM_RAY_ADDRESS`` when it is set."""
+    from optim.sweep.ray_executor import default_run_on, run_on_label
+
+    choices = [("local", run_on_label("local"))]
+    if default_run_on() != "local":
+        choices.insert(0, (default_run_on(), run_on_label(default_run_on())))
+    return choices
 
 
 # --- results --------------------------------------------------------------------------------------

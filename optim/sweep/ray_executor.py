@@ -25,30 +25,49 @@ Ray is an optional dependency (``pip install '.[cluster]'``); it is imported whe
 
 from __future__ import annotations
 
-import fcntl
 import os
-import tempfile
-import time
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
+from contextlib import nullcontext
 from typing import Any, TypeVar
 
 import pandas as pd
 
-from optim.errors import CancelledError, ConfigError, OptimError
-from optim.handle import ModelHandle
-from optim.passes.base import get_pass
+from optim.errors import ConfigError, OptimError
 from optim.sweep import executors as sweep_exec
-from optim.sweep.executors import Variant, VariantBuilder, engine_fingerprint, error_text, make_config
+from optim.sweep.executors import Variant, engine_fingerprint
+from optim.sweep.ray_tasks import Built, RemoteWork, build_stage, call, run_variant
 from optim.sweep.run import SweepWork, variant_row
 
 T = TypeVar("T")
 R = TypeVar("R")
 ENV_ADDRESS = "OPTIM_RAY_ADDRESS"  # "host:6379" or "ray://host:10001": where a hosted dashboard runs sweeps
-_LOCK_DIR = Path(tempfile.gettempdir())
+
+
+def default_run_on() -> str:
+    """Where sweeps run unless a caller says: ``$OPTIM_RAY_ADDRESS`` (a hosted dashboard's cluster) or "local"."""
+    return os.environ.get(ENV_ADDRESS, "").strip() or "local"
+
+
+_SHARED: dict[str, RayExecutor] = {}
+_INIT_LOCK = threading.Lock()
+
+
+def executor_for(run_on: str | None = None) -> Any:
+    """The executor for a "Run on" setting: "local" (this machine), "ray-local" (a local Ray instance) or a
+    Ray address ("host:6379", "ray://host:10001"); empty or None: :func:`default_run_on`. A Ray executor is
+    shared by every sweep of this process (one Ray connection per process; it lives as long as the process)."""
+    target = (run_on or "").strip() or default_run_on()
+    if target == "local":
+        return sweep_exec.LocalExecutor()
+    if target not in _SHARED:
+        _SHARED[target] = RayExecutor(None if target == "ray-local" else target)
+    return _SHARED[target]
+
+
+def run_on_label(run_on: str | None = None) -> str:
+    target = (run_on or "").strip() or default_run_on()
+    return {"local": "this machine", "ray-local": "a local Ray instance"}.get(target, f"Ray cluster at {target}")
 
 
 def import_ray() -> Any:
@@ -58,150 +77,6 @@ def import_ray() -> Any:
         raise ConfigError("The Ray executor needs Ray: pip install 'compression-explorer[cluster]' "
                           "(or pip install 'ray==2.60.0'), or run on this machine.") from None  # fmt: skip
     return ray
-
-
-# --- on the worker ---------------------------------------------------------------------------------
-class NodeGate:
-    """Per-node rule: timing runs alone on its node (exclusive ``flock``) while other tasks build or evaluate
-    (shared). A turnstile file makes a waiting timer block new work so it never starves."""
-
-    def __init__(self, mode: str = "node", lock_dir: Path = _LOCK_DIR) -> None:
-        self.mode = mode
-        self._turn, self._rw = lock_dir / "optim-ray-turn.lock", lock_dir / "optim-ray-quiet.lock"
-        self._fd: int | None = None
-
-    @contextmanager
-    def working(self) -> Iterator[None]:
-        """Build/evaluate section (shared with other workers on this node; ``quiet()`` may end it early)."""
-        if self.mode != "node":
-            yield
-            return
-        self._fd = os.open(self._rw, os.O_RDWR | os.O_CREAT, 0o666)
-        with self._holding(self._turn, fcntl.LOCK_EX):
-            fcntl.flock(self._fd, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            self._release()
-
-    @contextmanager
-    def quiet(self) -> Iterator[None]:
-        """Timing section: waits for the node's builds/evaluations in progress; none starts meanwhile."""
-        if self.mode != "node":
-            yield
-            return
-        self._release()
-        fd = os.open(self._rw, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            with self._holding(self._turn, fcntl.LOCK_EX):
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing drops the lock
-
-    def _release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    @contextmanager
-    def _holding(self, path: Path, how: int) -> Iterator[None]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, how)
-            yield
-        finally:
-            os.close(fd)
-
-
-@dataclass(frozen=True)
-class RemoteWork:
-    """The sweep's shared inputs as sent to the object store once: the work, the pass names the driver uses
-    (tests swap in fakes), the driver's engine fingerprint and the timing rule."""
-
-    work: SweepWork
-    pass_names: dict[str, str]
-    fingerprint: str
-    quiet: str = "node"
-
-
-@dataclass(frozen=True)
-class Built:
-    """An intermediate model (or the message of the error that stopped it) and the seconds charged with it."""
-
-    handle: ModelHandle | None
-    seconds: float = 0.0
-    error: str | None = None
-
-
-@lru_cache(maxsize=1)
-def worker_fingerprint() -> str:
-    return engine_fingerprint()
-
-
-def _builder(rw: RemoteWork, base: ModelHandle) -> VariantBuilder:
-    sweep_exec.PASS_NAMES.update(rw.pass_names)  # this worker process builds what the driver asked for
-    w, cfg = rw.work, rw.work.config
-    distill = {"epochs": cfg.distill_epochs, "budget_s": cfg.distill_budget_s}
-    return VariantBuilder(base, w.calib, cfg.importance, cfg.quant_format, train=w.train, distill=distill)
-
-
-def _apply(rw: RemoteWork, parent: ModelHandle, step: tuple[Any, ...]) -> ModelHandle:
-    """One build step on ``parent``: ("prune", kind, ratio), ("distill",) or ("quant", bits)."""
-    if step[0] == "prune":
-        return _builder(rw, parent).pruned(step[1], step[2])
-    if step[0] == "distill":  # the teacher is the sweep's original model
-        builder = _builder(rw, rw.work.handle)
-        return get_pass("distill").run(parent, make_config("distill", **builder.distill_settings), builder.ctx)
-    # A builder whose base is the parent: its unpruned variant at ``bits`` is the parent quantised (or, for 0,
-    # given per-layer bit-widths), so quantisation goes through the same code as on one machine.
-    return _builder(rw, parent).quantized("none", 0.0, step[1])
-
-
-def build_stage(rw: RemoteWork, parent: Built, step: tuple[Any, ...], charge_parent: bool) -> Built:
-    """Ray task: an intermediate model shared by several variants (errors come back as data)."""
-    if parent.error is not None:
-        return parent
-    gate = NodeGate(rw.quiet)
-    with gate.working():
-        t0 = _now()
-        try:
-            out = _apply(rw, parent.handle, step)
-        except CancelledError:
-            raise
-        except Exception as err:  # noqa: BLE001 - every variant built on it fails alike, with this message
-            return Built(None, error=error_text(err))
-    return Built(out, _now() - t0 + (parent.seconds if charge_parent else 0.0))
-
-
-def run_variant(rw: RemoteWork, parent: Built, v: Variant, quant_step: bool, charge_parent: bool) -> dict[str, Any]:
-    """Ray task: build (the last step), evaluate, time and profile one variant; returns plain data."""
-    gate = NodeGate(rw.quiet)
-    with gate.working():
-        built: tuple[ModelHandle, float] | BaseException
-        if parent.error is not None:
-            built = OptimError(parent.error)
-        else:
-            t0 = _now()
-            try:
-                handle = _apply(rw, parent.handle, ("quant", v.bits)) if quant_step else parent.handle
-                built = (handle, _now() - t0 + (parent.seconds if charge_parent else 0.0))
-            except CancelledError:
-                raise
-            except Exception as err:  # noqa: BLE001 - failures are data in a sweep
-                built = err
-        w = rw.work
-        row, layers, model_bytes = variant_row(v, built, w.eval_set, w.ref, w.config, gate)
-    return {"row": row, "layers": None if layers is None else layers.to_dict("split"), "model_bytes": model_bytes,
-            "fingerprint": worker_fingerprint()}  # fmt: skip
-
-
-def _now() -> float:
-    return time.perf_counter()
-
-
-def _call(fn: Callable[[T], R], item: T) -> R:
-    return fn(item)
 
 
 # --- on the driver ---------------------------------------------------------------------------------
@@ -222,13 +97,18 @@ class RayExecutor:
         self.address, self.workers, self.object_store_mb = address or None, workers, object_store_mb
         self.quiet_mode, self.runtime_env, self.poll_s = quiet, runtime_env, poll_s
         self._owned = False
+        self.stats: list[dict[str, Any]] = []  # per finished variant: node, task_s, wait_s, quiet_s (benchmarks)
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> Any:
         """Connect (or start the local instance) once; returns the ``ray`` module."""
         ray = import_ray()
-        if ray.is_initialized():
-            return ray
+        with _INIT_LOCK:  # dashboard sweeps start from several threads
+            if not ray.is_initialized():
+                self._init(ray)
+        return ray
+
+    def _init(self, ray: Any) -> None:
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         if self.runtime_env:
             kwargs["runtime_env"] = self.runtime_env
@@ -243,7 +123,6 @@ class RayExecutor:
             raise ConfigError(f"Could not start or reach {where}: {str(err)[:300]}. Check the address "
                               "(`ray start --head` prints it) or run on this machine.") from None  # fmt: skip
         self._owned = True
-        return ray
 
     def close(self) -> None:
         """Stop the Ray instance this executor started (a connection it did not make stays)."""
@@ -264,7 +143,7 @@ class RayExecutor:
     # --- the Executor interface: any picklable build function as Ray tasks ----------------------------
     def map_builds(self, build: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[T, R | BaseException]]:
         ray = self.start()
-        task = ray.remote(max_retries=1)(_call)
+        task = ray.remote(max_retries=1)(call)
         fn = ray.put(build)
         refs = [task.remote(fn, item) for item in items]
         try:
@@ -339,6 +218,8 @@ class RayExecutor:
             return self._failed(v, work, f"worker node {host} runs other optim code than this driver (engine "
                                 f"fingerprint {out['fingerprint'][:12]} ≠ {fingerprint[:12]}): install the same "
                                 "version of the package on every node.")  # fmt: skip
+        self.stats.append({"key": v.key, "node": out["row"].get("node"), "build_s": out["row"].get("build_s"),
+                           **out.get("timing", {})})  # fmt: skip
         layers = out["layers"]
         frame = None if layers is None else pd.DataFrame(layers["data"], columns=layers["columns"])
         return out["row"], frame, out["model_bytes"]
