@@ -10,8 +10,10 @@ Choices, on purpose:
   would store it as float32 (4× larger) and hide the quantization that summary and size report at the
   stored dtype. Chains *before* it (e.g. ``Constant(int8) → Transpose → DequantizeLinear``) are folded.
 * Random generators, nodes with sub-graphs, custom domains and nodes feeding a graph output stay.
-* A fold whose result is larger than ``max_growth`` times its inputs and over 16 MB is skipped
-  (``ConstantOfShape``/``Expand`` could otherwise blow up the file).
+* A fold is sized *before* it is evaluated (ONNX shape inference with the small integer inputs' values,
+  :func:`predicted_bytes`) and skipped when it would grow past 16 MB and ``max_growth`` times its inputs,
+  or past 1 GiB at all (``ConstantOfShape``/``Expand``/``Range``/``Tile`` could otherwise take gigabytes
+  from a few bytes); ops that inference cannot size are folded only when they cannot grow.
 
 onnxruntime's optimizer folds too, but only inside a session (its optimized-model dump also fuses and
 renames nodes); onnx itself ships no constant folder, hence this small module.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
 _NOT_FOLDED = {
@@ -29,6 +31,11 @@ _NOT_FOLDED = {
     "Multinomial", "Bernoulli", "If", "Loop", "Scan",
 }
 _BIG = 16 * 2**20
+MAX_FOLD_BYTES = 1 << 30  # no fold grows a tensor past this, whatever its inputs
+# ops whose output is never larger than their inputs: folded even when inference cannot size them
+_NON_GROWING = {"Transpose", "Reshape", "Cast", "Identity", "Squeeze", "Unsqueeze", "Flatten", "Shape", "Size",
+                "Neg", "Abs", "Relu", "Sqrt", "Exp", "Log", "Sigmoid", "Tanh", "Floor", "Ceil", "Round", "Not",
+                "Sign", "Reciprocal", "Slice", "QuantizeLinear"}
 
 
 class _LazyConstants(dict):
@@ -118,16 +125,53 @@ def _try_fold(node: onnx.NodeProto, consts: _LazyConstants, outputs: set[str], o
         return None
     if any(a.type in (5, 10) for a in node.attribute):
         return None
+    in_bytes = sum(consts[i].nbytes for i in inputs)
+    predicted = predicted_bytes(node, {i: consts[i] for i in inputs}, opset)
+    if predicted is None and node.op_type not in _NON_GROWING:
+        return None  # size unknown before evaluating: never allocate blind
+    if predicted is not None and not _fits(predicted, in_bytes, max_growth):
+        return None
     try:
         ref = ReferenceEvaluator(node, opsets={"": opset})
         results = ref.run(None, {i: consts[i] for i in inputs})
     except Exception:  # noqa: BLE001 - anything the reference cannot evaluate just stays a node
         return None
-    in_bytes = sum(consts[i].nbytes for i in inputs)
-    out_bytes = sum(np.asarray(r).nbytes for r in results)
-    if out_bytes > _BIG and out_bytes > max_growth * in_bytes:
+    if not _fits(sum(np.asarray(r).nbytes for r in results), in_bytes, max_growth):
         return None
     return {name: np.asarray(r) for name, r in zip(node.output, results, strict=False) if name}
+
+
+def _fits(out_bytes: int, in_bytes: int, max_growth: float) -> bool:
+    if out_bytes <= in_bytes:
+        return True
+    return out_bytes <= MAX_FOLD_BYTES and (out_bytes <= _BIG or out_bytes <= max_growth * in_bytes)
+
+
+def predicted_bytes(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opset: int) -> int | None:
+    """Bytes ``node`` would produce, from ONNX shape inference on its inputs' shapes and small
+    values (so ConstantOfShape/Expand/Range/Tile/Pad are sized *before* evaluating); None when unknown."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+        types = {n: helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                 for n, a in inputs.items()}
+        data = {n: numpy_helper.from_array(a, n) for n, a in inputs.items() if a.dtype.kind in "iubf" and a.size <= 4096}
+        out = shape_inference.infer_node_outputs(schema, node, types, data)
+    except Exception:  # noqa: BLE001 - no schema, unsupported dtype, inference error: unknown
+        return None
+    total = 0
+    for name in (o for o in node.output if o):
+        tt = out.get(name)
+        if tt is None or not tt.tensor_type.HasField("shape"):
+            return None
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.tensor_type.shape.dim]
+        if any(d < 0 for d in dims):
+            return None
+        try:
+            item = np.dtype(helper.tensor_dtype_to_np_dtype(tt.tensor_type.elem_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            item = 8
+        total += int(np.prod(dims, dtype=object)) * item
+    return total
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:

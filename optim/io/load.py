@@ -38,6 +38,7 @@ from optim.errors import (
 from optim.handle import ModelHandle
 from optim.io import torch_import as tio
 from optim.io import zips as zio
+from optim.io.bounds import check_structure
 from optim.io.fold import fold_constants, lift_ir3
 from optim.io.shapes import (  # noqa: F401  (re-exported: callers import them from here)
     InputSpec,
@@ -123,6 +124,7 @@ def _parse_onnx(data: bytes, filename: str) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.graph.node or not model.opset_import:
         raise MalformedModelError(f"{filename or 'The file'} parsed as protobuf but holds no ONNX graph "
                                   "(no nodes or opset). Upload the .onnx file the exporter wrote.")
+    check_structure(model)
     return model
 
 

@@ -77,18 +77,24 @@ def _n_classes(model: onnx.ModelProto) -> int | None:
 
 
 SYNTHETIC_NAME = "synthetic (no labels: fidelity only)"
+SYNTHETIC_BUDGET_BYTES = 256 * 2**20  # all synthetic samples together
 
 
 def synthetic_dataset(handle: ModelHandle, n: int, seed: int = 0) -> Dataset:
     """``n`` synthesised samples of the model's first input (no labels: fidelity only).
 
     Values follow :func:`optim.io.shapes.synthesize_inputs` (token ids within the vocabulary, masks of ones,
-    floats ~ N(0,1)); a model whose batch is fixed gets one synthesised batch per seed. Any further inputs
+    floats ~ N(0,1)); a model whose batch is fixed gets one synthesised batch per seed. ``n`` shrinks so the
+    samples fit in ``SYNTHETIC_BUDGET_BYTES``. Any further inputs
     are synthesised again at prediction time. MissingInputError when an input cannot be synthesised.
     """
     from optim.io.shapes import input_specs, synthesize_inputs
 
     first = input_specs(handle.model)[0].name
+    probe = synthesize_inputs(handle.model, batch=1, seed=seed)[first]  # bounded by shapes.MAX_SYNTH_BYTES
+    if probe.ndim >= 1 and len(probe):
+        per_sample = max(1, probe.size // len(probe)) * 8  # drawn as float64
+        n = max(1, min(n, SYNTHETIC_BUDGET_BYTES // per_sample))  # a 3x2048x2048 input: fewer samples, not 12 GiB
     chunks, got, s = [], 0, seed
     while got < n:
         x = synthesize_inputs(handle.model, batch=n - got, seed=s)[first]

@@ -15,6 +15,8 @@ from onnx import helper
 
 from optim.errors import ConfigError, DynamicShapeError, MissingInputError, ShapeMismatchError
 
+MAX_SYNTH_BYTES = 1 << 30  # one synthetic feed (float64 while drawn), bounded before allocating
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -154,6 +156,12 @@ def synthesize_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> 
             problems.append(f"{spec.name} ({why})")
             continue
         shape = tuple(batch if isinstance(d, str) else d for d in dims)
+        need = int(np.prod(shape, dtype=object)) * max(spec.dtype.itemsize, 8 if spec.dtype.kind == "f" else 1)
+        if need > MAX_SYNTH_BYTES:
+            raise MissingInputError(f"Input {spec.name[:80]!r} of shape {list(shape)[:8]} would need "
+                                    f"{need / 2**30:.1f} GiB of synthetic data, over the "
+                                    f"{MAX_SYNTH_BYTES / 2**20:.0f} MiB limit. Fix smaller input shapes with "
+                                    "--input-shape NAME=D1,D2,... or provide evaluation data.")
         if spec.dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype.kind == "b":

@@ -40,6 +40,7 @@ from optim.errors import (
     UnsafeArchiveError,
 )
 from optim.io import external, sandbox, symexpr, torch_convert
+from optim.io.bounds import check_structure
 
 EXPORT_HINT = (
     "Export the model to ONNX in your own environment instead: "
@@ -223,6 +224,7 @@ def _converted(kind: str, data: bytes, input_shapes: dict[str, Sequence[int]] | 
         except Exception as exc:  # noqa: BLE001 - protobuf decode errors
             raise MalformedModelError(f"The converter returned a damaged ONNX model ({str(exc)[:200]}).") from exc
         external.assert_inline(model)  # the converter ran hostile code: its output is checked like an upload
+        check_structure(model)
         return model
     if answer.get("error") == "shapes":
         names = [str(n)[:80] for n in answer.get("names", [])]
