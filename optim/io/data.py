@@ -28,6 +28,7 @@ from optim.errors import (
     FileTooLargeError,
     UnsafeArchiveError,
 )
+from optim.io import data_bounds as db
 from optim.io.zips import ZIP_READ_ERRORS
 
 if TYPE_CHECKING:
@@ -143,14 +144,19 @@ def _labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
             raise DataFormatError(f"{what}: labels must be whole class indices, found non-integer values.")
     elif y.dtype.kind not in "iub":
         raise DataFormatError(f"{what}: labels must be integer class indices, got dtype {y.dtype}.")
+    if y.dtype.kind == "f" and y.size and np.abs(y).max() >= db.MAX_CLASSES:
+        raise DataFormatError(f"{what}: label {float(np.abs(y).max()):g} is not a class index below "
+                              f"{db.MAX_CLASSES:,}.")
     y = y.astype(np.int64)
     if n and y.min() < 0:
         raise DataFormatError(f"{what}: labels must be class indices ≥ 0, found {int(y.min())}.")
+    db.check_label_values(y, what)
     return y
 
 
 def _load_npz(data: bytes, name: str, max_bytes: int) -> Dataset:
-    _open_zip(data, max_bytes, "npz file").close()
+    with _open_zip(data, max_bytes, "npz file") as zf:
+        db.check_npz_headers(zf, max_bytes)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             keys = set(npz.files)
@@ -180,6 +186,7 @@ def _load_npz(data: bytes, name: str, max_bytes: int) -> Dataset:
 
 
 def _read_csv_frame(data: bytes) -> pd.DataFrame:
+    db.check_csv_text(data)
     try:
         frame = pd.read_csv(io.BytesIO(data))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -260,11 +267,15 @@ def _class_members(zf: zipfile.ZipFile) -> dict[str, list[str]]:
     return classes
 
 
-def _decode_image(raw: bytes, member: str, image_size: tuple[int, int], channels: int) -> np.ndarray:
+def _decode_image(raw: bytes, member: str, image_size: tuple[int, int], channels: int,
+                  pixels: list[int]) -> np.ndarray:
+    """One image, resized; ``pixels[0]`` counts source pixels over the whole zip (bounded)."""
     try:
         with Image.open(io.BytesIO(raw)) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise DataFormatError(f"Image {member!r} is {im.width}×{im.height}; that is too large to load.")
+                raise DataFormatError(f"Image {member[:80]!r} is {im.width}×{im.height}; that is too large to load.")
+            pixels[0] += im.width * im.height
+            db.check_total_pixels(pixels[0])
             im = im.convert("RGB" if channels == 3 else "L")
             im = im.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / np.float32(255.0)
@@ -294,12 +305,15 @@ def _load_image_zip(data: bytes, name: str, image_size: tuple[int, int], mean: S
         raise DataFormatError(f"mean and std need {channels} values each, got {len(mean)} and {len(std)}.")
     with _open_zip(data, max_bytes, "image zip") as zf:
         classes = _class_members(zf)
+        db.check_classes(list(classes))
+        db.check_image_output(sum(len(v) for v in classes.values()), image_size, channels)
         numeric = all(c.isdigit() for c in classes)
+        pixels = [0]
         names = sorted(classes, key=int) if numeric else sorted(classes)
         xs, ys = [], []
         for idx, cls in enumerate(names):
             for member in sorted(classes[cls]):
-                xs.append(_decode_image(_read_member(zf, member, max_bytes), member, image_size, channels))
+                xs.append(_decode_image(_read_member(zf, member, max_bytes), member, image_size, channels, pixels))
                 ys.append(int(cls) if numeric else idx)
     x = (np.stack(xs) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     if channels_first:
