@@ -70,14 +70,20 @@ with st.expander("Measurement settings"):
     eval_limit = st.number_input("Evaluation samples per variant", 50, max(50, n_test), min(300, max(50, n_test)),
                                  50, key="eval_limit", help="Fewer samples = faster, wider 95 % intervals")
     lat_budget = st.slider("Latency budget per variant (s)", 0.1, 2.0, 0.3, 0.1, key="lat_budget")
+    run_on_names = dict(api.run_on_choices())  # more than "this machine" when $OPTIM_RAY_ADDRESS names a cluster
+    run_on = ""
+    if len(run_on_names) > 1:
+        run_on = st.selectbox("Run on", list(run_on_names), format_func=run_on_names.get, key="run_on",
+                              help="On a Ray cluster every variant is a task; its latency is measured on the node "
+                                   "that ran it, and the Pareto page keeps one front per kind of hardware")
 
 req = api.SweepRequest(ratios=ratios, bits=tuple(sorted(bits, reverse=True)) or (32,),
                        prune_kinds=tuple(kinds) or ("structured",), importance=importance, target_device=target,
                        eval_limit=int(eval_limit), latency_budget_s=float(lat_budget), distill=distill,
-                       distill_budget_s=budget, auto_bits=auto_bits)
+                       distill_budget_s=budget, auto_bits=auto_bits, run_on=run_on)
 one = api.SweepRequest(ratios=(ratios[-1],), bits=(req.bits[-1],), prune_kinds=(req.prune_kinds[0],),
                        importance=importance, target_device=target, eval_limit=int(eval_limit),
-                       latency_budget_s=float(lat_budget), distill=distill, distill_budget_s=budget)
+                       latency_budget_s=float(lat_budget), distill=distill, distill_budget_s=budget, run_on=run_on)
 job = ui.current_job()
 busy = job is not None and job.state == "running"
 b = st.columns([1, 1, 3])

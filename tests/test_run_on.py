@@ -31,3 +31,37 @@ def test_ray_executor_refuses_bad_settings_with_a_message() -> None:
         RayExecutor(workers=0)
     with pytest.raises(ConfigError, match="quiet"):
         RayExecutor(quiet="sometimes")
+
+
+def test_optimize_page_offers_run_on_only_when_a_cluster_is_configured(
+    monkeypatch: pytest.MonkeyPatch, tiny_mlp, tmp_path  # noqa: ANN001
+) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    from streamlit.testing.v1 import AppTest
+
+    from optim.io.data import Dataset
+
+    monkeypatch.setenv("OPTIM_DATA_DIR", str(tmp_path))
+    rng = np.random.default_rng(0)
+    ds = Dataset(rng.standard_normal((20, 12)).astype(np.float32), rng.integers(0, 4, 20), "t")
+    loaded = api.Loaded(handle=tiny_mlp, test=ds, calib=ds, origin="upload", label="tiny_mlp")
+    root = Path(__file__).resolve().parent.parent
+
+    def page() -> AppTest:
+        at = AppTest.from_file(str(root / "app.py"), default_timeout=60)
+        at.session_state["uploads"] = {loaded.key: loaded}
+        at.session_state["model_src"] = ("upload", loaded.key)
+        at.session_state["model_label"] = loaded.label
+        at.run()
+        at.switch_page("pages/1_Optimize.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    monkeypatch.delenv(ENV_ADDRESS, raising=False)
+    assert not [s for s in page().selectbox if s.key == "run_on"]
+    monkeypatch.setenv(ENV_ADDRESS, "head.example:6379")
+    box = [s for s in page().selectbox if s.key == "run_on"]
+    assert box and box[0].value == "head.example:6379" and box[0].options == ["Ray cluster at head.example:6379",
+                                                                              "this machine"]
