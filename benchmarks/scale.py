@@ -84,7 +84,7 @@ def _driver_s(store: Store) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds per executor (default 1)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per executor (default 2)")
     parser.add_argument("--ratios", default="0,0.25,0.5", help="pruning ratios (default 0,0.25,0.5)")
     parser.add_argument("--bits", default="32,16,8", help="bit-widths (default 32,16,8)")
     parser.add_argument("--nodes", default="1,2,4,8,16,32", help="node counts to project (default 1,2,4,8,16,32)")
@@ -115,6 +115,9 @@ def main() -> int:
     last_store = None
     with tempfile.TemporaryDirectory(prefix="optim_scale_") as tmp:
         root = Path(tmp)
+        t0 = time.perf_counter()
+        _warm(LocalExecutor(1), inputs, root / "local-warm", 1)  # this process imports the passes once
+        print(f"  local warm-up {time.perf_counter() - t0:.1f} s (not counted)")
         for rnd in range(args.rounds):
             wall, _, last_store = _sweep(LocalExecutor(1), config, inputs, root, f"local{rnd}")
             walls["local"].append(wall)
@@ -130,7 +133,8 @@ def main() -> int:
                       "(not counted)")
         driver_s = _driver_s(last_store)
     base = statistics.median(walls["local"])
-    print("\nexecutor              wall s   variants/min   vs local")
+    print(f"\nload average now {os.getloadavg()[0]:.1f} (above {os.cpu_count()} the cores are shared with other work)")
+    print("executor              wall s   variants/min   vs local   (median of the rounds)")
     for name, ws in walls.items():
         w = statistics.median(ws)
         print(f"{name:<20} {w:8.1f}   {60 * n / w:12.1f}   {base / w:7.2f}×")
@@ -144,7 +148,7 @@ def main() -> int:
     print(f"projected, nodes of {args.node_cpus} CPUs like this one (per node bound by {bound}; "
           "quiet='none' lifts the timing bound but timings then share the node):")
     print("nodes   variants/min   28-variant grid s")
-    chain = max(s["task_s"] for s in stats) + build_s
+    chain = max(s["task_s"] for s in stats) + build_s  # a pruned model, then its slowest variant
     for nodes in (int(x) for x in args.nodes.split(",")):
         rate = min(nodes * per_node, 1 / driver_s)
         print(f"{nodes:5d}   {60 * rate:12.1f}   {chain + 28 / rate:17.1f}")

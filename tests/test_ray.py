@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from optim.errors import CancelledError, JobCrashedError, JobTimeoutError
 from optim.handle import ModelHandle
 from optim.io.data import Dataset
+from optim.jobs import JobSpec, Limits
 from optim.passes import base
 from optim.sweep import executors as sweep_exec
 from optim.sweep import node
@@ -28,6 +30,7 @@ from optim.sweep.store import Store
 ray = pytest.importorskip("ray")
 from optim.sweep import ray_executor  # noqa: E402  (needs ray)
 from optim.sweep.ray_executor import RayExecutor  # noqa: E402
+from optim.sweep.ray_jobs import RayJobExecutor  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a Ray instance takes a few seconds to start, its workers a few more
 TESTS = Path(__file__).resolve().parent
@@ -176,3 +179,33 @@ def _square_or_fail(x: int) -> int:
     if x < 0:
         raise ValueError("negative")
     return x * x
+
+
+# --- the job layer's specs as Ray tasks ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def jobs(control: Path) -> RayJobExecutor:
+    ex = RayJobExecutor()
+    yield ex
+    ex.shutdown()  # leaves the module's Ray instance alone (the executor did not start it)
+
+
+def test_job_specs_run_as_ray_tasks_and_return_their_value_and_blobs(jobs: RayJobExecutor) -> None:
+    out = jobs.run(JobSpec("probe", {"mode": "echo", "n": 3}, {"b": b"abc"})).unwrap()
+    assert out.value["args"] == {"mode": "echo", "n": 3} and out.blobs == {"b": b"cba"}
+    assert out.value["pid"] != os.getpid()
+
+
+def test_job_limits_hold_on_the_ray_node(jobs: RayJobExecutor) -> None:
+    with pytest.raises(JobTimeoutError, match="1 s wall-time limit"):
+        jobs.run(JobSpec("probe", {"mode": "sleep"}, limits=Limits(None, None, 1.0), label="loading x")).unwrap()
+    with pytest.raises(JobCrashedError, match="signal 11"):
+        jobs.run(JobSpec("probe", {"mode": "crash"})).unwrap()
+    assert jobs.run(JobSpec("probe", {"mode": "echo"})).unwrap().ok
+
+
+def test_cancel_stops_a_job_running_as_a_ray_task(jobs: RayJobExecutor) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(CancelledError):
+        jobs.run(JobSpec("probe", {"mode": "sleep", "seconds": 600}), cancel=lambda: time.monotonic() - t0 > 1.0)
+    assert time.monotonic() - t0 < 10
+    assert jobs.run(JobSpec("probe", {"mode": "echo"})).unwrap().ok
