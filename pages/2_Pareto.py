@@ -172,4 +172,7 @@ with ui.guard("Reading the sweep"):
     if device != api.MEASURED_DEVICE and not ok["target_source"].eq("estimated").any():
         st.warning(f"No estimate is available for {dev_names[device]}: latency below is measured on this CPU.")
         note = "measured on this CPU"
+    if (mixed := api.hardware_note(df)) is not None:
+        st.warning(mixed)
+        note = note.replace("on this CPU", "on the machine named per variant")
     explorer(df, note)

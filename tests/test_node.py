@@ -109,3 +109,13 @@ def test_run_sweep_records_the_measuring_node_on_every_row(
     ident = node.node_identity()
     assert len(df) == 4 and (df["node"] == ident["hostname"]).all() and (df["node_hw"] == ident["hardware_id"]).all()
     assert all(json.loads(j)["ort_version"] == ident["ort_version"] for j in df["node_json"])
+
+
+def test_api_hardware_note_warns_only_when_latencies_come_from_several_machines() -> None:
+    from optim import api
+
+    note = api.hardware_note(_rows(["a", "a", "b"]).assign(target_source="measured"))
+    assert note is not None and "2 kinds of machine" in note and "CPU a · ORT 1 (2 variants)" in note and "CPU b" in note
+    assert api.hardware_note(_rows(["a", "a"])) is None
+    assert api.hardware_note(_rows(["a", "b"]).assign(target_source="estimated")) is None  # estimates: no node
+    assert api.hardware_note(_rows(["a", "b"]).drop(columns=["node_hw"])) is None

@@ -97,7 +97,7 @@ class RayExecutor:
         self.address, self.workers, self.object_store_mb = address or None, workers, object_store_mb
         self.quiet_mode, self.runtime_env, self.poll_s = quiet, runtime_env, poll_s
         self._owned = False
-        self.stats: list[dict[str, Any]] = []  # per finished variant: node, task_s, wait_s, quiet_s (benchmarks)
+        self.stats: list[dict[str, Any]] = []  # last sweep, per variant: node, task_s, wait_s, quiet_s (benchmarks)
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> Any:
@@ -166,6 +166,7 @@ class RayExecutor:
                      ) -> Iterator[tuple[Variant, tuple[dict[str, Any], pd.DataFrame | None, bytes | None]]]:  # fmt: skip
         """Submit every variant of ``todo`` and yield each result as it arrives (completion order)."""
         ray = self.start()
+        self.stats = []  # this sweep's
         fingerprint = engine_fingerprint()
         rw = ray.put(RemoteWork(work, dict(sweep_exec.PASS_NAMES), fingerprint, self.quiet_mode))
         cpus = max(1, work.config.latency_threads)

@@ -202,16 +202,14 @@ def run_sweep(
     else:
         results = _measured_here(builder, executor, todo, eval_set, ref, config, cancel, report.start, with_level)
     try:
-        for v, (row, layers, model_bytes) in results:  # the driver alone writes the store
-            if cancel():
-                break
+        for v, (row, layers, model_bytes) in results:  # only the driver writes; kept even if cancel came meanwhile
             row.update(variant_id=stable_id(sid, v.key), sweep_id=sid, variant_key=v.key, seq=seq[v.key],
                        label=v.label(with_level))  # fmt: skip
             store.put_variant(row, layers, model_bytes)
             report.finished(v.label(with_level))
     finally:
         results.close()
-    if cancel():
+    if cancel() and len(store.finished_keys(sid)) < len(grid):
         store.finish_sweep(sid, "cancelled")
         return sid
     store.finish_sweep(sid, "done")
