@@ -44,7 +44,7 @@ from optim.present.views import (  # noqa: F401
     summary_facts,
 )
 from optim.sweep.jobs import SweepJob, get_job, job_for_sweep, start_job  # noqa: F401
-from optim.sweep.node import hardware_label
+from optim.sweep.node import hardware_label, hardware_note  # noqa: F401  (hardware_note: for the pages)
 
 DEMO_SAMPLE = "resnet_digits"
 MEASURED_DEVICE = "this-cpu"
@@ -334,22 +334,6 @@ def variants(sweep_id: str, device_id: str | None = None) -> pd.DataFrame:
     df["pareto"] = _pareto(df)
     df["hardware"] = [hardware_label(j) for j in df["node_json"]] if "node_json" in df.columns else None
     return df
-
-
-def hardware_note(df: pd.DataFrame) -> str | None:
-    """A warning when the measured latencies of ``df`` (``variants``) come from more than one kind of machine
-    (a cluster sweep, or a sweep resumed elsewhere), naming them; None when they all come from one."""
-    if "node_hw" not in df.columns:
-        return None
-    ok = df[(df["status"] == "ok") & (df.get("target_source", "measured") == "measured")]
-    kinds = ok.groupby(ok["node_hw"].fillna("unknown"), sort=False)
-    if kinds.ngroups <= 1:
-        return None
-    names = "; ".join(f"{hardware_label(g['node_json'].dropna().iloc[0] if g['node_json'].notna().any() else None)}"
-                      f" ({len(g)} variants)" for _, g in kinds)  # fmt: skip
-    return (f"Latencies of this sweep were measured on {kinds.ngroups} kinds of machine ({names}). Each has its "
-            "own Pareto front (thick rings); compare latencies only between variants of one machine (the "
-            "hardware column of the table says which).")
 
 
 def _pareto(df: pd.DataFrame) -> pd.Series:

@@ -23,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from optim.hardware.host import KERNEL_FLAGS, cpu_facts
 
 NODE_COLUMNS = ("node", "node_hw", "node_json")
@@ -93,3 +95,19 @@ def hardware_label(node_json: Any) -> str:
     gpu = ident.get("gpu")
     head = str(ident.get("cpu_model") or "unknown CPU") + (f" + {', '.join(gpu)}" if gpu else "")
     return f"{head} · ORT {ident.get('ort_version', '?')}"
+
+
+def hardware_note(df: pd.DataFrame) -> str | None:
+    """A warning when the measured latencies of ``df`` (``variants``) come from more than one kind of machine
+    (a cluster sweep, or a sweep resumed elsewhere), naming them; None when they all come from one."""
+    if "node_hw" not in df.columns:
+        return None
+    ok = df[(df["status"] == "ok") & (df.get("target_source", "measured") == "measured")]
+    kinds = ok.groupby(ok["node_hw"].fillna("unknown"), sort=False)
+    if kinds.ngroups <= 1:
+        return None
+    names = "; ".join(f"{hardware_label(g['node_json'].dropna().iloc[0] if g['node_json'].notna().any() else None)}"
+                      f" ({len(g)} variants)" for _, g in kinds)  # fmt: skip
+    return (f"Latencies of this sweep were measured on {kinds.ngroups} kinds of machine ({names}). Each has its "
+            "own Pareto front (thick rings); compare latencies only between variants of one machine (the "
+            "hardware column of the table says which).")
