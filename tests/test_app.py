@@ -174,6 +174,9 @@ def test_cancel_button_stops_running_sweep(tiny_cnn, tiny_images) -> None:
     assert job is not None and job.total >= 10
     cancel = [b for b in at.button if b.key and b.key.startswith("cancel_")]
     assert cancel, "a running sweep shows a cancel button"
+    deadline = time.monotonic() + 120  # the sweep runs in a worker process: cancel once a variant is stored
+    while job.done < 1 and job.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
     cancel[0].click().run()
     assert job.wait(60)
     assert job.state == "cancelled"

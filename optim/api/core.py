@@ -12,12 +12,15 @@ import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 
+from optim.api import jobrun
 from optim.errors import ConfigError, OptimError  # noqa: F401  (pages catch OptimError)
 from optim.handle import ModelHandle
+from optim.jobs import codec, default_limits
 from optim.present.charts import (  # noqa: F401  (re-exported for the pages)
     BIT_COLORS,
     KIND_SYMBOLS,
@@ -106,13 +109,14 @@ def parse_shapes(text: str) -> dict[str, tuple[int, ...]]:
 
 
 def load_upload(data: bytes, filename: str, shapes_text: str = "", n_synthetic: int = 128) -> Loaded:
-    """Load an uploaded model; without evaluation data the test set is synthetic (fidelity only)."""
-    from optim.io import load as model_io
-
+    """Load an uploaded model in a worker process (limits; TorchScript/.pt2 converted in the sandbox); without
+    evaluation data the test set is synthetic (fidelity only)."""
     shapes = parse_shapes(shapes_text) or None
-    handle = model_io.load(data, filename=filename, input_shapes=shapes)
+    res = jobrun.run("load_model", f"loading {filename[:80]}", {"filename": filename, "input_shapes": shapes,
+                                                                "n_synthetic": n_synthetic}, {"data": data})
+    handle = codec.handle_from(res.blobs, res.value["handle"])
     handle = handle if handle.name.startswith("upload:") else dataclasses.replace(handle, name=f"upload:{filename}")
-    test = synthetic_dataset(handle, n_synthetic)
+    test = codec.dataset_from(res.value.get("synthetic"), res.blobs, "synthetic")
     return Loaded(handle=handle, test=test, calib=test, origin="upload", label=filename)
 
 
@@ -128,38 +132,29 @@ def synthetic_dataset(handle: ModelHandle, n: int) -> Any:
 
 
 def attach_data(loaded: Loaded, data: bytes, filename: str) -> Loaded:
-    """Evaluation data for an uploaded model; raises ShapeMismatchError / DataFormatError with advice."""
-    from optim.io.model_data import load_data_for
-
-    ds = load_data_for(loaded.handle, data, filename)
+    """Evaluation data for an uploaded model, read and checked in a worker; raises ShapeMismatchError /
+    DataFormatError with advice."""
+    res = jobrun.run("load_data", f"reading {filename[:80]}", {"filename": filename}, {"data": data},
+                     handle=loaded.handle)
+    ds = codec.dataset_from(res.value["data"], res.blobs, "data")
     calib = ds.subset(min(256, len(ds)))
     return Loaded(handle=loaded.handle, test=ds, calib=calib, origin=loaded.origin, label=loaded.label)
 
 
 # --- summary and baseline -------------------------------------------------------------------------
 def summarize(loaded: Loaded) -> dict[str, Any]:
-    """{"facts": dict of headline numbers, "ops": DataFrame(op_type, count), "layers": DataFrame}."""
-    from optim.graph import summary as summary
-
-    s = summary.summarize(loaded.handle)
-    ops = pd.DataFrame(sorted(s.op_histogram.items(), key=lambda kv: -kv[1]), columns=["op_type", "count"])
-    return {"facts": summary_facts(s), "ops": ops, "layers": s.layers.copy()}
+    """{"facts": dict of headline numbers, "ops": DataFrame(op_type, count), "layers": DataFrame} (worker)."""
+    out = jobrun.run("summarize", f"summarising {loaded.label[:80]}", handle=loaded.handle).value
+    ops = pd.DataFrame(out["ops"], columns=["op_type", "count"])
+    return {"facts": out["facts"], "ops": ops, "layers": codec.frame_from(out["layers"])}
 
 
 def baseline(loaded: Loaded, eval_limit: int | None = 300, budget_s: float = 0.25) -> dict[str, Any]:
-    """Measured baseline: accuracy ± 95 % interval (or None without labels) and batch-1 latency."""
-    from optim.measure import core as measure
-
-    test = loaded.test
-    out: dict[str, Any] = {"top1": None, "top1_lo": None, "top1_hi": None, "n": 0}
-    if test is not None and loaded.has_labels:
-        sub = test.subset(min(eval_limit, len(test))) if eval_limit else test
-        acc = measure.evaluate(loaded.handle, sub).accuracy
-        if acc is not None:
-            out.update(top1=acc.top1, top1_lo=acc.top1_lo, top1_hi=acc.top1_hi, n=acc.n)
-    lat = measure.latency(loaded.handle, budget_s=budget_s, min_runs=10)
-    out.update(latency_ms=lat.median_ms, latency_p90_ms=lat.p90_ms, runs=lat.runs, threads=lat.threads)
-    return out
+    """Measured baseline (worker): accuracy ± 95 % interval (or None without labels) and batch-1 latency."""
+    test = loaded.test if loaded.has_labels else None
+    return dict(jobrun.run("baseline", f"measuring {loaded.label[:80]}", {"eval_limit": eval_limit,
+                                                                          "budget_s": budget_s},
+                           handle=loaded.handle, datasets={"test": test}).value)
 
 
 # --- knobs ----------------------------------------------------------------------------------------
@@ -268,12 +263,16 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
         raise ConfigError("Distillation needs training inputs kept apart from the evaluation data, so that "
                           "accuracy stays honest: use a bundled sample, or switch distillation off.")
 
-    def work(progress: Any, cancel: Any) -> str:
-        from optim.sweep.ray_executor import executor_for
+    store_path = str(store_mod.Store().path)
+    limits = default_limits("sweep").scaled(max(1.0, len(config.variants()) / 10))
 
-        st = store_mod.Store()
-        return sweep.run_sweep(loaded.handle, loaded.test, loaded.calib, config, st, progress=progress,
-                               cancel=cancel, train=loaded.train, executor=executor_for(req.run_on))
+    def work(progress: Any, cancel: Any) -> str:  # runs in a server thread that only waits on the worker
+        res = jobrun.run("sweep", f"sweep of {loaded.label[:80]}", {"config": config.to_dict(), "store": store_path,
+                                                                    "run_on": req.run_on},
+                         handle=loaded.handle, datasets={"test": loaded.test, "calib": loaded.calib,
+                                                         "train": loaded.train},
+                         limits=limits, progress=lambda d: progress(SimpleNamespace(**d)), cancel=cancel)
+        return str(res.value["sweep_id"])
 
     sid = sweep.sweep_id_for(loaded.handle, loaded.test, loaded.calib, config)
     running = job_for_sweep(sid)

@@ -6,8 +6,6 @@ Split from ``api.py`` to keep files small; pages import everything through ``opt
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from optim.api import jobrun
 from optim.api.core import (
     MEASURED_DEVICE,
     Loaded,
@@ -25,6 +24,7 @@ from optim.api.core import (
     variants,
 )
 from optim.errors import ConfigError, OptimError
+from optim.jobs import codec
 from optim.sweep.jobs import SweepJob, job_for_sweep, start_job
 
 
@@ -128,7 +128,7 @@ def start_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
     Poll ``job.snapshot()``; ``job.cancel()`` stops before the next perturbed model (nothing stored).
     A second call while the same analysis runs (another tab) returns the running job; once it is stored,
     a job for the same model, data and settings ends at once without recomputing."""
-    from optim.analysis.sensitivity import analyze, weight_layers
+    from optim.analysis.sensitivity import weight_layers
     from optim.sweep.store import Store
 
     data, settings, key = _sensitivity_key(loaded, n, prune_levels, quant_bits)
@@ -136,22 +136,12 @@ def start_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
     if running is not None and running.state == "running":
         return running
     total = len(weight_layers(loaded.handle.model)) * (len(prune_levels) + len(quant_bits))
+    store_path = str(Store().path)
 
-    def work(progress: Any, cancel: Any) -> str:
-        store, t0 = Store(), time.time()
-        if store.sensitivity(loaded.handle.content_hash, data.content_hash, settings) is not None:
-            return key
-
-        def report(fraction: float, current: str) -> None:
-            eta = (time.time() - t0) * (1 - fraction) / fraction if fraction > 0 else None
-            progress(SimpleNamespace(fraction=fraction, done=round(fraction * total), total=total,
-                                     current=current, eta_s=eta))
-
-        df = analyze(loaded.handle, data.x, data.y, prune_levels=tuple(prune_levels),
-                     quant_bits=tuple(quant_bits), progress=report, should_cancel=cancel)
-        store.put_model(loaded.handle)
-        store.put_dataset(data)
-        store.put_sensitivity(loaded.handle.content_hash, data.content_hash, settings, df)
+    def work(progress: Any, cancel: Any) -> str:  # a server thread waiting on the worker that does the work
+        jobrun.run("sensitivity", f"sensitivity of {loaded.label[:80]}",
+                   {"settings": settings, "store": store_path, "total": total}, handle=loaded.handle,
+                   datasets={"data": data}, progress=lambda d: progress(SimpleNamespace(**d)), cancel=cancel)
         return key
 
     return start_job(work, label=f"{loaded.label}: sensitivity of {total} layer settings", total=total,
@@ -163,15 +153,14 @@ def sensitivity_estimate_s(loaded: Loaded, n: int = SENSITIVITY_N,
     """Rough duration of :func:`start_sensitivity`: a run of the model (session included) timed on 8 and
     on 64 samples, extrapolated linearly to the sensitivity data, times the number of perturbed models."""
     from optim.analysis.sensitivity import weight_layers
-    from optim.measure.core import predict
 
     data, _ = sensitivity_data(loaded, n)
 
-    def timed(k: int) -> tuple[int, float]:
+    def timed(k: int) -> tuple[int, float]:  # timed inside the worker: session + run, not the transfer
         x = data.x[:k]
-        t0 = time.perf_counter()
-        predict(loaded.handle.model, x, threads=2)
-        return len(x), time.perf_counter() - t0
+        res = jobrun.run("predict", "timing the model", {"threads": 2}, {"x": codec.array_bytes(x)},
+                         handle=loaded.handle)
+        return len(x), float(res.value["seconds"])
 
     timed(8)  # warm-up: one-off costs the analysis pays only once
     (n1, t1), (n2, t2) = timed(8), timed(64)
@@ -241,12 +230,12 @@ def sensitivity_chart(table: pd.DataFrame, metric_name: str = "accuracy") -> go.
 # --- Learn page helpers ---------------------------------------------------------------------------
 def soft_labels(loaded: Loaded, index: int = 0, temperatures: tuple[float, ...] = (1.0, 4.0)) -> pd.DataFrame:
     """The model's class probabilities for one test sample at several softmax temperatures (KD targets)."""
-    from optim.measure import core as measure
-
     if loaded.test is None:
         raise OptimError("No test data to illustrate distillation with: upload evaluation data on Home.")
     i = int(index) % len(loaded.test)
-    logits = np.asarray(measure.predict(loaded.handle, loaded.test.x[i : i + 1]), dtype=np.float64)[0]
+    res = jobrun.run("predict", "predicting one sample", {}, {"x": codec.array_bytes(loaded.test.x[i : i + 1])},
+                     handle=loaded.handle)
+    logits = np.asarray(codec.array_from(res.blobs["logits"]), dtype=np.float64)[0]
     names = getattr(loaded.test, "class_names", None) or [str(k) for k in range(len(logits))]
     out = {"class": names[: len(logits)]}
     for t in temperatures:
@@ -259,14 +248,8 @@ def soft_labels(loaded: Loaded, index: int = 0, temperatures: tuple[float, ...] 
 
 def fusion_of(loaded: Loaded) -> pd.DataFrame:
     """Graph nodes vs kernels ONNX Runtime runs after its optimisations, for the loaded model."""
-    import tempfile
-
-    from optim.present.variant_view import runtime_fusion
-
-    path = Path(tempfile.gettempdir()) / f"optim_learn_{loaded.handle.content_hash[:16]}.onnx"
-    if not path.exists():
-        path.write_bytes(loaded.handle.model_bytes)
-    return runtime_fusion(str(path))
+    res = jobrun.run("fusion", f"optimising {loaded.label[:80]} with ONNX Runtime", handle=loaded.handle)
+    return codec.frame_from(res.value["table"])
 
 
 def roofline_of(loaded: Loaded, device_id: str) -> dict[str, Any]:

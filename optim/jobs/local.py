@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -159,12 +160,13 @@ class LocalProcessExecutor:
             self._await_ready(w, spec, start)
         start = time.monotonic()
         deadline = start + limits.wall_s if limits.wall_s else None
-        w.send(spec.header(), spec.blobs)
+        job_id = uuid.uuid4().hex
+        w.send({**spec.header(), "job_id": job_id}, spec.blobs)
         cancel_sent = False
         while True:
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
             if cancel is not None and not cancel_sent and cancel():
-                w.send({"type": "cancel"})
+                w.send({"type": "cancel", "job_id": job_id})
                 cancel_sent = True
             try:
                 frame = w.frames.get(timeout=wait)

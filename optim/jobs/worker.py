@@ -42,7 +42,7 @@ def _rss_bytes() -> int:
 def serve(inp: BinaryIO, out: BinaryIO) -> int:
     """The worker loop: one job at a time; a reader thread handles cancel frames while a job runs."""
     jobs: queue.Queue[tuple[dict[str, Any], dict[str, bytes]] | None] = queue.Queue()
-    cancel = threading.Event()
+    cancelled: set[str] = set()  # job ids the host cancelled (a cancel may arrive before its job starts)
     write_lock = threading.Lock()
 
     def send(header: dict[str, Any], blobs: dict[str, bytes] | None = None) -> None:
@@ -54,7 +54,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         try:
             while (frame := read_frame(inp)) is not None:
                 if frame[0].get("type") == "cancel":
-                    cancel.set()
+                    cancelled.add(str(frame[0].get("job_id")))
                 else:
                     jobs.put(frame)
         except (FrameError, OSError, ValueError):
@@ -66,13 +66,13 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     send({"type": "ready", "pid": os.getpid()})
     scratch = Path.cwd()
     while (frame := jobs.get()) is not None:
-        cancel.clear()
         spec = JobSpec.from_frame(*frame)
+        job_id = str(frame[0].get("job_id"))
         limits = spec.effective_limits()
         usage = resource.getrusage(resource.RUSAGE_SELF)
         apply_rlimits(limits, cpu_used_s=usage.ru_utime + usage.ru_stime)
         ctx = JobContext(scratch=scratch, progress=lambda p: send({"type": "progress", "progress": p}),
-                         cancelled=cancel.is_set)
+                         cancelled=lambda jid=job_id: jid in cancelled)
         result = execute(spec, ctx)
         _clear(scratch)
         recycle = bool(limits.address_space_bytes and _rss_bytes() > limits.address_space_bytes // 4)
