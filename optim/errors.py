@@ -103,3 +103,23 @@ def runtime_reason(exc: BaseException, limit: int = 300) -> str:
     text = re.sub(r"/onnxruntime_src/\S+ [^)]*\)\s*", "", text)
     text = re.sub(r"\S*onnxruntime_pybind11_state\.", "", text).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def environment_message(exc: BaseException) -> str | None:
+    """Words for a failure of the machine rather than the input: a full disk, a read-only or forbidden
+    folder, a damaged results store. None for anything else."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, sqlite3.DatabaseError):
+        return (f"The results store is damaged or not a database ({runtime_reason(exc, 200)}). Move its folder "
+                "away (or set OPTIM_DATA_DIR / --store to a new one) and run again.")
+    if isinstance(exc, OSError):
+        where = f" ({str(exc.filename)[:200]})" if getattr(exc, "filename", None) else ""
+        if exc.errno == errno.ENOSPC:
+            return (f"The disk is full{where}. Free some space or point OPTIM_DATA_DIR / --store at a disk with "
+                    "room; finished variants are kept and an identical re-run resumes.")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"No permission to write{where}. Choose a writable --store / OPTIM_DATA_DIR."
+        return f"{exc.strerror or type(exc).__name__}{where}."
+    return None

@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from optim.api import jobrun
 from optim.errors import ConfigError, OptimError  # noqa: F401  (pages catch OptimError)
 from optim.handle import ModelHandle
+from optim.jobs import client as jobrun
 from optim.jobs import codec, default_limits
 from optim.present.charts import (  # noqa: F401  (re-exported for the pages)
     BIT_COLORS,

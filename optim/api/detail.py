@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from optim.api import jobrun
 from optim.api.core import (
     MEASURED_DEVICE,
     Loaded,
@@ -24,6 +23,7 @@ from optim.api.core import (
     variants,
 )
 from optim.errors import ConfigError, OptimError
+from optim.jobs import client as jobrun
 from optim.jobs import codec
 from optim.sweep.jobs import SweepJob, job_for_sweep, start_job
 

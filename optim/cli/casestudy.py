@@ -32,8 +32,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from optim.cli.common import load_data_file
     from optim.cli.profile import load_model
-    from optim.io.model_data import load_data_for
     from optim.sweep.casestudy import CaseStudyConfig, format_table, run_casestudy
 
     handle, test = load_model(args.model)
@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
         _, _, train = load_sample(args.model)
     if args.data:
-        test = load_data_for(handle, args.data, label_column=args.label_column)
+        test = load_data_file(handle, args.data, label_column=args.label_column)
     if args.train:
-        train = load_data_for(handle, args.train, label_column=args.label_column)
+        train = load_data_file(handle, args.train, label_column=args.label_column)
     if test is None or train is None:
         raise ConfigError("A model file needs --data (labelled test set) and --train (inputs for calibration "
                           "and distillation).")

@@ -53,9 +53,9 @@ def load_any(spec: str) -> ModelHandle:
 
     path = Path(spec)
     if path.is_file():
-        from optim.io.load import load
+        from optim.cli.common import load_model_file
 
-        return load(path)
+        return load_model_file(path)
     if spec in REFERENCE_NAMES:
         return reference_model(spec)
     if spec in ZOO_NAMES:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from optim.cli.common import load_data_file, load_model_file
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
 from optim.measure.core import Accuracy, Latency, NodeProfile, accuracy, fidelity, latency, predict
@@ -66,9 +67,7 @@ def load_model(spec: str, input_shapes: dict[str, tuple[int, ...]] | None = None
     """(handle, its own test Dataset or None) for a sample name or a model path."""
     path = Path(spec)
     if path.is_file():
-        from optim.io.load import load
-
-        return load(path, path.name, input_shapes=input_shapes or None), None
+        return load_model_file(path, input_shapes), None
     names = _sample_names()
     if spec in names:
         from optim.io.samples import load_sample
@@ -89,9 +88,7 @@ def _parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
 
 def _load_data(path: Path, handle: ModelHandle, args: argparse.Namespace) -> Any:
     """The --data file, images sized and normalised for the model's (NCHW) input."""
-    from optim.io.model_data import load_data_for
-
-    return load_data_for(handle, path, label_column=args.label_column, mean=args.mean, std=args.std)
+    return load_data_file(handle, path, label_column=args.label_column, mean=args.mean, std=args.std)
 
 
 # --- printing ------------------------------------------------------------------------------------

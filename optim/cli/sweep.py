@@ -17,12 +17,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 
+from optim.cli.common import load_data_file, load_model_file
 from optim.errors import ConfigError, OptimError
 from optim.handle import ModelHandle
+from optim.jobs import client, default_limits, limits_enabled
 
 CALIB_SAMPLES = 256
 
@@ -73,9 +76,7 @@ def _split(text: str, cast: type, name: str) -> tuple[Any, ...]:
 
 
 def _load_data(path: Path, handle: ModelHandle, label_column: str | None) -> Any:
-    from optim.io.model_data import load_data_for
-
-    return load_data_for(handle, path, label_column=label_column)
+    return load_data_file(handle, path, label_column=label_column)
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
@@ -83,11 +84,10 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
     path = Path(args.model)
     calib = train = None
     if path.is_file():
-        from optim.io.load import load
         from optim.io.shapes import parse_input_shape
 
         shapes = dict(parse_input_shape(s) for s in args.input_shape)
-        handle, test = load(path, path.name, input_shapes=shapes or None), None
+        handle, test = load_model_file(path, shapes or None), None
     else:
         from optim.io.samples import list_samples, load_sample
 
@@ -226,7 +226,16 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar()
     t0 = time.perf_counter()
     try:
-        sid = run_sweep(handle, test, calib, config, store, progress=bar, executor=executor, train=train)
+        if args.executor == "local" and limits_enabled():  # a worker process with the sweep's limits
+            res = client.run("sweep", f"sweep of {handle.name[:80]}",
+                             {"config": config.to_dict(), "store": str(store.path), "run_on": "local",
+                              "workers": args.workers or 1},
+                             handle=handle, datasets={"test": test, "calib": calib, "train": train},
+                             limits=default_limits("sweep").scaled(max(1.0, len(config.variants()) / 10)),
+                             progress=lambda d: bar(SimpleNamespace(**d)))
+            sid = str(res.value["sweep_id"])
+        else:
+            sid = run_sweep(handle, test, calib, config, store, progress=bar, executor=executor, train=train)
     finally:
         bar.close()
         getattr(executor, "close", lambda: None)()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optim.errors import OptimError
+from optim.errors import OptimError, environment_message
 from optim.jobs.spec import JobResult, JobSpec
 
 TaskFn = Callable[[JobSpec, "JobContext"], Any]
@@ -77,6 +77,9 @@ def execute(spec: JobSpec, ctx: JobContext | None = None) -> JobResult:
                          error_message="The input is nested too deeply to process (recursion limit). Flatten "
                                        "it or re-export the model.", detail=traceback.format_exc())
     except Exception as err:  # noqa: BLE001 - a bug of ours: short message, traceback kept for --debug
+        words = environment_message(err)
+        if words is not None:  # full disk, damaged store: the machine, not the input
+            return JobResult(ok=False, error_type="OptimError", error_message=words, detail=traceback.format_exc())
         return JobResult(ok=False, error_type="OptimError",
                          error_message=_short(f"Unexpected error in the {spec.kind} job: {type(err).__name__}: "
                                               f"{err}. This is a bug; please report it (run with --debug for "

@@ -17,19 +17,15 @@ import signal
 import time
 from typing import Any
 
-from optim.analysis.sensitivity import analyze
 from optim.errors import OptimError
-from optim.graph import summary
 from optim.io import load as model_io
 from optim.io import model_data
 from optim.jobs import codec
 from optim.jobs.registry import JobContext, task
 from optim.jobs.spec import JobSpec
-from optim.measure import core as measure
-from optim.present import variant_view, views
-from optim.sweep import run as sweep_run
-from optim.sweep.ray_executor import executor_for
-from optim.sweep.store import Store
+
+# Engine modules beyond loading are imported inside the tasks that need them: a worker that only loads
+# uploads starts in ~1 s instead of paying for torch (sweeps, sensitivity).
 
 
 @task("probe")
@@ -89,13 +85,18 @@ def load_model(spec: JobSpec, ctx: JobContext) -> Any:
 @task("load_data")
 def load_data(spec: JobSpec, ctx: JobContext) -> Any:
     handle = codec.handle_from(spec.blobs, spec.args.get("model"))
-    ds = model_data.load_data_for(handle, spec.blobs["data"], str(spec.args.get("filename") or "data"))
+    a = spec.args
+    ds = model_data.load_data_for(handle, spec.blobs["data"], str(a.get("filename") or "data"),
+                                  label_column=a.get("label_column"), mean=a.get("mean"), std=a.get("std"))
     facts, blobs = codec.dataset_blobs(ds, "data")
     return {"data": facts}, blobs
 
 
 @task("summarize")
 def summarize(spec: JobSpec, ctx: JobContext) -> Any:
+    from optim.graph import summary
+    from optim.present import views
+
     s = summary.summarize(codec.handle_from(spec.blobs, spec.args.get("model")))
     ops = sorted(s.op_histogram.items(), key=lambda kv: -kv[1])
     return {"facts": codec.plain(views.summary_facts(s)), "ops": codec.plain(ops),
@@ -105,6 +106,8 @@ def summarize(spec: JobSpec, ctx: JobContext) -> Any:
 @task("baseline")
 def baseline(spec: JobSpec, ctx: JobContext) -> Any:
     """Accuracy ± 95 % interval on (a subset of) the test set when it has labels, and batch-1 latency."""
+    from optim.measure import core as measure
+
     handle = codec.handle_from(spec.blobs, spec.args.get("model"))
     test = codec.unpack_datasets(spec.args.get("datasets") or {}, spec.blobs).get("test")
     eval_limit = spec.args.get("eval_limit")
@@ -119,21 +122,37 @@ def baseline(spec: JobSpec, ctx: JobContext) -> Any:
     return codec.plain(out)
 
 
+def _sweep_executor(args: dict[str, Any]) -> Any:
+    from optim.sweep.executors import LocalExecutor
+    from optim.sweep.ray_executor import executor_for
+
+    run_on = str(args.get("run_on") or "local")
+    if run_on == "local" and args.get("workers"):
+        return LocalExecutor(int(args["workers"]))
+    return executor_for(run_on)
+
+
 @task("sweep")
 def sweep_job(spec: JobSpec, ctx: JobContext) -> Any:
     """Build, measure and store a sweep's variants (``optim.sweep.run.run_sweep``) into the given store."""
+    from optim.sweep import run as sweep_run
+    from optim.sweep.store import Store
+
     handle = codec.handle_from(spec.blobs, spec.args.get("model"))
     ds = codec.unpack_datasets(spec.args.get("datasets") or {}, spec.blobs)
     config = sweep_run.SweepConfig(**spec.args["config"])
     sid = sweep_run.run_sweep(handle, ds.get("test"), ds.get("calib"), config, Store(spec.args["store"]),
                               progress=lambda p: ctx.progress(_progress_dict(p)), cancel=ctx.cancelled,
-                              train=ds.get("train"), executor=executor_for(str(spec.args.get("run_on") or "local")))
+                              train=ds.get("train"), executor=_sweep_executor(spec.args))
     return {"sweep_id": sid}
 
 
 @task("sensitivity")
 def sensitivity_job(spec: JobSpec, ctx: JobContext) -> Any:
     """Every weight layer perturbed alone at each setting; the table goes to the store."""
+    from optim.analysis.sensitivity import analyze
+    from optim.sweep.store import Store
+
     handle = codec.handle_from(spec.blobs, spec.args.get("model"))
     data = codec.unpack_datasets(spec.args.get("datasets") or {}, spec.blobs)["data"]
     settings = spec.args["settings"]
@@ -157,6 +176,8 @@ def sensitivity_job(spec: JobSpec, ctx: JobContext) -> Any:
 @task("predict")
 def predict_job(spec: JobSpec, ctx: JobContext) -> Any:
     """Logits for ``x`` (and how long the run took, session included: the sensitivity estimate times it)."""
+    from optim.measure import core as measure
+
     handle = codec.handle_from(spec.blobs, spec.args.get("model"))
     x = codec.array_from(spec.blobs["x"])
     t0 = time.perf_counter()
@@ -167,6 +188,8 @@ def predict_job(spec: JobSpec, ctx: JobContext) -> Any:
 @task("fusion")
 def fusion_job(spec: JobSpec, ctx: JobContext) -> Any:
     """Graph nodes vs the kernels ONNX Runtime runs after its optimisations (model written to the scratch dir)."""
+    from optim.present import variant_view
+
     path = ctx.scratch / "model.onnx"
     path.write_bytes(spec.blobs["model"])
     return {"table": codec.frame_plain(variant_view.runtime_fusion(str(path)))}

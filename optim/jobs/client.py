@@ -1,8 +1,9 @@
-"""How the API hands work to the job layer: one call per job, model and datasets packed as plain data.
+"""How the API and the CLI hand work to the job layer: one call per job, model and datasets packed as plain
+data (:mod:`optim.jobs.codec`).
 
 Everything heavy or untrusted the pages ask for (loading an upload, its data, the summary, the baseline,
 sweeps, sensitivity, predictions) runs as a job in a worker process (:mod:`optim.jobs`), never in the
-Streamlit server process; a hang or a memory bomb becomes a message there.
+Streamlit server process; a hang or a memory bomb becomes a message there. The CLI loads files the same way.
 """
 
 from __future__ import annotations
