@@ -119,3 +119,18 @@ def test_api_hardware_note_warns_only_when_latencies_come_from_several_machines(
     assert api.hardware_note(_rows(["a", "a"])) is None
     assert api.hardware_note(_rows(["a", "b"]).assign(target_source="estimated")) is None  # estimates: no node
     assert api.hardware_note(_rows(["a", "b"]).drop(columns=["node_hw"])) is None
+
+
+def test_gpu_models_come_from_the_nvidia_driver_files_and_change_the_hardware_id(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(node, "_GPU_INFO", tmp_path / "none")  # no driver files: no GPU
+    cpu_only = _identity_with(monkeypatch, "node-a", "Xeon 8480")
+    info = tmp_path / "0000:17:00.0" / "information"
+    info.parent.mkdir()
+    info.write_text("Model: \t\t NVIDIA H200\nIRQ:   \t\t 42\nBus Type: \t PCIe\n")
+    monkeypatch.setattr(node, "_GPU_INFO", tmp_path)
+    with_gpu = _identity_with(monkeypatch, "node-a", "Xeon 8480")
+    assert cpu_only["gpu"] is None and with_gpu["gpu"] == ["NVIDIA H200"]
+    assert with_gpu["hardware_id"] != cpu_only["hardware_id"]
+    assert node.hardware_label(json.dumps(with_gpu)).startswith("Xeon 8480 + NVIDIA H200 · ORT ")

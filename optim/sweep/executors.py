@@ -5,14 +5,14 @@ latency is measured at (ORT applies the same rewrite ``optimize_graph`` would sa
 models are shared by every bit-width of the same (kind, ratio) and quantised models by every
 optimisation level, so each intermediate model is built once (memoised, one lock per key so parallel builders never duplicate work).
 
-The executor is a small interface so a cluster engine can replace :class:`LocalExecutor` later:
-``map_builds(build, items)`` yields ``(item, result_or_exception)`` in submission order, and
+The executor is a small interface (on a cluster, :class:`optim.sweep.ray_executor.RayExecutor` runs whole
+variants as Ray tasks through ``run_variants`` instead): ``map_builds(build, items)`` yields ``(item, result_or_exception)`` in submission order, and
 ``quiet()`` is a context manager the sweep holds while it times latency, during which no build
 runs on this machine. The local executor builds ahead in a thread pool (passes spend their time in
 ORT/torch native code, which releases the GIL) while accuracy is evaluated, and pauses for latency.
 
-Written here because it is glue between our passes and our store; a general task library (Ray,
-Dask) would add a heavy dependency for one machine with two cores.
+The local executor is written here because it is glue between our passes and our store on one machine;
+scaling out uses Ray (optional ``cluster`` extra) rather than anything home-made.
 """
 
 from __future__ import annotations
