@@ -1,4 +1,4 @@
-"""Host calibration: the fits recover known factors, and calibrating lowers the error on a held-out model."""
+"""Host calibration: the fits recover known factors from synthetic rows; a tiny calibration writes its profile."""
 
 from __future__ import annotations
 
@@ -16,26 +16,63 @@ from optim.hardware.calibration.reference_models import reference_model
 from optim.hardware.model.kernelmap import map_fused_nodes
 
 
-def test_fit_class_recovers_known_factors_from_synthetic_nodes() -> None:
-    rng = np.random.default_rng(0)
-    peak, bw = 100e9, 20e9
-    ops = 10 ** rng.uniform(4, 8, 40)
-    nbytes = 10 ** rng.uniform(3, 6, 40)
-    ms = (np.maximum(ops / (peak * 0.6), nbytes / (bw * 1.5)) + 3e-6) * 1e3
-    got = fit.fit_class(pd.DataFrame({"ops": ops, "bytes": nbytes, "ms": ms}), peak, bw, prior_weight=0.0)
-    assert got["eff_compute"] == pytest.approx(0.6, rel=0.05)
-    assert got["eff_memory"] == pytest.approx(1.5, rel=0.05)
-    assert got["overhead_us"] == pytest.approx(3.0, rel=0.1)
+def _rows(n: int, seed: int = 0, e_c: float = 0.6, e_m: float = 1.5, over_us: float = 3.0, out_ns: float = 0.5,
+          peak: float = 100e9, bw: float = 20e9) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ops = 10 ** rng.uniform(4, 8, n)
+    nbytes = 10 ** rng.uniform(3, 6, n)
+    out = 10 ** rng.uniform(2, 5, n)
+    ms = (ops / (peak * e_c) + nbytes / (bw * e_m) + over_us * 1e-6 + out * out_ns * 1e-9) * 1e3
+    return pd.DataFrame({"ops": ops, "bytes": nbytes, "out_elems": out, "ms": ms})
 
 
-def test_fit_whole_model_recovers_scale_and_profiler_cost() -> None:
-    counts = np.array([10.0, 30.0, 60.0, 5.0])
-    true_kernels = np.array([0.05, 0.3, 1.2, 0.02])
-    sums = true_kernels + counts * 0.002  # every profiled kernel inflated by 2 us
-    measured = true_kernels + 0.015  # 15 us per run
-    scale, delta = fit.fit_whole_model(sums, counts, measured, run_overhead_ms=0.015, max_delta_ms=0.01)
-    assert scale == pytest.approx(1.0, rel=1e-3)
-    assert delta == pytest.approx(0.002, rel=1e-3)
+def test_fit_class_recovers_known_factors_from_synthetic_rows() -> None:
+    got = fit.fit_class(_rows(60), 100e9, 20e9, prior_weight=0.0)
+    assert got["eff_compute"] == pytest.approx(0.6, rel=0.02)
+    assert got["eff_memory"] == pytest.approx(1.5, rel=0.02)
+    assert got["overhead_us"] == pytest.approx(3.0, rel=0.05)
+    assert got["out_ns"] == pytest.approx(0.5, rel=0.05)
+    assert got["fit_median_pct"] < 1
+
+
+def test_fit_class_of_memory_class_prices_no_arithmetic() -> None:
+    rows = _rows(30, e_c=1e9, out_ns=0.0)
+    got = fit.fit_class(rows, 100e9, 20e9, prior_weight=0.0, compute=False)
+    assert got["eff_compute"] == fit.NO_COMPUTE and got["out_ns"] == 0.0
+    assert got["eff_memory"] == pytest.approx(1.5, rel=0.02)
+
+
+def test_fit_factors_rescales_parent_for_an_op_type_with_few_rows() -> None:
+    many = _rows(40, 1, e_c=1e9, out_ns=0.0).assign(op_class="elementwise:Add")
+    few = _rows(3, 2, e_c=1e9, e_m=0.75, over_us=6.0, out_ns=0.0).assign(op_class="elementwise:Erf")  # 2x slower
+    got = fit.fit_factors(pd.concat([many, few], ignore_index=True), 100e9, 20e9)
+    assert got["elementwise:Erf"]["fit"] == "scaled parent"
+    assert got["elementwise:Erf"]["eff_memory"] == pytest.approx(got["elementwise"]["eff_memory"] / 2, rel=0.15)
+    assert got["elementwise:Add"]["fit"] == "full"
+
+
+def test_fit_group_scales_recovers_family_scales_and_kernel_cost() -> None:
+    rng = np.random.default_rng(3)
+    parts = rng.uniform(0.01, 1.0, (12, len(fit.GROUPS)))
+    counts = rng.integers(5, 80, 12).astype(float)
+    truth = np.array([1.2, 0.8, 1.0, 1.5, 1.0, 0.9])
+    measured = 0.01 + parts @ truth + counts * 0.001
+    scales, delta = fit.fit_group_scales(parts, counts, measured, 0.01, ridge=0.0)
+    assert scales == pytest.approx(truth, rel=1e-3)
+    assert delta == pytest.approx(0.001, rel=1e-3)
+
+
+def test_profiler_cost_recovers_per_kernel_inflation() -> None:
+    rng = np.random.default_rng(4)
+    true = [list(rng.uniform(0.002, 0.05, n)) for n in (5, 20, 60, 12)]
+    latency = np.array([sum(t) for t in true]) * 1.3 + 0.012  # whole runs 1.3x the kernels, 12 us per run
+    profiled = [[k + 0.004 for k in t] for t in true]  # the profiler adds 4 us to every kernel
+    assert fit.profiler_cost(profiled, latency, 0.012) == pytest.approx(0.004, abs=2e-4)
+
+
+def test_group_of_maps_classes_to_kernel_families() -> None:
+    assert [fit.group_of(c) for c in ("conv1x1", "dwconv_nchw", "gemv_int8", "conv_integer_odd", "quant:QuantizeLinear",
+                                      "gemv")] == ["conv", "dwconv", "int8", "integer", "memory", "gemm"]
 
 
 def test_measure_run_overhead_is_a_few_microseconds() -> None:
@@ -63,6 +100,6 @@ def test_calibrate_writes_profile_for_this_cpu_with_holdout_residuals(tmp_path: 
     assert profiles.read_profile(out) == json.loads(out.read_text())
     assert profiles.matches(profile)  # fingerprint key and host-model version of this CPU
     assert set(profile["calibration_models"]) == {h.name for h in train}
-    assert {"conv", "gemm"} <= set(profile["classes"])
+    assert {"conv", "gemv"} <= set(profile["classes"])  # the reference models end in one batch-1 Linear
     assert list(profile["holdout"]["errors_pct"]) == [held_out.name]
     assert np.isfinite(profile["holdout"]["errors_pct"][held_out.name])

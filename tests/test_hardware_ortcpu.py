@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-import pandas as pd
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from optim.handle import ModelHandle
 from optim.hardware import host, profiles
-from optim.hardware.calibration import fit
 from optim.hardware.model import graphinfo
 from optim.hardware.model.estimator import estimate_with_device
 from optim.hardware.model.host_device import host_device
@@ -93,17 +91,6 @@ def test_estimate_host_prices_odd_width_conv_slower_than_aligned_one_of_equal_ma
     assert odd_conv > 1.3 * aligned_conv
     assert est["odd"].total_ms > est["aligned"].total_ms
     # (that the runtime agrees is a timing, so it lives in benchmarks/hardware.py, not in a test)
-
-
-def test_fit_class_recovers_efficiency_when_overhead_is_held_fixed() -> None:
-    rng = np.random.default_rng(1)
-    ops = 10 ** rng.uniform(5, 7, 12)
-    nbytes = 10 ** rng.uniform(3, 4, 12)
-    ms = (ops / (100e9 * 0.05) + 2e-6) * 1e3
-    got = fit.fit_class(pd.DataFrame({"ops": ops, "bytes": nbytes, "ms": ms}), 100e9, 20e9,
-                              eff_memory=1.0, overhead_us=2.0)
-    assert got["overhead_us"] == pytest.approx(2.0, rel=1e-3)
-    assert got["eff_compute"] == pytest.approx(0.05, rel=0.05)
 
 
 def test_boundary_qdq_prices_only_qdq_next_to_float_ops() -> None:

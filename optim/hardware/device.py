@@ -25,9 +25,28 @@ UNITS: dict[str, float] = {
 REQUIRED_SPECS = ("bandwidth", "memory", "onchip", "power", "eff_compute", "eff_memory", "overhead_us")
 OPTIONAL_SPECS = ("offchip_bandwidth",)
 FLAGS = ("fuses_activations", "activations_onchip", "sparsity_2_4", "weights_onchip_cache", "measured",
-         "ort_cpu_fusion")
-OP_CLASSES = ("conv", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
-              "gemm_int8", "elementwise", "reorder", "shape")
+         "ort_cpu_fusion", "live_plan", "additive_cost")
+OP_CLASSES = ("conv", "conv1x1", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
+              "gemm_int8", "conv_int8_odd", "dwconv_int8_odd", "conv_integer", "dwconv_integer",
+              "conv_integer_odd", "dwconv_integer_odd", "gemm_integer", "gemv", "gemv_int8", "gemv_integer",
+              "elementwise", "norm", "pool", "move", "quant", "cast",
+              "reorder", "shape")
+# An uncalibrated class borrows the factors of its parent (then the parent's parent, then the device's).
+CLASS_PARENT = {"conv1x1": "conv", "conv_nchw": "conv", "conv1x1_nchw": "conv_nchw", "dwconv_nchw": "dwconv", "dwconv": "conv",
+                "conv_int8": "conv", "dwconv_int8": "dwconv", "gemm_int8": "gemm", "conv_integer": "conv_int8",
+                "gemm_integer": "gemm_int8", "dwconv_integer": "conv_integer", "conv_int8_odd": "conv_int8",
+                "dwconv_int8_odd": "dwconv_int8", "conv_integer_odd": "conv_integer",
+                "dwconv_integer_odd": "dwconv_integer", "gemv": "gemm", "gemv_int8": "gemm_int8",
+                "gemv_integer": "gemm_integer", "norm": "elementwise", "pool": "elementwise", "move": "elementwise",
+                "quant": "elementwise", "cast": "elementwise", "reorder": "move"}
+
+
+def parent_class(op_class: str) -> str | None:
+    """The class an uncalibrated ``op_class`` borrows from: ``elementwise:Mul`` → ``elementwise`` →
+    none (:data:`CLASS_PARENT`)."""
+    if ":" in op_class:
+        return op_class.split(":", 1)[0]
+    return CLASS_PARENT.get(op_class)
 
 
 class CatalogError(HardwareError):
@@ -66,6 +85,7 @@ class ClassFactors:
     eff_compute: float
     eff_memory: float
     overhead_s: float
+    per_output_s: float = 0.0  # cost per output element (calibrated host): small-K convs pay it per pixel
 
 
 @dataclass(frozen=True)
@@ -116,12 +136,13 @@ class Device:
         return self.specs[key].si
 
     def factors(self, op_class: str) -> ClassFactors:
-        """Per-class factors when calibrated, else the device-wide ones."""
-        if op_class in self.class_factors:
-            return self.class_factors[op_class]
-        base = op_class.removesuffix("_int8")
-        if base in self.class_factors:  # uncalibrated INT8 kernels: the FP32 kernel's factors
-            return self.class_factors[base]
+        """Per-class factors when calibrated, else the nearest calibrated parent's (:data:`CLASS_PARENT`: an
+        uncalibrated INT8 kernel takes the FP32 kernel's), else the device-wide ones."""
+        c: str | None = op_class
+        while c is not None:
+            if c in self.class_factors:
+                return self.class_factors[c]
+            c = parent_class(c)
         return ClassFactors(self.spec("eff_compute"), self.spec("eff_memory"), self.spec("overhead_us"))
 
     def flag(self, name: str) -> bool:

@@ -36,8 +36,15 @@ from optim.errors import CancelledError
 from optim.handle import ModelHandle
 from optim.hardware import host, profiles
 from optim.hardware.calibration import models
-from optim.hardware.calibration.fit import BOUNDS, fit_factors, fit_whole_model
-from optim.hardware.calibration.kernels import node_table
+from optim.hardware.calibration.fit import (
+    BOUNDS,
+    GROUPS,
+    fit_factors,
+    fit_group_scales,
+    group_of,
+    profiler_cost,
+)
+from optim.hardware.calibration.kernels import profiled_rows, table_from_rows
 from optim.hardware.calibration.micro import (
     measure_bandwidth_gbs,
     measure_peak_gflops,
@@ -46,6 +53,7 @@ from optim.hardware.calibration.micro import (
 )
 from optim.hardware.model.estimator import estimate_with_device
 from optim.hardware.model.host_device import host_device
+from optim.hardware.model.ortplan import Kernel
 
 Progress = Callable[[float, str], None]
 
@@ -65,9 +73,9 @@ def _noop(fraction: float, stage: str) -> None:
     return None
 
 
-def estimate_host(handle: ModelHandle, profile: dict[str, Any] | None) -> float:
+def estimate_host(handle: ModelHandle, profile: dict[str, Any] | None, plan: list[Kernel] | None = None) -> float:
     """Estimated ms for ``handle`` on this machine under ``profile`` (without touching the saved file)."""
-    return estimate_with_device(handle, host_device(profile)).total_ms
+    return estimate_with_device(handle, host_device(profile), plan=plan).total_ms
 
 
 def _profile_dict(peak: float, bw: float, classes: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
@@ -81,18 +89,18 @@ def _profile_dict(peak: float, bw: float, classes: dict[str, Any], names: Sequen
         "bandwidth": {"value": round(bw, 2), "unit": "GB/s", "tag": "measured",
                       "source": "single-thread 64 MiB numpy copy (read + write), best of 5 by thread CPU time"},
         "classes": classes, "calibration_models": list(names), "run_overhead_us": 0.0,
-        "opt_level": "all", "threads": 1,
+        "opt_level": "all", "threads": 1, "cost_form": "additive",
     }
 
 
 def robust_latency_ms(handles: Sequence[ModelHandle], rounds: int, on_round: Callable[[int], None] | None = None
                       ) -> np.ndarray:
-    """Whole-model latency of each model: the minimum over ``rounds`` interleaved medians, so a burst of
+    """Whole-model latency of each model: the fastest run over ``rounds`` interleaved rounds, so a burst of
     load from other processes inflates at most the rounds it overlaps, not one model's only reading."""
     best = np.full(len(handles), np.inf)
     for r in range(max(1, rounds)):
         for i, h in enumerate(handles):
-            best[i] = min(best[i], measured_latency_ms(h, budget_s=0.15, min_runs=10))
+            best[i] = min(best[i], measured_latency_ms(h, budget_s=0.15, min_runs=10, stat="min"))
         if on_round is not None:
             on_round(r)
     return best
@@ -101,28 +109,44 @@ def robust_latency_ms(handles: Sequence[ModelHandle], rounds: int, on_round: Cal
 def fit_profile(handles: Sequence[ModelHandle], measured: np.ndarray, peak: float, bw: float, run_over: float,
                 cfg: CalibrationConfig, progress: Progress, cancel: Callable[[], bool]) -> dict[str, Any]:
     """Profiles, per-class fit and whole-model correction for ``handles`` (see the module docstring)."""
-    tables = []
-    for i, (h, m) in enumerate(zip(handles, measured, strict=True)):
+    raw = []
+    for i, h in enumerate(handles):
         if cancel():
             raise CancelledError("Calibration cancelled.")
         progress(0.15 + 0.55 * i / len(handles), f"profiling {h.name} ({i + 1}/{len(handles)})")
-        tables.append(node_table(h, cfg.repeats, cfg.runs, target_ms=m - run_over))
-    table = pd.concat(tables, ignore_index=True)
+        raw.append(profiled_rows(h, cfg.repeats, cfg.runs))
     progress(0.7, "fitting kernel classes")
+    delta = profiler_cost([list(r.values()) for r, _ in raw], measured, run_over)
+    tables = [table_from_rows(h, r, plan, target_ms=m - run_over, profiler_cost_ms=delta)
+              for h, (r, plan), m in zip(handles, raw, measured, strict=True)]
+    profile = profile_from_tables(handles, tables, measured, peak, bw, run_over, [plan for _, plan in raw])
+    profile["profiler_debias_us"] = round(delta * 1e3, 3)
+    return profile
+
+
+def profile_from_tables(handles: Sequence[ModelHandle], tables: Sequence[pd.DataFrame], measured: np.ndarray,
+                        peak: float, bw: float, run_over: float, plans: Sequence[list[Kernel]] | None = None
+                        ) -> dict[str, Any]:
+    """The profile fitted to measured rows (:func:`.kernels.node_table`) and whole-model latencies
+    (``plans``: the kernels each model's profiling session ran, reused instead of asking ORT again)."""
+    plans = list(plans) if plans is not None else [None] * len(handles)
+    table = pd.concat(tables, ignore_index=True)
     profile = _profile_dict(peak, bw, fit_factors(table, peak * 1e9, bw * 1e9), [h.name for h in handles])
     profile["profile_wall_inflation"] = {h.name: round(t.attrs["wall_inflation"], 3)
                                          for h, t in zip(handles, tables, strict=True)}
-    kernels = [estimate_with_device(h, host_device(profile)).layers for h in handles]
-    sums = np.array([k["ms"].sum() for k in kernels])
+    kernels = [estimate_with_device(h, host_device(profile), plan=p).layers for h, p in zip(handles, plans, strict=True)]
+    parts = np.array([[k.loc[k["op_class"].map(group_of) == g, "ms"].sum() for g in GROUPS] for k in kernels])
     counts = np.array([float((k["ms"] > 0).sum()) for k in kernels])
-    scale, delta = fit_whole_model(sums, counts, measured, run_over)
-    for c in profile["classes"].values():
-        c["eff_compute"], c["eff_memory"] = c["eff_compute"] / scale, c["eff_memory"] / scale
-        c["overhead_us"] = round(max(scale * c["overhead_us"] - delta * 1e3, BOUNDS["overhead_us"][0]), 3)
-    profile["kernel_scale"] = round(scale, 4)
-    profile["profiler_cost_us"] = round(delta * 1e3, 3)
+    scales, delta = fit_group_scales(parts, counts, measured, run_over)
+    for name, c in profile["classes"].items():
+        s = float(scales[GROUPS.index(group_of(name))])
+        c["eff_compute"], c["eff_memory"] = c["eff_compute"] / s, c["eff_memory"] / s
+        c["overhead_us"] = round(max(s * c["overhead_us"] + delta * 1e3, BOUNDS["overhead_us"][0]), 3)
+        c["out_ns"] = round(float(c.get("out_ns", 0.0)) * s, 5)
+    profile["kernel_scale"] = {g: round(float(s), 4) for g, s in zip(GROUPS, scales, strict=True)}
+    profile["kernel_cost_us"] = round(delta * 1e3, 3)
     profile["run_overhead_us"] = round(run_over * 1e3, 2)
-    predicted = np.array([estimate_host(h, profile) for h in handles])
+    predicted = np.array([estimate_host(h, profile, p) for h, p in zip(handles, plans, strict=True)])
     errors = np.abs(predicted - measured) / measured * 100
     profile["fit_error_pct"] = round(float(np.median(errors)), 2)
     profile["fit_errors_pct"] = {h.name: round(float(e), 2) for h, e in zip(handles, errors, strict=True)}
@@ -150,8 +174,8 @@ def calibrate(config: CalibrationConfig | None = None, out: Path | None = None, 
     report, stop = progress or _noop, cancel or (lambda: False)
     t0 = time.perf_counter()
     report(0.0, "building calibration models")
-    fit = list(fit_models) if fit_models is not None else [models.build(s) for s in models.expand(cfg.fit)]
-    held = list(holdout_models) if holdout_models is not None else [models.build(s) for s in cfg.holdout]
+    fit = list(fit_models) if fit_models is not None else [models.cached_build(s) for s in models.expand(cfg.fit)]
+    held = list(holdout_models) if holdout_models is not None else [models.cached_build(s) for s in cfg.holdout]
     report(0.05, "micro-benchmarks (peak, bandwidth, run overhead)")
     peak, bw, run_over = measure_peak_gflops(), measure_bandwidth_gbs(), measure_run_overhead_ms()
     both = [*fit, *held]

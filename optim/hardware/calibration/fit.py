@@ -1,9 +1,16 @@
-"""Fitting the host model: per-class roofline factors to kernel times, and the whole-model correction.
+"""Fitting the host model: per-class kernel costs from profiled rows, then the whole-model correction.
 
-Per op class a least-squares fit of ``max(ops / (peak x e_c), bytes / (bw x e_m)) + overhead`` to the
-node times, in log space and pulled gently towards priors so a class with few nodes stays sane
-(``scipy.optimize.least_squares``); then a kernel-time scale and a per-kernel profiler cost fitted to the
-measured whole-model latencies (bounded linear least squares). No library fits a roofline to ORT traces.
+Per op class a row costs ``overhead + ops / (peak x e_c) + bytes / (bw x e_m) + out_elems x c_out`` —
+additive, because on a CPU core a kernel's arithmetic and its loads do not overlap perfectly, and
+because it makes the fit a linear least-squares problem in ``(overhead, 1/e_c, 1/e_m, c_out)``. The
+per-output-element cost ``c_out`` (compute classes only) is what makes a conv with few input channels
+slower per MAC than a deep one: MLAS pays it for every output pixel it writes. The fit is non-negative
+(``scipy.optimize.nnls``), on relative errors weighted by the square root of each row's time (big
+kernels dominate a model's sum, small ones must still not be off by multiples), with weak priors.
+Classes are fitted parents first (:func:`optim.hardware.device.parent_class`); a class with fewer than
+:data:`FULL_FIT_ROWS` rows only rescales its parent's cost (one number instead of four). Then one scale
+per kernel family and a per-kernel cost are fitted to the measured whole-model latencies
+(:func:`fit_group_scales`). No library fits this to ORT traces, hence this module.
 """
 
 from __future__ import annotations
@@ -11,107 +18,158 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from optim.hardware.device import OP_CLASSES
+from optim.hardware.device import parent_class
 from optim.hardware.model.roofline import COMPUTE_CLASSES
 
-CONV_VARIANTS = ("conv_nchw", "conv1x1_nchw", "dwconv_nchw", "gemm_int8")
-INT8_CALIBRATION: tuple[str, ...] = ()
-
-
-PRIORS = {"eff_compute": 0.3, "eff_memory": 1.0, "overhead_us": 5.0}
-
-
+PRIORS = {"eff_compute": 0.3, "eff_memory": 1.0, "overhead_us": 2.0, "out_ns": 0.0}
 BOUNDS = {"eff_compute": (1e-3, 3.0), "eff_memory": (1e-3, 50.0), "overhead_us": (0.05, 2000.0)}
+PRIOR_WEIGHT = 0.02
+FULL_FIT_ROWS = 6
+OUT_NS_REF = 1.0  # ridge scale of the per-output cost (ns per element)
+NO_COMPUTE = 1e3  # eff_compute of a memory class: its element count is not priced as arithmetic
 
 
-def _predict(params: np.ndarray, ops: np.ndarray, nbytes: np.ndarray, peak: float, bw: float) -> np.ndarray:
-    e_c, e_m, over = np.exp(params)
-    return np.maximum(ops / (peak * e_c), nbytes / (bw * e_m)) * 1e3 + over * 1e-3
+def _depth(c: str) -> int:
+    d = 0
+    p = parent_class(c)
+    while p is not None:
+        p, d = parent_class(p), d + 1
+    return d
 
 
-def _objective(pred: np.ndarray, meas: np.ndarray, w: np.ndarray, params: np.ndarray, prior: np.ndarray,
-               prior_weight: float) -> np.ndarray:
-    """Sum of squared weighted log errors over nodes (last axis) plus the pull towards the priors."""
-    data = (w * (np.log(pred) - np.log(meas))) ** 2
-    return data.sum(-1) + (prior_weight**2) * ((params - prior) ** 2).sum(-1)
+def _terms(rows: pd.DataFrame, peak: float, bw: float, compute: bool) -> tuple[np.ndarray, ...]:
+    t = np.maximum(rows["ms"].to_numpy(float) * 1e-3, 1e-9)
+    ops = rows["ops"].to_numpy(float) / peak if compute else np.zeros(len(t))
+    out = rows["out_elems"].to_numpy(float) if compute and "out_elems" in rows else np.zeros(len(t))
+    return t, ops, rows["bytes"].to_numpy(float) / bw, out, np.sqrt(t / t.mean())
 
 
-def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 0.3,
-              priors: dict[str, float] | None = None, eff_memory: float | None = None,
-              overhead_us: float | None = None) -> dict[str, float]:
-    """Fit (eff_compute, eff_memory, overhead_us) of one op class to its node times (ms); a given
-    ``eff_memory`` is held fixed (the memory system does not depend on the op), and so is a given
-    ``overhead_us`` (a conv variant seen in a few same-shaped layers cannot tell overhead from speed).
-
-    A log-spaced grid search followed by a local least-squares polish: the ``max`` makes the objective
-    non-smooth, and a gradient method alone was seen to stall far from the optimum."""
-    from scipy.optimize import least_squares
-
-    keys = ("eff_compute", "eff_memory", "overhead_us")
-    prior = np.log([(priors or PRIORS)[k] for k in keys])
-    lo = np.log([BOUNDS[k][0] for k in keys])
-    hi = np.log([BOUNDS[k][1] for k in keys])
-    for i, fixed in ((1, eff_memory), (2, overhead_us)):
-        if fixed is not None:
-            prior[i] = np.log(fixed)
-            lo[i], hi[i] = prior[i] - 1e-4, prior[i] + 1e-4
-    ops, nbytes = rows["ops"].to_numpy(float), rows["bytes"].to_numpy(float)
-    meas = np.maximum(rows["ms"].to_numpy(float), 1e-5)
-    w = np.sqrt(meas / meas.sum() * len(meas))
-    grids = [np.linspace(lo[i], hi[i], n) for i, n in enumerate((25, 25, 40))]
-    for i, fixed in ((1, eff_memory), (2, overhead_us)):
-        if fixed is not None:
-            grids[i] = prior[i:i + 1]
-    g = np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 3)
-    e = np.exp(g)
-    pred = (np.maximum(ops / (peak * e[:, :1]), nbytes / (bw * e[:, 1:2])) * 1e3 + e[:, 2:3] * 1e-3)
-    best = g[int(np.argmin(_objective(pred, meas, w, g, prior, prior_weight)))]
-
-    def resid(p: np.ndarray) -> np.ndarray:
-        data = w * (np.log(_predict(p, ops, nbytes, peak, bw)) - np.log(meas))
-        return np.concatenate([data, prior_weight * (p - prior)])
-
-    sol = least_squares(resid, np.clip(best, lo + 1e-6, hi - 1e-6), bounds=(lo, hi))
-    x = sol.x if sol.cost * 2 <= _objective(
-        _predict(best, ops, nbytes, peak, bw), meas, w, best, prior, prior_weight) else best
-    e_c, e_m, over = np.exp(x)
-    return {"eff_compute": float(e_c), "eff_memory": float(e_m), "overhead_us": float(over), "nodes": len(rows)}
+def _result(over_us: float, e_c: float, e_m: float, out_ns: float, terms: tuple[np.ndarray, ...],
+            how: str) -> dict[str, float | int | str]:
+    t, ops, nbytes, out, _w = terms
+    pred = over_us * 1e-6 + ops / e_c + nbytes / e_m + out * out_ns * 1e-9
+    return {"eff_compute": e_c, "eff_memory": e_m, "overhead_us": over_us, "out_ns": out_ns, "nodes": int(len(t)),
+            "fit_median_pct": round(float(np.median(np.abs(pred / t - 1)) * 100), 2), "fit": how}
 
 
-def fit_factors(table: pd.DataFrame, peak: float, bw: float) -> dict[str, dict[str, float]]:
-    """Per-class factors for every class that has nodes in ``table``.
+def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = PRIOR_WEIGHT,
+              priors: dict[str, float] | None = None, compute: bool = True) -> dict[str, float | int | str]:
+    """Fit (eff_compute, eff_memory, overhead_us, out_ns) of one class to its rows (``ops``, ``bytes``,
+    ``out_elems``, ``ms``): weighted NNLS with one weak prior row per parameter; a memory class
+    (``compute`` False) has no compute or per-output term (its ``ops`` are element counts, not MACs)."""
+    from scipy.optimize import nnls
 
-    Dense convs are fitted first; their factors are the prior of the other compute classes (the same
-    MLAS GEMM kernels run them), so a class seen only in a few memory-bound layers — the classifier Gemm
-    of a CNN — does not keep an arbitrary compute efficiency; they share the convs' memory efficiency,
-    and the other conv kernels (:data:`CONV_VARIANTS`) its per-kernel overhead too."""
-    out: dict[str, dict[str, float]] = {}
-    if (table["op_class"] == "conv").any():
-        out["conv"] = fit_class(table[table["op_class"] == "conv"], peak, bw)
-    compute_prior = {k: out["conv"][k] for k in PRIORS} if "conv" in out else None
-    for c in OP_CLASSES:
-        rows = table[table["op_class"] == c]
-        if c in out or rows.empty:
+    p = {**PRIORS, **(priors or {})}
+    terms = _terms(rows, peak, bw, compute)
+    t, ops, nbytes, out, w = terms
+    a = np.stack([np.ones_like(t), ops, nbytes, out * 1e-9], axis=1) * (w / t)[:, None]
+    lam = prior_weight * np.sqrt(w @ w)
+    prior_x = np.array([p["overhead_us"] * 1e-6, 1 / p["eff_compute"] if compute else 1.0, 1 / p["eff_memory"]])
+    reg = np.zeros((4, 4))
+    reg[np.arange(3), np.arange(3)] = lam / prior_x
+    reg[3, 3] = lam / OUT_NS_REF
+    target = np.array([lam, lam, lam, lam * p["out_ns"] / OUT_NS_REF])
+    if not compute:
+        reg[1, 1], target[1] = 1e9, 0.0  # pins 1/e_c and the per-output cost to zero
+        reg[3, 3], target[3] = 1e9, 0.0
+    x, _ = nnls(np.vstack([a, reg]), np.concatenate([w, target]))
+    over = float(np.clip(x[0] * 1e6, *BOUNDS["overhead_us"]))
+    e_c = float(np.clip(1 / x[1], *BOUNDS["eff_compute"])) if compute and x[1] > 0 else NO_COMPUTE
+    e_m = float(np.clip(1 / x[2], *BOUNDS["eff_memory"])) if x[2] > 0 else BOUNDS["eff_memory"][1]
+    return _result(over, e_c, e_m, float(x[3]) if compute else 0.0, terms, "full")
+
+
+def scale_parent(rows: pd.DataFrame, peak: float, bw: float, parent: dict[str, float], compute: bool
+                 ) -> dict[str, float | int | str]:
+    """A class with few rows: its parent's cost times one factor (weighted least squares on relative error)."""
+    terms = _terms(rows, peak, bw, compute)
+    t, ops, nbytes, out, w = terms
+    e_c = parent["eff_compute"] if compute else NO_COMPUTE
+    out_ns = float(parent.get("out_ns", 0.0)) if compute else 0.0
+    r = (parent["overhead_us"] * 1e-6 + ops / e_c + nbytes / parent["eff_memory"] + out * out_ns * 1e-9) / t
+    s = float(np.clip((w**2 * r).sum() / (w**2 * r * r).sum(), 1e-3, 1e3))  # argmin Σ w²(s·r - 1)²
+    return _result(parent["overhead_us"] * s, e_c / s, parent["eff_memory"] / s, out_ns * s, terms, "scaled parent")
+
+
+def fit_factors(table: pd.DataFrame, peak: float, bw: float) -> dict[str, dict[str, float | int | str]]:
+    """Per-class factors for every class with rows in ``table``, parents first. A family (``quant``) is
+    fitted on all its op-type rows (``quant:QuantizeLinear``, ``quant:DynamicQuantizeLinear``, ...), each
+    op type then on its own rows; a kernel variant (``conv_nchw`` of ``conv``) on its own rows only."""
+    out: dict[str, dict[str, float | int | str]] = {}
+    present = set(table["op_class"])
+    family = table["op_class"].str.split(":").str[0]
+    for c in sorted(present | set(family), key=lambda c: (_depth(c), c)):
+        rows = table[table["op_class"] == c] if ":" in c else table[family == c]
+        if rows.empty:
             continue
-        compute = compute_prior is not None and c in COMPUTE_CLASSES
-        out[c] = fit_class(rows, peak, bw, priors=compute_prior if compute else None,
-                           eff_memory=compute_prior["eff_memory"] if compute else None,
-                           overhead_us=compute_prior["overhead_us"] if compute and c in CONV_VARIANTS else None)
+        parent = parent_class(c)
+        while parent is not None and parent not in out:
+            parent = parent_class(parent)
+        compute = c.split(":")[0] in COMPUTE_CLASSES
+        if parent is not None and len(rows) < FULL_FIT_ROWS:
+            out[c] = scale_parent(rows, peak, bw, out[parent], compute)  # type: ignore[arg-type]
+        else:
+            prior = {k: float(out[parent][k]) for k in PRIORS} if parent is not None else None
+            out[c] = fit_class(rows, peak, bw, priors=prior, compute=compute)
     return out
 
 
-def fit_whole_model(sums: np.ndarray, counts: np.ndarray, measured: np.ndarray, run_overhead_ms: float,
-                    max_delta_ms: float = 0.005) -> tuple[float, float]:
-    """(kernel scale s, profiler cost per kernel δ) minimising the relative whole-model error of
-    ``s·sums - δ·counts + R`` vs ``measured``, R the measured per-run overhead; 0.5 ≤ s ≤ 2,
-    0 ≤ δ ≤ max_delta_ms.
+def profiler_cost(rows: list[list[float]], latency_ms: np.ndarray, run_overhead_ms: float,
+                  max_ms: float = 0.008) -> float:
+    """What ORT's profiler adds to each kernel it times (ms): the cost that, taken off every kernel, makes
+    the calibration models' ``(latency - run overhead) / Σ kernels`` most alike (least variance of its log).
 
-    The profiler's own timing events inflate every profiled kernel by about the same amount, and
-    kernels timed one by one run warmer or colder than inside a whole run; whole-model latencies of
-    the calibration models pin both down."""
+    Measured here it is ~5 µs a kernel, longer than a small kernel itself: a 28-kernel autoencoder of
+    0.05 ms profiles at 0.13 ms. Scaling profiles to whole-model latency without removing it first would
+    shrink a model's big kernels for the sake of its many small ones."""
+    from scipy.optimize import minimize_scalar
+
+    target = np.maximum(np.asarray(latency_ms, float) - run_overhead_ms, 1e-6)
+
+    def spread(delta: float) -> float:
+        sums = np.array([sum(max(t - delta, 0.1 * t) for t in r) for r in rows])
+        return float(np.var(np.log(target / np.maximum(sums, 1e-9))))
+
+    return float(minimize_scalar(spread, bounds=(0.0, max_ms), method="bounded").x)
+
+
+GROUPS = ("conv", "dwconv", "gemm", "int8", "integer", "memory")
+
+
+def group_of(op_class: str) -> str:
+    """The kernel family a class's whole-model correction is shared with (:data:`GROUPS`)."""
+    base = op_class.split(":")[0]
+    if "integer" in base:
+        return "integer"
+    if "int8" in base:
+        return "int8"
+    if base.startswith("dwconv"):
+        return "dwconv"
+    if base.startswith("conv"):
+        return "conv"
+    return "gemm" if base in ("gemm", "gemv") else "memory"
+
+
+def fit_group_scales(parts: np.ndarray, counts: np.ndarray, measured: np.ndarray, run_overhead_ms: float,
+                     ridge: float = 0.15, max_delta_ms: float = 0.003) -> tuple[np.ndarray, float]:
+    """(scale per kernel family, cost per kernel in ms) so that ``R + Σ_g s_g·parts[:, g] + δ·counts``
+    matches the measured whole-model latencies in relative error; scales are pulled towards 1 (``ridge``)
+    and bounded to 0.3-3, |δ| ≤ ``max_delta_ms``. ``parts[m, g]`` is model m's predicted time in family g.
+
+    Kernels timed one by one by the profiler run warmer or colder than inside a whole run, and by a
+    different amount per family (a conv's weights stay in cache between profiled runs, a transpose's
+    input does not); the calibration models' whole latencies pin each family's factor down."""
     from scipy.optimize import lsq_linear
 
-    a = np.stack([sums, -counts], axis=1) / measured[:, None]
+    g = parts.shape[1]
+    a = np.concatenate([parts, counts[:, None]], axis=1) / measured[:, None]
     b = (measured - run_overhead_ms) / measured
-    sol = lsq_linear(a, b, bounds=([0.5, 0.0], [2.0, max(max_delta_ms, 1e-9)]))
-    return float(sol.x[0]), float(sol.x[1])
+    used = parts.sum(axis=0) > 0
+    reg = np.zeros((g, g + 1))
+    reg[np.arange(g), np.arange(g)] = ridge * used
+    a = np.vstack([a, reg])
+    b = np.concatenate([b, ridge * used.astype(float)])
+    lo = np.concatenate([np.where(used, 0.3, 1.0 - 1e-9), [-max_delta_ms]])
+    hi = np.concatenate([np.where(used, 3.0, 1.0 + 1e-9), [max_delta_ms]])
+    sol = lsq_linear(a, b, bounds=(lo, hi))
+    return sol.x[:g], float(sol.x[g])

@@ -1,71 +1,100 @@
-"""Per-kernel ONNX Runtime profiles of calibration models, joined with the graph's per-node counts.
+"""Per-kernel ONNX Runtime profiles of calibration models, as rows the host estimator prices.
 
-Profiles run at ORT_ENABLE_ALL (the level latency is measured at); fused kernels are mapped back to the
-conv/gemm they compute (:func:`optim.hardware.model.kernelmap.map_fused_nodes`); ORT's layout reorders
-(named only ``ReorderOutput_token_N``) are shared among the reorders :mod:`optim.hardware.model.ortcpu`
-predicts.
+Each profiling session (ORT_ENABLE_ALL, one thread, the level latency is measured at) also saves the
+graph it optimised, so every profiled kernel is placed in the estimator row it belongs to
+(:func:`optim.hardware.model.ortplan.row_keys`: the ONNX node a kernel computes, or its own row for a
+layout reorder, inserted transpose or standalone quantize). Per kernel the minimum over the session's
+runs and over sessions: on a shared machine a preempted run inflates one reading, not
+the estimate of a kernel's quiet time. The rows carry the estimator's own ``ops`` and ``bytes``
+(:func:`optim.hardware.model.estimator.priced_layers`), so what is fitted is what is priced.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+import onnx
 import pandas as pd
 
-from optim.graph.summary import summarize
 from optim.handle import ModelHandle
-from optim.hardware import host
-from optim.hardware.model import graphinfo
+from optim.hardware.model.estimator import priced_layers
 from optim.hardware.model.host_device import host_device
-from optim.hardware.model.kernelmap import map_fused_nodes
-from optim.hardware.model.roofline import COMPUTE_CLASSES
-from optim.measure import core as measure
+from optim.hardware.model.ortplan import Kernel, plan_from_optimized, row_keys
+from optim.measure.session import make_session
+from optim.measure.timing import run_profiled
+
+SUFFIX = "_kernel_time"
 
 
-def int8_peak_ratio() -> float:
-    """Host INT8 peak / FP32 peak as the host device states it (4 with VNNI, 1 without)."""
-    spec = host_device(None).specs
-    return spec["peak_int8"].value / spec["peak_fp32"].value
+def kernel_minima(events: list[dict[str, Any]], skip_runs: int = 1) -> dict[str, float]:
+    """Kernel name → its fastest ms per run over the trace's ``model_run`` windows (the first ``skip_runs``
+    skipped): like whole-model latency, the reading least inflated by other processes."""
+    runs = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
+    per: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(runs))
+    for e in events:
+        name = str(e.get("name", ""))
+        if e.get("cat") != "Node" or not name.endswith(SUFFIX):
+            continue
+        ts = float(e["ts"])
+        for i, (lo, hi) in enumerate(runs):
+            if lo <= ts <= hi:
+                per[name[: -len(SUFFIX)]][i] += float(e["dur"]) / 1000.0
+                break
+    return {k: float(np.min(v)) for k, v in per.items()} if runs else {}
 
 
-def robust_profile(handle: ModelHandle, repeats: int = 4, runs: int = 5) -> pd.DataFrame:
-    """Per-node ms at ORT_ENABLE_ALL: the minimum over ``repeats`` profiles of ``runs`` runs each.
-
-    On a shared machine a preempted run inflates a node's mean several-fold; the minimum of a few short
-    means is far more repeatable than one long mean."""
-    tables = [measure.profile_nodes(handle, threads=1, opt_level="all", runs=runs).table[["node", "op_type", "ms"]]
-              for _ in range(repeats)]
-    return pd.concat(tables).groupby(["node", "op_type"], as_index=False)["ms"].min()
+def debias(ms: float, profiler_cost_ms: float) -> float:
+    """A profiled kernel time less the profiler's own cost, never below a tenth of the reading."""
+    return max(ms - profiler_cost_ms, 0.1 * ms)
 
 
-def node_table(handle: ModelHandle, repeats: int = 4, runs: int = 5, target_ms: float | None = None) -> pd.DataFrame:
-    """Measured fused kernels of one model joined with the summary counts of the node each computes.
+def profiled_rows(handle: ModelHandle, repeats: int = 3, runs: int = 5) -> tuple[dict[str, float], list[Kernel]]:
+    """(estimator row → ms, the kernel plan of the last session): minimum over ``repeats`` sessions."""
+    best: dict[str, float] = {}
+    plan: list[Kernel] = []
+    for _ in range(max(1, repeats)):
+        with tempfile.TemporaryDirectory(prefix="optim_cal_") as tmp:
+            sess = make_session(handle.model, threads=1, opt_level="all", profile_prefix=Path(tmp) / "ort",
+                                optimized_path=Path(tmp) / "optimized.onnx")
+            optimized = onnx.load(str(Path(tmp) / "optimized.onnx"), load_external_data=False)
+            events = run_profiled(sess, handle.model, runs)
+        plan = plan_from_optimized(handle.model, optimized)
+        keys = row_keys(handle.model, plan)
+        rows: dict[str, float] = defaultdict(float)
+        for kernel, ms in kernel_minima(events).items():
+            rows[keys.get(kernel, f"unplanned({kernel})")] += ms
+        for key, ms in rows.items():
+            best[key] = min(best.get(key, np.inf), ms)
+    return best, plan
 
-    With ``target_ms`` (the model's contention-free whole-run time less the per-run overhead) the kernel
-    times are rescaled to sum to it: the profiler times kernels in wall-clock, which preemption on a
-    shared machine inflates by a different factor in every profiling session (1.05-1.35x seen here),
-    while the shares between kernels are stable."""
-    layers = graphinfo.annotate(summarize(handle).layers, handle.model, fuses=False, channel_block=host.channel_block())
-    prof = robust_profile(handle, repeats, runs)
-    mapping = map_fused_nodes(handle.model, prof["node"].tolist())
-    prof["graph_node"] = prof["node"].map(mapping)
-    df = layers.merge(prof[["graph_node", "ms"]], left_on="node", right_on="graph_node", how="inner")
-    df = df.groupby("node", as_index=False, sort=False).agg({**{c: "first" for c in layers.columns if c != "node"},
-                                                             "ms": "sum"})
-    reorders = layers[layers["op_class"] == "reorder"].copy()
-    is_reorder = prof["op_type"].isin(["ReorderInput", "ReorderOutput"]) | (
-        (prof["op_type"] == "Transpose") & prof["graph_node"].isna())
-    if len(reorders) and is_reorder.any():
-        df = pd.concat([df, _split_reorders(reorders, float(prof.loc[is_reorder, "ms"].sum()))], ignore_index=True)
-        prof.loc[is_reorder, "graph_node"] = "reorder"
-    is_compute = df["op_class"].isin(COMPUTE_CLASSES)
-    # the estimator prices an INT8 model's every node at the INT8 peak and one byte per element
-    int8 = graphinfo.infer_precision_bits(handle.model) == 8
-    speed, elem_bytes = (int8_peak_ratio(), 1.0) if int8 else (1.0, 4.0)
-    df["ops"] = np.where(is_compute, 2.0 * df["macs"].astype(float) * df["mac_pad"].astype(float),
-                         df["flops"].astype(float)) / speed
-    df["bytes"] = (df["params"] + df["act_in_elems"] + df["act_out_elems"]).astype(float) * elem_bytes
+
+def node_table(handle: ModelHandle, repeats: int = 3, runs: int = 5, target_ms: float | None = None,
+               device_profile: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Measured rows of one model with the estimator's class, ops and bytes for each.
+
+    With ``target_ms`` (the model's quiet whole-run time less the per-run overhead) the row times are
+    rescaled to sum to it: the profiler times kernels in wall-clock, inflated by a different factor in
+    every profiling session on a shared machine, while the shares between kernels are stable."""
+    measured, plan = profiled_rows(handle, repeats, runs)
+    return table_from_rows(handle, measured, plan, target_ms, device_profile)
+
+
+def table_from_rows(handle: ModelHandle, measured: dict[str, float], plan: list[Kernel],
+                    target_ms: float | None = None, device_profile: dict[str, Any] | None = None,
+                    profiler_cost_ms: float = 0.0) -> pd.DataFrame:
+    """:func:`node_table` from already measured rows (see there); ``profiler_cost_ms`` (what ORT's profiler
+    adds to every kernel it times, :func:`.fit.profiler_cost`) is taken off each row first."""
+    layers, _path, _ = priced_layers(handle, host_device(device_profile), plan=plan)
+    df = layers[["node", "op_type", "op_class", "ops", "bytes", "out_elems", "macs"]].copy()
+    df["ms"] = df["node"].map({k: debias(v, profiler_cost_ms) for k, v in measured.items()})
+    df = df[df["ms"].notna() & (df["ms"] > 0)].reset_index(drop=True)
+    unmapped = float(sum(debias(v, profiler_cost_ms) for k, v in measured.items() if k not in set(layers["node"])))
     df["model"] = handle.name
-    unmapped = float(prof.loc[prof["graph_node"].isna(), "ms"].sum())
     factor = 1.0
     if target_ms is not None and df["ms"].sum() + unmapped > 0:
         factor = max(target_ms, 1e-6) / (df["ms"].sum() + unmapped)
@@ -73,12 +102,3 @@ def node_table(handle: ModelHandle, repeats: int = 4, runs: int = 5, target_ms: 
     df.attrs["unmapped_ms"] = unmapped * factor
     df.attrs["wall_inflation"] = 1.0 / factor
     return df
-
-
-def _split_reorders(rows: pd.DataFrame, total_ms: float) -> pd.DataFrame:
-    """The profile names layout reorders ``ReorderOutput_token_N``, which says not which tensor they move;
-    share the model's measured reorder time among the predicted reorders in proportion to a prior
-    (2 us + bytes moved at 20 GB/s)."""
-    nbytes = (rows["act_in_elems"] + rows["act_out_elems"]).astype(float) * 4
-    prior = 2e-3 + nbytes / 20e9 * 1e3
-    return rows.assign(ms=total_ms * prior / prior.sum())

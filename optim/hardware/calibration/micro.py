@@ -73,8 +73,13 @@ def measure_run_overhead_ms(runs: int = 300) -> float:
 
 
 def measured_latency_ms(handle: ModelHandle, budget_s: float = 0.3, min_runs: int = 10,
-                        clock: str = "cpu") -> float:
-    """Whole-model latency (ORT_ENABLE_ALL, 1 intra-op thread, batch 1), median over the timed runs.
+                        clock: str = "cpu", stat: str = "median") -> float:
+    """Whole-model latency (ORT_ENABLE_ALL, 1 intra-op thread, batch 1): ``stat`` (median or min) of the runs.
+
+    ``stat="min"`` is what calibration and validation use: under load from other processes this VM's
+    thread CPU time still inflates (cache and memory contention, hypervisor steal) — a 0.44 ms model read
+    0.50 ms min / 1.02 ms median with ten other jobs on the two cores — and the minimum is the reading that
+    stays closest to the quiet-machine latency a user compares with.
 
     ``clock="cpu"`` times the calling thread's CPU time: with one intra-op thread ONNX Runtime runs
     every kernel on the caller, so this equals wall-clock latency on a quiet machine, but unlike wall
@@ -92,4 +97,4 @@ def measured_latency_ms(handle: ModelHandle, budget_s: float = 0.3, min_runs: in
         t0 = timer()
         sess.run(None, feeds)
         times.append(timer() - t0)
-    return float(np.median(times)) * 1e3
+    return float(np.min(times) if stat == "min" else np.median(times)) * 1e3

@@ -1,7 +1,8 @@
 """MLPerf Tiny reference architectures, built in torch with random weights (latency needs no training).
 
 The MLPerf Tiny v1.0 benchmark models — ResNet-8 (CIFAR-10 image classification, 32×32×3),
-DS-CNN small (keyword spotting, 49×10 MFCC), MobileNetV1 α=0.25 (visual wake words, 96×96×3) — are
+DS-CNN small (keyword spotting, 49×10 MFCC), MobileNetV1 α=0.25 (visual wake words, 96×96×3), the
+FC autoencoder (anomaly detection, 640 log-mel features; dense layers and BatchNorm only) — are
 not in any dependency we have, and weights must never be downloaded, so their layer layouts are
 written here from the benchmark's model descriptions and exported through ``optim.io.export``.
 Width-multiplied variants (``width``) stand in for structured-pruning sweep variants in validation.
@@ -16,8 +17,9 @@ from optim.errors import ConfigError
 from optim.handle import ModelHandle
 from optim.io.export import torch_to_onnx
 
-REFERENCE_NAMES = ("resnet8", "ds_cnn", "mobilenet_v1_025")
-INPUT_SHAPES = {"resnet8": (1, 3, 32, 32), "ds_cnn": (1, 1, 49, 10), "mobilenet_v1_025": (1, 3, 96, 96)}
+REFERENCE_NAMES = ("resnet8", "ds_cnn", "mobilenet_v1_025", "fc_autoencoder")
+INPUT_SHAPES = {"resnet8": (1, 3, 32, 32), "ds_cnn": (1, 1, 49, 10), "mobilenet_v1_025": (1, 3, 96, 96),
+                "fc_autoencoder": (1, 640)}
 
 
 def _cbr(cin: int, cout: int, k: int | tuple[int, int], stride: int = 1, groups: int = 1,
@@ -89,6 +91,22 @@ class MobileNetV1(nn.Module):
         return self.fc(self.features(x).mean((2, 3)))
 
 
+class FCAutoencoder(nn.Module):
+    """MLPerf Tiny AD: 640 → 4 × dense 128 (+BN, ReLU) → 8 → 4 × dense 128 → 640."""
+
+    def __init__(self, width: float = 1.0) -> None:
+        super().__init__()
+        h = max(8, int(round(128 * width)))
+        dims = [640, h, h, h, h, 8, h, h, h, h]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU()]
+        self.body = nn.Sequential(*layers, nn.Linear(h, 640))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
 def build_module(name: str, width: float = 1.0, seed: int = 0) -> nn.Module:
     """Seeded torch module for a reference architecture (``width`` scales every channel count)."""
     torch.manual_seed(seed)
@@ -98,10 +116,12 @@ def build_module(name: str, width: float = 1.0, seed: int = 0) -> nn.Module:
         module = DSCNN(width)
     elif name == "mobilenet_v1_025":
         module = MobileNetV1(0.25 * width)
+    elif name == "fc_autoencoder":
+        module = FCAutoencoder(width)
     else:
         raise ConfigError(f"Unknown reference model {name!r}; choose one of {REFERENCE_NAMES}.")
     for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
             m.running_var.uniform_(0.5, 1.5)
     return module.eval()
 

@@ -22,6 +22,7 @@ from optim.hardware.device import Device
 from optim.hardware.model import graphinfo
 from optim.hardware.model.band import Band, measured_band, residual_band
 from optim.hardware.model.kernelmap import map_fused_nodes
+from optim.hardware.model.ortplan import Kernel, apply_plan, ort_plan
 from optim.hardware.model.roofline import (
     PrecisionPath,
     layer_times,
@@ -145,13 +146,26 @@ def _sparsity_notes(handle: ModelHandle, device: Device) -> tuple[bool, list[str
                    "weights are still read dense (the gzip size shrinks, not the latency)"]
 
 
-def _roofline_layers(handle: ModelHandle, device: Device, batch: int) -> tuple[pd.DataFrame, PrecisionPath, bool]:
-    path = resolve_precision(device, variant_precision(handle, device))
+def annotated_layers(handle: ModelHandle, device: Device, plan: list[Kernel] | None = None) -> pd.DataFrame:
+    """Summary rows with op class, fusion and layout rows: on a ``live_plan`` device (this machine) from the
+    kernels ONNX Runtime builds for the graph here (``plan``, else :func:`.ortplan.ort_plan`), otherwise
+    (or when ORT cannot build it) predicted by :mod:`.graphinfo`."""
     block = int(device.specs["channel_block"].value) if "channel_block" in device.specs else 0
+    if device.flag("live_plan"):
+        plan = plan if plan is not None else ort_plan(handle.model)
+        if plan is not None:
+            base = graphinfo.annotate(_summary_layers(handle), handle.model, False, 0, "ort_cpu")
+            return apply_plan(base, handle.model, plan, block)
     style = "ort_cpu" if device.flag("ort_cpu_fusion") else "aggressive"
-    annotated = graphinfo.annotate(_summary_layers(handle), handle.model, device.flag("fuses_activations"), block,
-                                   style)
+    return graphinfo.annotate(_summary_layers(handle), handle.model, device.flag("fuses_activations"), block, style)
+
+
+def priced_layers(handle: ModelHandle, device: Device, batch: int = 1, plan: list[Kernel] | None = None
+                  ) -> tuple[pd.DataFrame, PrecisionPath, bool]:
+    """(per-layer roofline table, precision path, 2:4-sparse) of ``handle`` on ``device``."""
+    path = resolve_precision(device, variant_precision(handle, device))
     sparse, _ = _sparsity_notes(handle, device)
+    annotated = annotated_layers(handle, device, plan)
     return layer_times(annotated, device, path, batch=batch, sparse_2_4=sparse), path, sparse
 
 
@@ -175,9 +189,11 @@ def _measured_total(handle: ModelHandle, device: Device, batch: int) -> tuple[fl
     return float(lat.median_ms), measured_band(float(lat.median_ms), float(lat.p90_ms), int(lat.runs))
 
 
-def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1, calibration: str = "") -> Estimate:
-    """Latency (ms) with its band, per-layer table, memory fit and rough energy of ``handle`` on ``device``."""
-    layers, path, _ = _roofline_layers(handle, device, batch)
+def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1, calibration: str = "",
+                         plan: list[Kernel] | None = None) -> Estimate:
+    """Latency (ms) with its band, per-layer table, memory fit and rough energy of ``handle`` on ``device``
+    (``plan``: ORT's kernels for the graph when the caller already has them, see :func:`annotated_layers`)."""
+    layers, path, _ = priced_layers(handle, device, batch, plan)
     fits, fit_notes, info = memory_fit(layers, device, path)
     _, notes = _sparsity_notes(handle, device)
     notes = [*device.notes, *notes]
@@ -208,7 +224,7 @@ def estimate_with_device(handle: ModelHandle, device: Device, batch: int = 1, ca
 
 def roofline_points_for(handle: ModelHandle, device: Device, batch: int = 1) -> dict[str, Any]:
     """Chart data: per-layer (intensity, attained GOPS) and the device's peak/effective roofs."""
-    layers, path, _ = _roofline_layers(handle, device, batch)
+    layers, path, _ = priced_layers(handle, device, batch)
     pts = layers[layers["ms"] > 0].copy()
     pts["attained_gops"] = pts["ops"] / (pts["ms"] * 1e-3) / 1e9
     return {

@@ -14,7 +14,8 @@ from typing import Any
 from optim.hardware import host
 from optim.hardware.device import ClassFactors, Device, PrecisionSupport, Spec
 
-HOST_FLAGS = {"fuses_activations": True, "ort_cpu_fusion": True}
+HOST_FLAGS = {"fuses_activations": True, "ort_cpu_fusion": True, "live_plan": True}
+INT8_CLASSES = ("conv_int8", "dwconv_int8", "gemm_int8", "conv_integer", "gemm_integer")
 
 
 def _host_specs(facts: dict[str, Any], profile: dict[str, Any] | None) -> dict[str, Spec]:
@@ -38,8 +39,11 @@ def _host_specs(facts: dict[str, Any], profile: dict[str, Any] | None) -> dict[s
                 specs[key] = Spec(float(p["value"]), p["unit"], p.get("tag", "measured"), p["source"])
     int8_ratio, int8_src = (4.0, "VNNI dot product: 4x FP32 ops per instruction") if vnni else (
         1.0, "no VNNI: INT8 measured ~as fast as FP32 on AVX2 (STACK_NOTES.md)")
-    specs["peak_int8"] = Spec(round(specs["peak_fp32"].value * int8_ratio, 2), "GOPS",
-                              "derived" if vnni else "assumed", f"peak_fp32 x {int8_ratio:g} ({int8_src})")
+    int8_tag = "derived" if vnni else "assumed"
+    if profile and set(INT8_CLASSES) & set(profile.get("classes", {})):
+        int8_ratio, int8_src, int8_tag = 1.0, "INT8 kernel speed is fitted per kernel class at calibration", "fitted"
+    specs["peak_int8"] = Spec(round(specs["peak_fp32"].value * int8_ratio, 2), "GOPS", int8_tag,
+                              f"peak_fp32 x {int8_ratio:g} ({int8_src})")
     block = host.channel_block(facts["flags"])
     specs["channel_block"] = Spec(block, "count", "derived",
                                   f"ONNX Runtime NCHWc block = {block} floats per vector ({isa})")
@@ -70,7 +74,8 @@ def _host_precisions(flags: set[str]) -> dict[str, PrecisionSupport]:
 def class_factors(profile: dict[str, Any] | None) -> dict[str, ClassFactors]:
     if not profile:
         return {}
-    return {name: ClassFactors(float(c["eff_compute"]), float(c["eff_memory"]), float(c["overhead_us"]) * 1e-6)
+    return {name: ClassFactors(float(c["eff_compute"]), float(c["eff_memory"]), float(c["overhead_us"]) * 1e-6,
+                               float(c.get("out_ns", 0.0)) * 1e-9)
             for name, c in profile.get("classes", {}).items()}
 
 
@@ -94,8 +99,9 @@ def host_device(profile: dict[str, Any] | None, label: str | None = None, calibr
     residuals = tuple(float(e) for e in holdout.get("errors_pct", {}).values())
     basis = (f"{len(residuals)} held-out models measured on this CPU at calibration" if residuals
              else "no held-out residuals on this CPU")
+    flags = {**HOST_FLAGS, "additive_cost": (profile or {}).get("cost_form") == "additive"}
     return Device("host", f"This machine (estimated) — {facts['model']}", "cpu", "ONNX Runtime CPU, 1 thread",
-                  specs, _host_precisions(facts["flags"]), dict(HOST_FLAGS), class_factors(profile), notes,
+                  specs, _host_precisions(facts["flags"]), flags, class_factors(profile), notes,
                   residuals_pct=residuals, residual_basis=basis)
 
 
@@ -104,7 +110,7 @@ def host_measured_device(base: Device) -> Device:
     ``base`` (the host device) supplies the roofline columns."""
     return Device("host_measured", f"This machine (measured) — {host.cpu_facts()['model']}", "cpu",
                   "ONNX Runtime CPU, 1 thread (measured)", base.specs, base.precisions,
-                  {**HOST_FLAGS, "measured": True}, base.class_factors,
+                  {**base.flags, "measured": True}, base.class_factors,
                   ("latency measured with ONNX Runtime on this machine, not estimated",),
                   residual_basis="measured")
 

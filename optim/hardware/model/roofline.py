@@ -1,6 +1,7 @@
 """Per-layer roofline arithmetic for one device: the pure, testable core of the estimator.
 
-A layer costs ``max(ops / (peak × eff_compute), bytes / (bandwidth × eff_memory)) + overhead``;
+A layer costs ``max(ops / (peak × eff_compute), bytes / (bandwidth × eff_memory)) + overhead`` (the sum of
+the two terms instead of their max on a device flagged ``additive_cost``: the calibrated host);
 the bound is whichever term wins, intensity is ops per byte moved. Inputs are the per-node columns of
 ``optim.graph.summary.summarize(handle).layers`` plus the op class and fusion flags worked out from the graph
 (see :mod:`optim.hardware.model.graphinfo`). Written here because roofline tools (e.g. nn-Meter, ANNETTE)
@@ -17,9 +18,10 @@ import pandas as pd
 from optim.errors import HardwareError
 from optim.hardware.device import PRECISION_BITS, PRECISIONS, Device
 
-COMPUTE_CLASSES = ("conv", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
-                   "gemm_int8")
-LAYER_COLUMNS = ["node", "op_type", "op_class", "macs", "ops", "weight_bytes", "act_bytes", "bytes",
+COMPUTE_CLASSES = ("conv", "conv1x1", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
+                   "gemm_int8", "conv_int8_odd", "dwconv_int8_odd", "conv_integer", "dwconv_integer",
+                   "conv_integer_odd", "dwconv_integer_odd", "gemm_integer", "gemv", "gemv_int8", "gemv_integer")
+LAYER_COLUMNS = ["node", "op_type", "op_class", "macs", "ops", "weight_bytes", "act_bytes", "bytes", "out_elems",
                  "intensity", "compute_ms", "memory_ms", "overhead_ms", "ms", "bound", "precision_path"]
 
 
@@ -92,16 +94,19 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
     eff_c = df["op_class"].map(lambda c: device.factors(c).eff_compute).astype(float)
     eff_m = df["op_class"].map(lambda c: device.factors(c).eff_memory).astype(float)
     over = df["op_class"].map(lambda c: device.factors(c).overhead_s).astype(float)
+    per_out = df["op_class"].map(lambda c: device.factors(c).per_output_s).astype(float)
+    over = over + per_out * df["act_out_elems"].astype(float) * batch
     t_c = ops / (peak * eff_c)
     if sparse_2_4:
         t_c = np.where(is_compute, t_c / 2, t_c)
     t_m = total_bytes / (bw * eff_m)
     free = df["fused"].astype(bool) | ((df["op_class"] == "shape") & ("shape" not in device.class_factors))
-    t = np.where(free, 0.0, np.maximum(t_c, t_m) + over)
+    busy = t_c + t_m if device.flag("additive_cost") else np.maximum(t_c, t_m)
+    t = np.where(free, 0.0, busy + over)
     out = pd.DataFrame({
         "node": df["node"], "op_type": df["op_type"], "op_class": df["op_class"],
         "macs": df["macs"].astype(float) * batch, "ops": ops, "weight_bytes": w_bytes, "act_bytes": a_bytes,
-        "bytes": total_bytes,
+        "bytes": total_bytes, "out_elems": df["act_out_elems"].astype(float) * batch,
         "intensity": np.divide(ops, total_bytes, out=np.zeros(len(df)), where=total_bytes > 0),
         "compute_ms": np.where(free, 0.0, t_c * 1e3), "memory_ms": np.where(free, 0.0, t_m * 1e3),
         "overhead_ms": np.where(free, 0.0, over * 1e3), "ms": t * 1e3,
