@@ -290,11 +290,11 @@ def test_pareto_2d_gives_distilled_and_auto_mixed_their_own_legend_entries() -> 
     df = api.add_flags(pd.DataFrame(rows))
     df["target_ms"], df["pareto"] = df["latency_ms"], True
     traces = {t.name: t for t in api.pareto_2d(df).data if t.customdata is not None}
-    assert set(traces) == {"32-bit · none", "32-bit · structured", "32-bit · structured · distilled",
-                           "mixed (auto) · none"}
-    assert list(traces["32-bit · structured · distilled"].marker.symbol) == ["square-dot"]
-    assert list(traces["mixed (auto) · none"].marker.symbol) == ["circle-open"]  # simulated
-    hover = traces["32-bit · structured"].hovertext[0]
+    assert set(traces) == {"FP32 · none", "FP32 · structured", "FP32 · structured · distilled",
+                           "auto mixed ≤INT4 · none"}
+    assert list(traces["FP32 · structured · distilled"].marker.symbol) == ["square-dot"]
+    assert list(traces["auto mixed ≤INT4 · none"].marker.symbol) == ["circle-open"]  # simulated
+    hover = traces["FP32 · structured"].hovertext[0]
     assert "1.000 ms" not in hover and "2.00 ms" in hover  # ~3 significant digits with the unit
 
 

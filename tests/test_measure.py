@@ -296,3 +296,27 @@ def test_profile_nodes_reports_fewer_kernels_than_onnx_nodes_when_fused(tiny_cnn
     assert prof.opt_level == "all"
     assert len(prof.table) < len(tiny_cnn.model.graph.node)  # Relus fused: why optim.measure.layer_profile maps back
     assert prof.table["ms"].sum() == pytest.approx(prof.node_sum_ms)
+
+
+def test_timed_runs_counts_warmup_apart_and_stops_at_max_runs() -> None:
+    from optim.measure.timing import timed_runs
+
+    calls: list[int] = []
+    times = timed_runs(lambda: calls.append(1), budget_s=10.0, warmup=2, min_runs=3, max_runs=5)
+    assert len(times) == 5 and len(calls) == 7 and (times >= 0).all()
+
+
+def test_timed_runs_cpu_clock_ignores_time_spent_sleeping() -> None:
+    import time
+
+    from optim.measure.timing import timed_runs
+
+    wall = timed_runs(lambda: time.sleep(0.01), budget_s=0.0, warmup=0, min_runs=3, clock="wall")
+    cpu = timed_runs(lambda: time.sleep(0.01), budget_s=0.0, warmup=0, min_runs=3, clock="cpu")
+    assert np.median(wall) >= 9.0 and np.median(cpu) < 5.0
+
+
+def test_latency_records_its_clock_and_refuses_an_unknown_one(tiny_cnn: ModelHandle) -> None:
+    assert latency(tiny_cnn, budget_s=0.0, min_runs=3, clock="cpu").clock == "cpu"
+    with pytest.raises(ConfigError, match="clock"):
+        latency(tiny_cnn, clock="gpu")

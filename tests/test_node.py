@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from optim.analysis import select
 from optim.analysis.pareto import hardware_count, pareto_mask
-from optim.cli.sweep import fastest_within_baseline, format_pareto
+from optim.cli.sweep import format_pareto
 from optim.handle import ModelHandle
 from optim.io.data import Dataset
 from optim.passes import base
@@ -80,16 +81,18 @@ def test_pareto_mask_by_hardware_keeps_a_front_per_machine() -> None:
 
 
 def test_format_pareto_names_each_machine_and_never_mixes_their_latencies() -> None:
-    mixed = format_pareto(_rows(["a", "a", "b"]))
+    mixed = format_pareto(select.prepare(_rows(["a", "a", "b"])))
     assert "CPU a" in mixed and "CPU b" in mixed and "host-b" in mixed
     assert "variant 2" in mixed and "variant 1" not in mixed
-    assert "measured on" not in format_pareto(_rows(["a", "a"]))  # one machine: the plain table
+    assert "measured on" not in format_pareto(select.prepare(_rows(["a", "a"])))  # one machine: the plain table
 
 
-def test_fastest_within_baseline_only_compares_rows_of_the_baselines_hardware() -> None:
+def test_recommend_only_compares_measured_rows_of_the_baselines_hardware() -> None:
     df = _rows(["a", "a", "b"])
     df.loc[2, "latency_ms"] = 0.1  # the fastest row, but measured elsewhere
-    assert fastest_within_baseline(df)["variant_id"] == "v0"
+    assert select.recommend(select.prepare(df))["variant_id"] == "v0"
+    estimated = select.prepare(df, pd.Series([2.0, 3.0, 1.0]))  # estimates on one target do compare
+    assert select.recommend(estimated)["variant_id"] == "v2"
 
 
 def test_run_sweep_records_the_measuring_node_on_every_row(

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optim.analysis.pareto import best_under, knee_point, pareto_front, pareto_mask
+from optim.analysis.pareto import pareto_front, pareto_mask
 from optim.errors import ConfigError
 
 OBJ3 = {"top1": "max", "latency_ms": "min", "effective_size_bytes": "min"}
@@ -100,52 +100,3 @@ def test_pareto_mask_returns_empty_when_frame_empty() -> None:
 def test_pareto_front_sorted_by_first_objective() -> None:
     df = pd.DataFrame({"top1": [0.5, 0.9, 0.7], "latency_ms": [1.0, 3.0, 2.0], "effective_size_bytes": [1, 1, 1]})
     assert pareto_front(df)["top1"].tolist() == [0.9, 0.7, 0.5]
-
-
-def _table() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "label": ["a", "b", "c", "d", "e"],
-            "status": ["ok", "ok", "ok", "failed", "ok"],
-            "top1": [0.99, 0.97, 0.90, 1.0, 0.97],
-            "latency_ms": [4.0, 2.0, 1.0, 0.1, 1.5],
-            "effective_size_bytes": [400, 100, 50, 1, 200],
-        }
-    )
-
-
-def test_best_under_returns_most_accurate_within_limits() -> None:
-    assert best_under(_table(), max_latency_ms=2.0)["label"] == "e"  # tie on 0.97 → faster wins
-    assert best_under(_table(), max_latency_ms=2.0, max_size_bytes=150)["label"] == "b"
-    assert best_under(_table())["label"] == "a"  # failed 'd' never chosen
-
-
-def test_best_under_returns_none_when_nothing_qualifies() -> None:
-    assert best_under(_table(), max_latency_ms=0.5) is None
-    assert best_under(_table(), min_top1=0.995) is None
-
-
-def test_knee_point_picks_elbow_of_convex_front() -> None:
-    df = pd.DataFrame(
-        {
-            "label": ["slow-best", "knee", "mid", "fast-bad"],
-            "top1": [1.0, 0.97, 0.6, 0.2],
-            "latency_ms": [10.0, 2.0, 1.5, 1.0],
-        }
-    )
-    assert knee_point(df)["label"] == "knee"
-
-
-def test_knee_point_returns_front_point_when_front_has_two_points() -> None:
-    df = pd.DataFrame({"label": ["x", "y", "dominated"], "top1": [1.0, 0.1, 0.05], "latency_ms": [10.0, 9.0, 9.5]})
-    assert knee_point(df)["label"] in {"x", "y"}
-
-
-def test_knee_point_returns_none_when_all_failed() -> None:
-    df = _table().assign(status="failed")
-    assert knee_point(df) is None
-
-
-def test_knee_point_raises_config_error_when_not_two_objectives() -> None:
-    with pytest.raises(ConfigError, match="two objectives"):
-        knee_point(_table(), OBJ3)

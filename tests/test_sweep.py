@@ -277,7 +277,7 @@ def test_cli_sweep_prints_pareto_writes_csv_and_reuses_store_when_rerun(
     assert "Pareto set" in out and "4/4" in err
     df = pd.read_csv(tmp_path / "out.csv")
     assert len(df) == 4 and df["pareto"].any() and set(df["status"]) == {"ok"}
-    table = out.split("Pareto set")[1].split("fastest variant within")[0].split("wrote ")[0]
+    table = out.split("Pareto set")[1].split("\nrecommended: ")[0]
     assert all((label in table) == on_front for label, on_front in zip(df["label"], df["pareto"], strict=True))
     n_calls = len(_calls(fake_passes))
     assert main(argv) == 0
@@ -317,16 +317,20 @@ def test_run_sweep_composes_real_passes_on_tiny_cnn(
 def test_format_pareto_uses_agreement_when_data_has_no_labels() -> None:
     import pandas as pd
 
+    from optim.analysis import select
     from optim.cli.sweep import format_pareto
 
     df = pd.DataFrame({"variant_id": ["a", "b", "c"], "label": ["dense · FP32", "dense · INT8", "dense · INT4"],
-                       "status": ["ok", "ok", "failed"], "executable": [True, True, False],
+                       "status": ["ok", "ok", "failed"], "executable": [True, True, False], "prune_kind": "none",
+                       "prune_ratio": 0.0, "bits": [32, 8, 4], "opt_level": "all", "n_eval": 300,
                        "top1": [None, None, None], "top1_lo": [None] * 3, "top1_hi": [None] * 3,
-                       "agreement": [1.0, 0.98, None], "latency_ms": [2.0, 1.0, None],
+                       "agreement": [1.0, 0.99, None], "latency_ms": [2.0, 1.0, None], "size_bytes": [4e6, 1e6, None],
                        "effective_size_bytes": [4e6, 1e6, None], "macs": [1e6, 1e6, None]})  # fmt: skip
-    table = format_pareto(df)
+    prepared = select.prepare(df)
+    table = format_pareto(prepared, select.recommend(prepared))
     assert "agree" in table.splitlines()[0]
     assert "dense · FP32" in table and "dense · INT8" in table and "INT4" not in table
+    assert "dense · INT8" in [line for line in table.splitlines() if "← recommended" in line][0]
 
 
 @pytest.mark.slow
@@ -357,19 +361,6 @@ def test_sweep_id_for_changes_when_engine_code_changes(
     before = sweep_id_for(tiny_mlp, test, calib, GRID)
     monkeypatch.setattr(optim.sweep.run, "engine_fingerprint", lambda: "edited passes")
     assert sweep_id_for(tiny_mlp, test, calib, GRID) != before
-
-
-def test_fastest_within_baseline_picks_fastest_inside_interval() -> None:
-    import pandas as pd
-
-    from optim.cli.sweep import fastest_within_baseline
-
-    df = pd.DataFrame({"label": ["base", "a", "b", "c"], "status": ["ok", "ok", "ok", "failed"],
-                       "prune_ratio": [0.0, 0.25, 0.5, 0.75], "bits": [32, 8, 8, 8],
-                       "top1": [0.99, 0.985, 0.90, None], "top1_lo": [0.98, 0.97, 0.88, None],
-                       "latency_ms": [4.0, 2.0, 1.0, 0.5], "effective_size_bytes": [4, 1, 1, 1]})  # fmt: skip
-    assert fastest_within_baseline(df)["label"] == "a"
-    assert fastest_within_baseline(df.assign(top1_lo=None)) is None
 
 
 def test_run_sweep_tries_a_failing_prune_once_and_fails_its_variants(

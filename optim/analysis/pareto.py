@@ -1,4 +1,4 @@
-"""Pareto analysis over a sweep's variants: non-dominated set, best under constraints, knee point.
+"""Pareto analysis over a sweep's variants: the non-dominated set (decisions over it: :mod:`optim.analysis.select`).
 
 Written here rather than taken from a library: `paretoset` is not installed on this stack and what we
 need is ~50 lines of NumPy over DataFrames that also honour the store's ``status`` column (failed
@@ -102,66 +102,3 @@ def pareto_front(df: pd.DataFrame, objectives: Mapping[str, str] | None = None,
     front = df[pareto_mask(df, objectives, by)]
     first, sense = next(iter(objectives.items()))
     return front.sort_values(first, ascending=(sense == "min"), kind="stable")
-
-
-def _size_column(df: pd.DataFrame) -> str:
-    return "effective_size_bytes" if "effective_size_bytes" in df.columns else "size_bytes"
-
-
-def best_under(
-    df: pd.DataFrame,
-    max_latency_ms: float | None = None,
-    max_size_bytes: float | None = None,
-    min_top1: float | None = None,
-) -> pd.Series | None:
-    """The most accurate ok variant with latency ≤ X, size ≤ Y (effective size) and top-1 ≥ Z.
-
-    Ties on accuracy go to the lower latency, then the smaller size. None when nothing qualifies.
-    """
-    size_col = _size_column(df)
-    ok = pd.Series(_eligible(df, ["top1", "latency_ms", size_col]), index=df.index)
-    if max_latency_ms is not None:
-        ok &= df["latency_ms"] <= max_latency_ms
-    if max_size_bytes is not None:
-        ok &= df[size_col] <= max_size_bytes
-    if min_top1 is not None:
-        ok &= df["top1"] >= min_top1
-    cand = df[ok]
-    if cand.empty:
-        return None
-    order = cand.sort_values(["top1", "latency_ms", size_col], ascending=[False, True, True], kind="stable")
-    return order.iloc[0]
-
-
-def knee_point(
-    df: pd.DataFrame, objectives: Mapping[str, str] | None = None
-) -> pd.Series | None:
-    """The knee of the two-objective front (default: top-1 ↑ against latency ↓).
-
-    Method: take the Pareto front of the two objectives, rescale each objective to [0, 1] over the
-    front (0 = best), draw the line between the two extreme points (best in each objective) and return
-    the front point farthest from that line on the utopia side — the point where giving up a little of
-    one objective stops buying much of the other. With one or two front points, or a straight front,
-    the point closest to the utopia corner (0, 0) is returned instead. None when no row is eligible.
-    """
-    objectives = dict(objectives or {"top1": "max", "latency_ms": "min"})
-    if len(objectives) != 2:
-        raise ConfigError("knee_point needs exactly two objectives, e.g. {'top1': 'max', 'latency_ms': 'min'}.")
-    front = df[pareto_mask(df, objectives)]
-    if front.empty:
-        return None
-    cost = _cost_matrix(front, objectives)
-    span = cost.max(axis=0) - cost.min(axis=0)
-    norm = (cost - cost.min(axis=0)) / np.where(span > 0, span, 1.0)
-    a = norm[np.lexsort((norm[:, 1], norm[:, 0]))[0]]  # best in objective 0
-    b = norm[np.lexsort((norm[:, 0], norm[:, 1]))[0]]  # best in objective 1
-    direction = b - a
-    length = float(np.hypot(*direction))
-    if length > 0:
-        # Signed distance; positive on the side of the utopia corner (0, 0).
-        cross = direction[0] * (norm[:, 1] - a[1]) - direction[1] * (norm[:, 0] - a[0])
-        utopia_side = np.sign(direction[0] * (0 - a[1]) - direction[1] * (0 - a[0])) or 1.0
-        dist = cross * utopia_side / length
-        if dist.max() > 1e-12:
-            return front.iloc[int(np.argmax(dist))]
-    return front.iloc[int(np.argmin(np.hypot(norm[:, 0], norm[:, 1])))]

@@ -32,16 +32,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optim.cli.common import load_data_file
-    from optim.cli.profile import load_model
+    from optim.cli.common import load_data_file, open_model
     from optim.sweep.casestudy import CaseStudyConfig, format_table, run_casestudy
 
-    handle, test = load_model(args.model)
-    train = None
-    if test is not None:
-        from optim.io.samples import load_sample
-
-        _, _, train = load_sample(args.model)
+    src = open_model(args.model)
+    handle, test, train = src.handle, src.test, src.train
     if args.data:
         test = load_data_file(handle, args.data, label_column=args.label_column)
     if args.train:

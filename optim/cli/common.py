@@ -13,6 +13,7 @@ from typing import Any
 
 from optim.errors import ConfigError, FileTooLargeError
 from optim.handle import ModelHandle
+from optim.io import sources
 from optim.jobs import client, codec
 
 MAX_FILE_BYTES = 2 * 2**30
@@ -45,3 +46,8 @@ def load_data_file(handle: ModelHandle, path: Path, label_column: str | None = N
     res = client.run("load_data", f"reading {Path(path).name[:80]}", args, {"data": _read(Path(path), "data")},
                      handle=handle)
     return codec.dataset_from(res.value["data"], res.blobs, "data")
+
+
+def open_model(spec: str, input_shapes: dict[str, Sequence[int]] | None = None) -> sources.ModelSource:
+    """A bundled sample's name or a model file (loaded by a job) → handle + data (:func:`optim.io.sources.open_model`)."""
+    return sources.open_model(spec, input_shapes, load_file=load_model_file)

@@ -12,10 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from optim.cli.common import load_data_file, load_model_file
+from optim.cli.common import load_data_file, open_model
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
-from optim.measure.core import Accuracy, Latency, NodeProfile, accuracy, fidelity, latency, predict
+from optim.measure.core import (
+    OPT_LEVELS,
+    Accuracy,
+    Latency,
+    NodeProfile,
+    accuracy,
+    fidelity,
+    latency,
+    predict,
+)
 from optim.measure.layer_profile import profile_layers
 
 SLOWEST = 10
@@ -38,7 +47,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--reference", metavar="MODEL", help="reference model for fidelity (sample name or path)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
     p.add_argument("--batch", type=int, default=32, help="second latency batch size (default 32)")
-    p.add_argument("--opt-level", default="all", choices=["disable", "basic", "extended", "all"],
+    p.add_argument("--opt-level", default="all", choices=list(OPT_LEVELS),
                    help="ONNX Runtime graph optimisation level for latency (default all)")
     p.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per latency (default 1)")
     p.add_argument("--profile-runs", type=int, default=20, help="runs averaged in the layer profile")
@@ -53,29 +62,10 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _sample_names() -> list[str]:
-    from optim.errors import OptimError
-    from optim.io.samples import list_samples
-
-    try:
-        return [s.name for s in list_samples()]
-    except OptimError:
-        return []
-
-
 def load_model(spec: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[ModelHandle, Any]:
-    """(handle, its own test Dataset or None) for a sample name or a model path."""
-    path = Path(spec)
-    if path.is_file():
-        return load_model_file(path, input_shapes), None
-    names = _sample_names()
-    if spec in names:
-        from optim.io.samples import load_sample
-
-        handle, test, _train = load_sample(spec)
-        return handle, test
-    listing = ", ".join(names) if names else "none built; run `make samples`"
-    raise ConfigError(f"MODEL {spec!r} is neither an existing file nor a bundled sample (samples: {listing}).")
+    """(handle, its own test Dataset or None) for a sample name or a model path (:func:`optim.cli.common.open_model`)."""
+    src = open_model(spec, input_shapes)
+    return src.handle, src.test
 
 
 def _parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:

@@ -22,12 +22,15 @@ from typing import Any
 
 import pandas as pd
 
-from optim.cli.common import load_data_file, load_model_file
-from optim.errors import ConfigError, OptimError
+from optim.analysis import select
+from optim.analysis.pareto import group_keys, hardware_count
+from optim.cli.common import load_data_file, open_model
+from optim.errors import ConfigError
 from optim.handle import ModelHandle
+from optim.io.shapes import parse_input_shape
+from optim.io.sources import calibration_subset
 from optim.jobs import client, default_limits, limits_enabled
-
-CALIB_SAMPLES = 256
+from optim.sweep.node import hardware_label
 
 
 def register(subparsers: Any) -> None:
@@ -64,6 +67,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--auto-bits", action="store_true",
                    help="add a sensitivity-based per-layer mixed-precision variant (size of uniform INT4)")
     p.add_argument("--csv", type=Path, help="write every variant (with a pareto column) to this CSV")
+    p.add_argument("--target", default=None, metavar="DEVICE",
+                   help="rank and recommend on this device's latency: a catalog id from `python -m optim hardware "
+                        "devices` (estimated), default this CPU (measured)")
     p.add_argument("--store", type=Path, help="results directory (default $OPTIM_DATA_DIR or .optim_data)")
     p.set_defaults(func=run)
 
@@ -81,25 +87,9 @@ def _load_data(path: Path, handle: ModelHandle, label_column: str | None) -> Any
 
 def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
     """(model, test data, calibration data or None, training data or None) from the command line."""
-    path = Path(args.model)
-    calib = train = None
-    if path.is_file():
-        from optim.io.shapes import parse_input_shape
-
-        shapes = dict(parse_input_shape(s) for s in args.input_shape)
-        handle, test = load_model_file(path, shapes or None), None
-    else:
-        from optim.io.samples import list_samples, load_sample
-
-        try:
-            names = [s.name for s in list_samples()]
-        except OptimError:
-            names = []
-        if args.model not in names:
-            listing = ", ".join(names) if names else "none built; run `make samples`"
-            raise ConfigError(f"MODEL {args.model!r} is neither a file nor a bundled sample (samples: {listing}).")
-        handle, test, train = load_sample(args.model)
-        calib = train.subset(CALIB_SAMPLES)
+    shapes = dict(parse_input_shape(t) for t in args.input_shape)
+    src = open_model(args.model, shapes or None)
+    handle, test, calib = src.handle, src.test, src.calib
     if args.data:
         test = _load_data(args.data, handle, args.label_column)
     if test is None:
@@ -112,8 +102,8 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
         print(f"no --data: comparing variants on {len(test)} synthesised inputs (fidelity to the original model "
               "only; no accuracy). Pass --data FILE for accuracy.", file=sys.stderr)
     if args.calib:
-        calib = _load_data(args.calib, handle, args.label_column).subset(CALIB_SAMPLES)
-    return handle, test, None if args.no_calib else calib, train
+        calib = calibration_subset(_load_data(args.calib, handle, args.label_column))
+    return handle, test, None if args.no_calib else calib, src.train
 
 
 class ProgressBar:
@@ -141,19 +131,14 @@ class ProgressBar:
             self.stream.flush()
 
 
-def format_pareto(df: pd.DataFrame) -> str:
-    """The Pareto set (top-1 ↑, latency ↓, effective size ↓) as an aligned text table.
-
-    Without labels (no top-1 anywhere) agreement with the baseline's predictions takes top-1's place.
-    Rows measured on different hardware (``node_hw``, e.g. a sweep run on a mixed cluster) are never
-    compared: each machine gets its own front under a line naming it.
-    """
-    from optim.analysis.pareto import group_keys, hardware_count
-    from optim.sweep.node import hardware_label
-
-    metric = "top1" if df["top1"].notna().any() else "agreement"
-    if hardware_count(df) <= 1:
-        return _front_table(df, metric)
+def format_pareto(df: pd.DataFrame, recommended: pd.Series | None = None, latency_note: str = "measured") -> str:
+    """The Pareto set of a prepared table (:func:`optim.analysis.select.prepare`) as aligned text, most accurate
+    first, the recommended variant marked. Without labels the metric is agreement. Rows measured on different
+    hardware (``node_hw``, e.g. a sweep run on a mixed cluster) are never compared: each machine gets its own
+    front under a line naming it."""
+    rec_id = recommended["variant_id"] if recommended is not None else None
+    if hardware_count(df) <= 1 or not df["target_source"].eq("measured").any():
+        return _front_table(df, rec_id, latency_note)
     parts = []
     ok = df[df["status"] == "ok"]
     for key in dict.fromkeys(group_keys(ok, "node_hw")):
@@ -162,37 +147,33 @@ def format_pareto(df: pd.DataFrame) -> str:
         info = part["node_json"].dropna()
         parts.append(f"-- latency measured on {hardware_label(info.iloc[0] if len(info) else None)} "
                      f"(hosts: {hosts}); a front of its own, not compared with other hardware:")
-        parts.append(_front_table(part, metric))
+        parts.append(_front_table(part, rec_id, latency_note))
     return "\n".join(parts)
 
 
-def _front_table(df: pd.DataFrame, metric: str) -> str:
-    from optim.analysis.pareto import knee_point, pareto_front
-
-    objectives = {metric: "max", "latency_ms": "min", "effective_size_bytes": "min"}
-    front = pareto_front(df, objectives)
-    knee = knee_point(df, {metric: "max", "latency_ms": "min"})
-    head = "top-1" if metric == "top1" else "agree"
-    lines = [f"{'variant':<36} {head:>7} {'95% interval':>16} {'latency ms':>11} {'size MB':>8} {'MACs M':>8}"]
+def _front_table(df: pd.DataFrame, rec_id: str | None, latency_note: str) -> str:
+    front = df[df["pareto"]].sort_values(["metric", "target_ms"], ascending=[False, True], kind="stable")
+    head = "top-1" if df["metric_name"].iloc[0] == select.ACCURACY else "agree"
+    lines = [f"{'variant':<36} {head:>7} {'95% interval':>16} {'latency ms':>11} {'size MB':>8} {'MACs M':>8}"
+             + f"   (latency {latency_note})"]
     for r in front.to_dict("records"):
-        ci = f"[{100 * r['top1_lo']:5.1f}, {100 * r['top1_hi']:5.1f}]" if metric == "top1" else ""
-        macs = f"{r['macs'] / 1e6:8.2f}" if pd.notna(r["macs"]) else "     n/a"
-        sim = "" if r["executable"] else " (sim)"
-        mark = " ← knee" if knee is not None and r["variant_id"] == knee["variant_id"] else ""
-        lines.append(f"{(r['label'] + sim):<36} {100 * r[metric]:6.2f}% {ci:>16} {r['latency_ms']:11.3f} "
-                     f"{r['effective_size_bytes'] / 1e6:8.3f} {macs}{mark}")  # fmt: skip
+        ci = f"[{r['metric_lo']:5.1f}, {r['metric_hi']:5.1f}]" if pd.notna(r["metric_lo"]) else ""
+        macs = f"{r['macs'] / 1e6:8.2f}" if pd.notna(r.get("macs")) else "     n/a"
+        sim = " (sim)" if r["simulated"] else ""
+        mark = " ← recommended" if r["variant_id"] == rec_id else ""
+        lines.append(f"{(r['label'] + sim):<36} {r['metric']:6.2f}% {ci:>16} {r['target_ms']:11.3f} "
+                     f"{r['size_mb']:8.3f} {macs}{mark}")  # fmt: skip
     return "\n".join(lines)
 
 
-def fastest_within_baseline(df: pd.DataFrame) -> pd.Series | None:
-    """The fastest ok variant whose top-1 is at least the baseline's lower 95 % bound (then smallest)."""
-    base = df[(df["prune_ratio"] == 0) & (df["bits"] == 32) & (df["status"] == "ok")]
-    if base.empty or pd.isna(base["top1_lo"].iloc[0]):
-        return None
-    ok = df[(df["status"] == "ok") & (df["top1"] >= base["top1_lo"].iloc[0])]
-    if "node_hw" in df.columns:  # latencies compare only on the baseline's hardware
-        ok = ok[ok["node_hw"].fillna("") == ("" if pd.isna(base["node_hw"].iloc[0]) else base["node_hw"].iloc[0])]
-    return ok.sort_values(["latency_ms", "effective_size_bytes"], kind="stable").iloc[0] if len(ok) else None
+def recommendation_line(recommended: pd.Series | None, latency_note: str = "measured") -> str:
+    """The sentence naming the engine's recommendation (:func:`optim.analysis.select.recommend`)."""
+    if recommended is None:
+        return "recommended: none (the baseline did not finish)"
+    r = recommended
+    why = select.RECOMMENDATION.format(metric=r["metric_name"])
+    return (f"recommended: {r['label']} ({r['metric']:.2f} % {r['metric_name']}, {r['target_ms']:.3f} ms "
+            f"{latency_note}, {r['size_mb']:.3f} MB): {why}")
 
 
 def _executor(args: argparse.Namespace) -> Any:
@@ -209,7 +190,7 @@ def _executor(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from optim.analysis.pareto import pareto_mask
+    from optim.analysis import targets
     from optim.sweep.run import SweepConfig, run_sweep
     from optim.sweep.store import Store
 
@@ -218,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         prune_kinds=_split(args.kinds, str, "kinds"), opt_levels=_split(args.opt_levels, str, "opt-levels"),
         importance=args.importance, latency_threads=args.threads, latency_budget_s=args.budget,
         eval_limit=args.eval_limit, distill=args.distill, distill_budget_s=args.distill_seconds,
-        auto_bits=args.auto_bits,
+        auto_bits=args.auto_bits, target_device=None if targets.is_measured(args.target) else args.target,
     )  # fmt: skip
     handle, test, calib, train = load_inputs(args)
     store = Store(args.store)
@@ -240,20 +221,22 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         getattr(executor, "close", lambda: None)()
     elapsed = time.perf_counter() - t0
-    df = store.variants(sid)
+    raw = store.variants(sid)
+    df = select.prepare(raw, targets.estimated_ms(raw, args.target))
+    note = "measured on this CPU" if targets.is_measured(args.target) else f"estimated on {args.target}"
+    if not targets.is_measured(args.target) and not df["target_source"].eq("estimated").any():
+        note = f"measured on this CPU: no estimate for {args.target}"
     n_failed = int((df["status"] == "failed").sum())
     print(f"sweep {sid}: {len(df)} variants of {handle.name} ({n_failed} failed) in {elapsed:.1f} s; "
           f"store {store.path}" + (f"; ran on {executor.describe()}" if hasattr(executor, "describe") else ""))
     print("Pareto set (accuracy ↑, latency ↓, size ↓; latency: median, batch 1, "
           f"{config.latency_threads} thread(s); (sim) = simulated precision):")  # fmt: skip
-    print(format_pareto(df))
-    pick = fastest_within_baseline(df)
-    if pick is not None:
-        print(f"fastest variant within the baseline's 95 % interval: {pick['label']} "
-              f"({100 * pick['top1']:.2f} %, {pick['latency_ms']:.3f} ms, {pick['effective_size_bytes'] / 1e6:.3f} MB)")
+    rec = select.recommend(df)
+    print(format_pareto(df, rec, note))
+    print(recommendation_line(rec, note))
     for r in df[df["status"] == "failed"].itertuples(index=False):
         print(f"failed: {r.label}: {r.error}")
     if args.csv:
-        df.assign(pareto=pareto_mask(df, by="node_hw")).drop(columns=["meta_json"]).to_csv(args.csv, index=False)
+        df.drop(columns=["meta_json"]).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     return 0

@@ -9,9 +9,13 @@ config dataclass; the UI builds its controls from the config's fields (``metadat
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, Literal
 
 from optim.errors import CancelledError, ConfigError
 from optim.handle import ModelHandle
@@ -49,6 +53,16 @@ class PassSpec:
 
     def fields(self) -> list[dataclasses.Field]:
         return list(dataclasses.fields(self.config_cls))
+
+    def make_config(self, **values: Any) -> Any:
+        """The pass's config from explicit field values; a key the config has no field for is a ConfigError
+        naming it (never dropped). Cross-field rules are the config's own ``__post_init__``."""
+        names = [f.name for f in self.fields()]
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            raise ConfigError(f"{self.name}: no setting {', '.join(map(repr, unknown))}; its settings are "
+                              f"{', '.join(names)}.")
+        return self.config_cls(**values)
 
 
 _REGISTRY: dict[str, PassSpec] = {}
@@ -88,6 +102,51 @@ def check_choice(name: str, value: Any, choices: list[Any] | tuple[Any, ...]) ->
         raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}.")
 
 
+def literal_choices(hint: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal[...]`` (or ``Literal[...] | None``) annotation, else None."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [literal_choices(a) for a in typing.get_args(hint) if a is not type(None)]
+        if len(inner) == 1 and inner[0] is not None:
+            return inner[0]
+    return None
+
+
+@lru_cache(maxsize=64)
+def _literal_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...], bool], ...]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        choices = literal_choices(hints[f.name])
+        if choices is not None:
+            out.append((f.name, choices, type(None) in typing.get_args(hints[f.name])))
+    return tuple(out)
+
+
+def check_literals(config: Any) -> None:
+    """Raise ConfigError naming the field when a ``Literal``-typed field of a config holds another value."""
+    for name, choices, optional in _literal_fields(type(config)):
+        value = getattr(config, name)
+        if not (optional and value is None):
+            check_choice(name, value, choices)
+
+
+def check_applies(config: Any, mode_field: str, applies: dict[str, tuple[Any, ...]],
+                  defaults: dict[str, Any]) -> None:
+    """Fields that only apply to some values of ``mode_field`` default to None: setting one under another mode
+    is a ConfigError naming it; under a mode it applies to, a None takes its default from ``defaults``."""
+    mode = getattr(config, mode_field)
+    for name, modes in applies.items():
+        value = getattr(config, name)
+        if mode in modes:
+            if value is None:
+                object.__setattr__(config, name, defaults[name])
+        elif value is not None:
+            raise ConfigError(f"{name} does not apply to {mode_field} {mode!r} (only to "
+                              f"{', '.join(map(repr, modes))}): leave it unset.")
+
+
 # Pass modules register themselves on import; list them here once they exist.
 PASS_MODULES = (
     "optim.passes.prune_structured",
@@ -99,7 +158,7 @@ PASS_MODULES = (
 
 
 def _load_all() -> None:
-    import importlib
-
+    """Import the pass modules (torch and ORT tools): only when a pass is first asked for, so that importing the
+    registry (the sweep, the api) stays cheap."""
     for mod in PASS_MODULES:
         importlib.import_module(mod)

@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import onnx
 import onnxruntime as ort
 
 from optim.errors import PassUnavailableError
 from optim.handle import ModelHandle
+from optim.measure.session import OPT_LEVELS
 from optim.passes._quant.core import load_embedded, op_histogram, scratch_dir
-from optim.passes.base import PassContext, check_choice, register
+from optim.passes.base import PassContext, check_literals, register
 
-LEVELS = {
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+Level = Literal["basic", "extended", "all"]  # the ORT levels that rewrite the graph (measure.session.OPT_LEVELS)
+LEVELS = {name: OPT_LEVELS[name] for name in get_args(Level)}
 PORTABILITY = {
     "basic": "Standard ONNX ops: runs in any ONNX runtime.",
     "extended": "Uses ONNX Runtime contrib ops (e.g. FusedConv): runs in ONNX Runtime on any CPU.",
@@ -42,7 +41,7 @@ PORTABILITY = {
 
 @dataclass(frozen=True)
 class OptimizeGraphConfig:
-    level: str = field(
+    level: Level = field(
         default="extended",
         metadata={
             "help": "basic: folding and elimination (portable ONNX). extended: + operator fusion into ORT ops. "
@@ -52,7 +51,7 @@ class OptimizeGraphConfig:
     )
 
     def __post_init__(self) -> None:
-        check_choice("level", self.level, tuple(LEVELS))
+        check_literals(self)
 
 
 def optimize_model(model_bytes: bytes, level: str) -> onnx.ModelProto:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import onnx
@@ -31,17 +31,20 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from optim.errors import PassUnavailableError
+from optim.errors import ConfigError, PassUnavailableError
 from optim.handle import ModelHandle
 from optim.io.export import torch_to_onnx
 from optim.passes._prune.heads import prune_heads
 from optim.passes._prune.onnx2torch import OnnxModule, example_inputs, to_torch
 from optim.passes._prune.recalibrate import recalibrate
-from optim.passes.base import PassContext, check_choice, check_range, register
+from optim.passes.base import PassContext, check_literals, check_range, register
 
-SCOPES = ("uniform", "global")
-IMPORTANCES = ("l1", "l2", "random", "taylor")
-ROUND_TO = (1, 2, 4, 8, 16)
+Scope = Literal["uniform", "global"]
+Importance = Literal["l1", "l2", "random", "taylor"]
+RoundTo = Literal[1, 2, 4, 8, 16]
+SCOPES: tuple[str, ...] = get_args(Scope)
+IMPORTANCES: tuple[str, ...] = get_args(Importance)
+ROUND_TO: tuple[int, ...] = get_args(RoundTo)
 _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
@@ -50,13 +53,13 @@ class StructuredPruneConfig:
     ratio: float = field(default=0.3, metadata={
         "help": "Fraction of channels removed per layer (uniform) or over the whole network (global); "
                 "parameters and MACs drop by about 1 − (1 − ratio)².", "min": 0.0, "max": 0.95})
-    scope: str = field(default="uniform", metadata={
+    scope: Scope = field(default="uniform", metadata={
         "help": "uniform: the same ratio in every layer; global: rank channels across layers.",
         "choices": list(SCOPES)})
-    importance: str = field(default="l2", metadata={
+    importance: Importance = field(default="l2", metadata={
         "help": "How channels are scored: weight L1/L2 norm, random (baseline), or Taylor "
                 "(|weight × gradient| on calibration data).", "choices": list(IMPORTANCES)})
-    round_to: int = field(default=1, metadata={
+    round_to: RoundTo = field(default=1, metadata={
         "help": "Keep channel counts a multiple of this; 8 keeps ONNX Runtime's blocked x86 conv kernels "
                 "(odd counts can make a pruned model slower than the dense one).", "choices": list(ROUND_TO)})
     recalibrate: bool = field(default=True, metadata={
@@ -75,9 +78,10 @@ class StructuredPruneConfig:
         check_range("ratio", self.ratio, 0.0, 0.95)
         for node, r in self.layer_ratios:
             check_range(f"layer_ratios[{node}]", r, 0.0, 0.95)
-        check_choice("scope", self.scope, SCOPES)
-        check_choice("importance", self.importance, IMPORTANCES)
-        check_choice("round_to", self.round_to, ROUND_TO)
+        check_literals(self)
+        if self.layer_ratios and self.scope == "global":
+            raise ConfigError("layer_ratios fix each layer's ratio, scope 'global' ranks channels across layers: "
+                              "use scope 'uniform' with layer_ratios.")
         check_range("calib_samples", self.calib_samples, 8, 4096)
         check_range("seed", self.seed, 0, 2**31 - 1)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -22,7 +23,7 @@ from onnx import numpy_helper
 from optim.errors import PassUnavailableError
 from optim.handle import ModelHandle
 from optim.passes._quant.core import replace_initializers, weight_refs
-from optim.passes.base import PassContext, check_choice, check_range, register
+from optim.passes.base import PassContext, check_literals, check_range, register
 
 NOTE = (
     "Unstructured sparsity: weights are zeroed but the tensors stay dense, so the file size and the latency "
@@ -33,7 +34,7 @@ NOTE = (
 @dataclass(frozen=True)
 class PruneUnstructuredConfig:
     ratio: float = field(default=0.5, metadata={"help": "Fraction of prunable weights set to zero.", "min": 0.0, "max": 0.99})
-    scope: str = field(
+    scope: Literal["layer", "global"] = field(
         default="layer",
         metadata={
             "help": "layer: each layer loses `ratio` of its weights. global: the smallest weights of the whole "
@@ -47,7 +48,7 @@ class PruneUnstructuredConfig:
 
     def __post_init__(self) -> None:
         check_range("ratio", self.ratio, 0.0, 0.99)
-        check_choice("scope", self.scope, ("layer", "global"))
+        check_literals(self)
 
 
 def compressed_size(model_bytes: bytes) -> int:

@@ -25,6 +25,7 @@ Default INT8 types — why U8S8 with ``reduce_range`` (uint8 activations, 7-bit 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import onnx
 
@@ -33,12 +34,29 @@ from optim.handle import ModelHandle
 from optim.passes._quant import int8 as quant_int8
 from optim.passes._quant import lowbit as quant_lowbit
 from optim.passes._quant.core import QuantError, cpu_has_vnni, fake_quantize, quantization_error, weight_refs
-from optim.passes.base import PassContext, check_choice, check_range, register
+from optim.passes.base import PassContext, check_applies, check_literals, check_range, register
 
 __all__ = ["QuantizeConfig", "run", "fake_quantize", "quantization_error", "QuantError", "variant_label"]
 
-MODES = ("fp16", "int8_dynamic", "int8_static", "int4", "fake")
-TYPES = ("uint8", "int8")
+Mode = Literal["fp16", "int8_dynamic", "int8_static", "int4", "fake"]
+IntType = Literal["uint8", "int8"]
+QuantFormat = Literal["qdq", "qoperator"]
+Calibration = Literal["minmax", "entropy", "percentile"]
+Int4Other = Literal["simulate", "fp32"]
+MODES: tuple[str, ...] = get_args(Mode)
+TYPES: tuple[str, ...] = get_args(IntType)
+INT8 = ("int8_static", "int8_dynamic")
+# Fields that only some modes read: None by default, filled from DEFAULTS under those modes; set under any
+# other mode they are a ConfigError (e.g. bits with int8_static).
+APPLIES: dict[str, tuple[str, ...]] = {
+    "bits": ("fake",), "quant_format": ("int8_static",), "activation_type": ("int8_static",),
+    "calibration": ("int8_static",), "calib_samples": ("int8_static",), "weight_type": INT8,
+    "per_channel": INT8, "reduce_range": INT8, "int4_other_layers": ("int4",),
+}
+DEFAULTS: dict[str, object] = {
+    "bits": 4, "quant_format": "qdq", "activation_type": "uint8", "calibration": "minmax", "calib_samples": 256,
+    "weight_type": "int8", "per_channel": True, "reduce_range": True, "int4_other_layers": "simulate",
+}
 
 NOTES = {
     "fp16": "FP16 weights and compute; on CPU ORT runs most ops through inserted Casts: half the file, no speed-up.",
@@ -57,7 +75,9 @@ def _f(help_: str, **meta: object) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    mode: str = field(
+    """Settings of one quantisation; mode-specific fields stay None unless their mode reads them (``APPLIES``)."""
+
+    mode: Mode = field(
         default="int8_static",
         metadata=_f(
             "fp16: half-precision weights. int8_dynamic: no calibration data needed. int8_static: best INT8 "
@@ -66,64 +86,66 @@ class QuantizeConfig:
             choices=list(MODES),
         ),
     )
-    bits: int = field(default=4, metadata=_f("Weight bits for mode 'fake' (simulated).", min=2, max=8))
-    quant_format: str = field(
-        default="qdq",
+    bits: int | None = field(default=None, metadata=_f("Weight bits for mode 'fake' (simulated; default 4).",
+                                                       min=2, max=8))
+    quant_format: QuantFormat | None = field(
+        default=None,
         metadata=_f(
-            "int8_static graph format. qdq: Quantize/DequantizeLinear pairs that ORT fuses into integer kernels "
-            "(recommended). qoperator: explicit QLinearConv/QLinearMatMul nodes.",
-            choices=["qdq", "qoperator"],
+            "int8_static graph format. qdq (default): Quantize/DequantizeLinear pairs that ORT fuses into integer "
+            "kernels (recommended). qoperator: explicit QLinearConv/QLinearMatMul nodes.",
+            choices=list(get_args(QuantFormat)),
         ),
     )
-    activation_type: str = field(
-        default="uint8",
+    activation_type: IntType | None = field(
+        default=None,
         metadata=_f(
-            "INT8 static activation type. uint8 with int8 weights (U8S8) is the fastest x86 kernel; on CPUs "
-            "without VNNI keep reduce_range on, or U8S8 saturates and loses accuracy. int8 (S8S8) avoids that too but "
-            "was 1.6× slower than FP32 here (QDQ) and ~10× with qoperator.",
+            "INT8 static activation type (default uint8). uint8 with int8 weights (U8S8) is the fastest x86 kernel; "
+            "on CPUs without VNNI keep reduce_range on, or U8S8 saturates and loses accuracy. int8 (S8S8) avoids "
+            "that too but was 1.6× slower than FP32 here (QDQ) and ~10× with qoperator.",
             choices=list(TYPES),
         ),
     )
-    weight_type: str = field(
-        default="int8",
-        metadata=_f("INT8 weight type (static and dynamic).", choices=list(TYPES)),
+    weight_type: IntType | None = field(
+        default=None,
+        metadata=_f("INT8 weight type (static and dynamic; default int8).", choices=list(TYPES)),
     )
-    per_channel: bool = field(default=True, metadata=_f("One scale per output channel for weights (more accurate)."))
-    calibration: str = field(
-        default="minmax",
+    per_channel: bool | None = field(default=None, metadata=_f(
+        "INT8: one scale per output channel for weights (more accurate; default on)."))
+    calibration: Calibration | None = field(
+        default=None,
         metadata=_f(
-            "How activation ranges are chosen from the calibration data: minmax (full range), entropy (KL "
-            "divergence), percentile (clip the top 0.001 %).",
-            choices=["minmax", "entropy", "percentile"],
+            "INT8 static: how activation ranges are chosen from the calibration data: minmax (default, full "
+            "range), entropy (KL divergence), percentile (clip the top 0.001 %).",
+            choices=list(get_args(Calibration)),
         ),
     )
-    calib_samples: int = field(default=256, metadata=_f("Calibration samples used (INT8 static).", min=1, max=10_000))
-    reduce_range: bool = field(
-        default=True,
+    calib_samples: int | None = field(default=None, metadata=_f(
+        "Calibration samples used (INT8 static; default 256).", min=1, max=10_000))
+    reduce_range: bool | None = field(
+        default=None,
         metadata=_f(
-            "Quantise weights to 7 bits: prevents U8S8 overflow on CPUs without VNNI (ORT's advice); on VNNI CPUs "
-            "it costs no speed and negligible accuracy."
+            "INT8: quantise weights to 7 bits (default on): prevents U8S8 overflow on CPUs without VNNI (ORT's "
+            "advice); on VNNI CPUs it costs no speed and negligible accuracy."
         ),
     )
-    int4_other_layers: str = field(
-        default="simulate",
+    int4_other_layers: Int4Other | None = field(
+        default=None,
         metadata=_f(
-            "INT4: what happens to weight layers ORT has no 4-bit kernel for (Conv, …). simulate: fake-quantised "
-            "to 4 bits, variant marked simulated. fp32: left in FP32, so the variant stays executable (mixed "
-            "precision: 4-bit MatMuls, FP32 elsewhere).",
-            choices=["simulate", "fp32"],
+            "INT4: what happens to weight layers ORT has no 4-bit kernel for (Conv, …). simulate (default): "
+            "fake-quantised to 4 bits, variant marked simulated. fp32: left in FP32, so the variant stays "
+            "executable (mixed precision: 4-bit MatMuls, FP32 elsewhere).",
+            choices=list(get_args(Int4Other)),
         ),
     )
 
     def __post_init__(self) -> None:
-        check_choice("mode", self.mode, MODES)
-        check_range("bits", self.bits, 2, 8)
-        check_choice("quant_format", self.quant_format, ("qdq", "qoperator"))
-        check_choice("activation_type", self.activation_type, TYPES)
-        check_choice("weight_type", self.weight_type, TYPES)
-        check_choice("calibration", self.calibration, ("minmax", "entropy", "percentile"))
-        check_range("calib_samples", self.calib_samples, 1, 10_000)
-        check_choice("int4_other_layers", self.int4_other_layers, ("simulate", "fp32"))
+        check_literals(self)
+        check_applies(self, "mode", APPLIES, DEFAULTS)
+        check_literals(self)
+        if self.mode == "fake":
+            check_range("bits", self.bits, 2, 8)
+        if self.mode == "int8_static":
+            check_range("calib_samples", self.calib_samples, 1, 10_000)
 
 
 def variant_label(cfg: QuantizeConfig) -> str:

@@ -12,14 +12,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from optim.analysis import select
+from optim.analysis.labels import bits_label
 from optim.present.views import fmt_ms
 
 BIT_COLORS = {32: "#1f77b4", 16: "#2ca02c", 8: "#ff7f0e", 6: "#8c564b", 4: "#d62728", 2: "#9467bd", 0: "#e377c2"}
-
-
-def bits_name(bits: int) -> str:
-    """Legend/hover name of a bit-width; 0 is the automatic per-layer mixed precision."""
-    return "mixed (auto)" if bits == 0 else f"{bits}-bit"
 KIND_SYMBOLS = {"none": "circle", "structured": "square", "unstructured": "diamond", "auto": "triangle-up"}
 AXES = {"metric": "Accuracy (top-1, %)", "target_ms": "Latency (ms)", "size_mb": "Size (MB)",
         "latency_ms": "Latency on this CPU (ms, measured)"}
@@ -71,7 +68,7 @@ def _hover(rows: list[Row]) -> list[str]:
         ci = f" [{r['metric_lo']:.1f}–{r['metric_hi']:.1f}]" if r.get("metric_lo") is not None else ""
         out.append(
             f"<b>{r.get('label') or r['variant_id']}</b><br>prune {r['prune_kind']} {r['prune_ratio'] or 0:.0%}"
-            f" · {bits_name(int(r['bits']))}{_opt(r)}<br>{_word(r)} {r['metric']:.2f} %{ci}"
+            f" · {bits_label(int(r['bits']))}{_opt(r)}<br>{_word(r)} {r['metric']:.2f} %{ci}"
             f"<br>latency {fmt_ms(r['target_ms'])} · size {r['size_mb']:.3g} MB"
             + ("<br><i>simulated precision</i>" if r.get("simulated") else "")
             + (f"<br>⚑ {r['flags']}" if r.get("flags") else ""))
@@ -91,7 +88,7 @@ def _groups(rows: list[Row]) -> list[tuple[str, int, str, list[Row]]]:
     out = []
     for b, k, d in sorted(groups):
         sym = KIND_SYMBOLS.get(k, "circle")
-        out.append((f"{bits_name(b)} · {k}" + (" · distilled" if d else ""), b, sym + ("-dot" if d else ""),
+        out.append((f"{bits_label(b)} · {k}" + (" · distilled" if d else ""), b, sym + ("-dot" if d else ""),
                     groups[(b, k, d)]))
     return out
 
@@ -106,24 +103,12 @@ def _col(rows: list[Row], c: str) -> list[Any]:
     return [r[c] for r in rows]
 
 
-_MAXIMISE = {"metric"}
-
-
 def front_2d(rows: list[Row], x: str, y: str) -> list[Row]:
-    """The non-dominated rows of the two plotted objectives, sorted by x (joined as a staircase).
-
-    Thick rings mark the 3-objective front (accuracy, latency, size); this line is the front of the two
-    axes on screen, so it never passes through a point that is dominated in the view.
-    """
-    sx = -1.0 if x in _MAXIMISE else 1.0
-    sy = -1.0 if y in _MAXIMISE else 1.0
-    out: list[Row] = []
-    best = float("inf")
-    for r in sorted(rows, key=lambda r: (sx * r[x], sy * r[y])):
-        if sy * r[y] < best:
-            out.append(r)
-            best = sy * r[y]
-    return sorted(out, key=lambda r: r[x])
+    """The rows on the 2-D front of the two plotted axes (:func:`optim.analysis.select.front_2d`), sorted by x."""
+    if not rows:
+        return []
+    front = select.front_2d(pd.DataFrame(rows), x, y)
+    return [rows[i] for i in front.index]
 
 
 def _fig(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
@@ -134,7 +119,8 @@ def _fig(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
 
 def pareto_2d(df: pd.DataFrame, x: str = "target_ms", y: str = "metric", *, latency_note: str = "measured",
               max_ms: float | None = None, max_mb: float | None = None, min_metric: float | None = None,
-              best_id: str | None = None, selected_id: str | None = None, title: str = "") -> go.Figure:
+              best_id: str | None = None, selected_id: str | None = None, recommended_id: str | None = None,
+              title: str = "") -> go.Figure:
     """2-D projection: one trace per (bits, kind); customdata = variant_id; front joined by a line."""
     rows = _records(df, x, y)
     data: list[dict[str, Any]] = []
@@ -153,12 +139,14 @@ def pareto_2d(df: pd.DataFrame, x: str = "target_ms", y: str = "metric", *, late
     if front:
         data.append(dict(type="scatter", x=_col(front, x), y=_col(front, y), mode="lines", name=FRONT,
                          hoverinfo="skip", line=dict(color="black", dash="dash", width=1.5, shape="hv")))
-    for vid, style, name in ((best_id, "star", "best under constraints"), (selected_id, "x-thin-open", "selected")):
+    marks = ((recommended_id, "star-diamond", "recommended"), (best_id, "star", "best under constraints"),
+             (selected_id, "x-thin-open", "selected"))
+    for vid, style, name in marks:
         hit = [r for r in rows if r["variant_id"] == vid]
         if vid and hit:
             data.append(dict(type="scatter", x=_col(hit, x), y=_col(hit, y), mode="markers", name=name,
                              hoverinfo="skip", marker=dict(symbol=style, size=22, line=dict(width=2, color="black"),
-                                                           color="gold" if style == "star" else "black")))
+                                                           color="gold" if style.startswith("star") else "black")))
     xt, yt = _axis_title(x, df, latency_note), _axis_title(y, df, latency_note)
     layout = dict(title=dict(text=title or f"{yt} vs {xt}"), xaxis=dict(title=dict(text=xt)),
                   yaxis=dict(title=dict(text=yt)), legend=dict(title=dict(text="bit-width · pruning")),
@@ -243,7 +231,7 @@ def op_histogram_chart(ops: pd.DataFrame) -> go.Figure:
 
 def quant_error_chart(demo: dict[str, Any]) -> go.Figure:
     bits = int(demo["bits"])
-    name = "FP16" if bits == 16 else f"INT{bits}"
+    name = bits_label(bits)
     fig = go.Figure()
     fig.add_trace(go.Histogram(x=demo["weights"], name="FP32 weights", opacity=0.6, nbinsx=80,
                                marker_color="#9e9e9e"))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from onnx import numpy_helper
 
+from optim.analysis.labels import bits_label
 from optim.handle import ModelHandle
 from optim.passes._quant import core as quant_core
 from optim.passes._quant.core import weight_refs
@@ -79,5 +80,5 @@ def sensitivity_table(handle: ModelHandle, bits: tuple[int, ...] = (16, 8, 6, 4,
     """Weight SQNR (dB) per layer × bit-width: a cheap proxy for which layers tolerate fewer bits."""
     rows = {}
     for name, (_, w) in _weights(handle).items():
-        rows[name] = {f"INT{b}" if b < 16 else "FP16": sqnr_db(w, fake_quantize(w, b)) for b in bits}
+        rows[name] = {bits_label(b): sqnr_db(w, fake_quantize(w, b)) for b in bits}
     return pd.DataFrame.from_dict(rows, orient="index")

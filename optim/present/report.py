@@ -12,9 +12,15 @@ from typing import Any
 
 import pandas as pd
 
-from optim.api import core as api
-from optim.api.detail import layer_view
+from optim.analysis.select import RECOMMENDATION, baseline_row, recommend
+from optim.analysis.targets import is_measured
+from optim.errors import OptimError
+from optim.hardware import targets as hardware
+from optim.hardware.host import cpu_has_vnni
 from optim.present.charts import layer_bars, pareto_2d, pareto_3d
+from optim.present.results import layer_view, variant_table
+from optim.present.views import fmt_ms, int8_note, ms_decimals
+from optim.sweep.store import Store
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -41,18 +47,32 @@ def _table(df: pd.DataFrame, cols: dict[str, str], fmt: dict[str, str] | None = 
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+def _variant_box(row: pd.Series, note: str) -> str:
+    return (f"<div class=box><b>{html.escape(str(row['label']))}</b>: {row['metric']:.2f} % "
+            f"[{row['metric_lo']:.2f}–{row['metric_hi']:.2f}] {html.escape(str(row['metric_name']))}, "
+            f"{fmt_ms(row['target_ms'])} ({note}), {row['size_mb']:.3f} MB"
+            + (f"<br>⚑ {html.escape(row['flags'])}" if row["flags"] else "") + "</div>")
+
+
 def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | None = None,
                  model_label: str = "") -> str:
-    """The whole report as one HTML string (≈ 4.5 MB with plotly.js inline)."""
-    df = api.variants(sweep_id, device_id)
+    """The whole report as one HTML string (≈ 4.5 MB with plotly.js inline).
+
+    "Recommended" is always the engine's recommendation (:func:`optim.analysis.select.recommend`, on the
+    latency of ``device_id``); ``variant_id``, the user's selection, gets its own section when it differs."""
+    store = Store()
+    df = variant_table(sweep_id, device_id, store)
     if df.empty:
-        raise api.OptimError(f"Sweep {sweep_id} has no stored variants: run it first, then build the report.")
-    note = "measured on this CPU" if not device_id or device_id == api.MEASURED_DEVICE else \
-        f"estimated on {_device_name(device_id)}"
-    rec = api.recommend(df, variant_id)
-    figs: list[Any] = [pareto_2d(df, latency_note=note, best_id=rec["variant_id"] if rec is not None else None),
+        raise OptimError(f"Sweep {sweep_id} has no stored variants: run it first, then build the report.")
+    note = "measured on this CPU" if is_measured(device_id) else f"estimated on {_device_name(device_id)}"
+    rec = recommend(df)
+    rec_id = rec["variant_id"] if rec is not None else None
+    hit = df[(df["variant_id"] == variant_id) & df["status"].eq("ok")] if variant_id else df.iloc[0:0]
+    chosen = hit.iloc[0] if len(hit) and variant_id != rec_id else None
+    figs: list[Any] = [pareto_2d(df, latency_note=note, recommended_id=rec_id,
+                                 selected_id=chosen["variant_id"] if chosen is not None else None),
                        pareto_2d(df, "size_mb", "metric", latency_note=note), pareto_3d(df, latency_note=note)]
-    info = api.sweep_info(sweep_id) or {}
+    info = store.sweep(sweep_id) or {}
     parts = [f"<h1>Compression report: {html.escape(model_label or str(info.get('model_name', '')))}</h1>",
              f"<p class=sub>Sweep <code>{sweep_id}</code> · {len(df)} variants · generated "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
@@ -60,45 +80,48 @@ def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | 
              "CPU (ONNX Runtime, 1 thread, batch 1), file size. <span class='tag e'>estimated</span>latency on a "
              "catalog device (roofline model). <span class='tag s'>simulated</span>bit-widths the runtime "
              "cannot execute: accuracy from fake-quantised weights, size as packed bytes.</div>"]
-    base = api.baseline_row(df)
+    base = baseline_row(df)
     if base is not None:
         parts.append(f"<h2>The model</h2><p>Baseline (FP32, unpruned): <b>{base['metric']:.2f} %</b> "
-                     f"[{base['metric_lo']:.2f}–{base['metric_hi']:.2f}], {api.fmt_ms(base['latency_ms'])} measured, "
+                     f"[{base['metric_lo']:.2f}–{base['metric_hi']:.2f}], {fmt_ms(base['latency_ms'])} measured, "
                      f"{base['size_mb']:.2f} MB.</p>")
     if df["bits"].eq(8).any():
-        parts.append(f"<p class=sub>{html.escape(api.int8_note(api.cpu_has_vnni()))}</p>")
+        parts.append(f"<p class=sub>{html.escape(int8_note(cpu_has_vnni()))}</p>")
     if rec is not None:
-        parts.append(f"<h2>Recommended variant</h2><div class=box><b>{html.escape(str(rec['label']))}</b>: "
-                     f"{rec['metric']:.2f} % [{rec['metric_lo']:.2f}–{rec['metric_hi']:.2f}], "
-                     f"{api.fmt_ms(rec['target_ms'])} ({note}), {rec['size_mb']:.3f} MB"
-                     + (f"<br>⚑ {html.escape(rec['flags'])}" if rec["flags"] else "") + "</div>")
+        why = RECOMMENDATION.format(metric=str(rec["metric_name"]))
+        parts.append(f"<h2>Recommended variant</h2><p class=sub>The engine's choice: {html.escape(why)}.</p>"
+                     + _variant_box(rec, note))
+    if chosen is not None:
+        parts.append("<h2>Your selection</h2><p class=sub>The variant selected in the dashboard (not the "
+                     "recommendation).</p>" + _variant_box(chosen, note))
     parts.append("<h2>The Pareto front</h2>")
     for i, fig in enumerate(figs):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}))
-    if rec is not None:
-        parts.append(_layers_section(sweep_id, rec, device_id))
+    for row, title in ((rec, "Recommended variant"), (chosen, "Your selection")):
+        if row is not None:
+            parts.append(_layers_section(sweep_id, row, device_id, title))
     parts.append("<h2>All variants</h2>" + _table(
         df.sort_values("metric", ascending=False),
         {"label": "variant", "metric": f"{df['metric_name'].iloc[0]} %", "metric_lo": "95 % lo", "metric_hi": "95 % hi",
          "latency_ms": "latency ms (measured)", "target_ms": f"latency ms ({note})", "size_mb": "size MB",
          "pareto": "Pareto", "flags": "flags"},
-        {"metric": ".2f", "metric_lo": ".2f", "metric_hi": ".2f", "latency_ms": f".{api.ms_decimals(df['latency_ms'])}f",
-         "target_ms": f".{api.ms_decimals(df['target_ms'])}f", "size_mb": ".3f"}))
+        {"metric": ".2f", "metric_lo": ".2f", "metric_hi": ".2f", "latency_ms": f".{ms_decimals(df['latency_ms'])}f",
+         "target_ms": f".{ms_decimals(df['target_ms'])}f", "size_mb": ".3f"}))
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Compression report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
 
 
-def _layers_section(sweep_id: str, rec: pd.Series, device_id: str | None) -> str:
+def _layers_section(sweep_id: str, rec: pd.Series, device_id: str | None, title: str) -> str:
     try:
         view = layer_view(sweep_id, rec["variant_id"], device_id)
-    except api.OptimError as err:
+    except OptimError as err:
         return f"<p>Per-layer view unavailable: {html.escape(str(err))}</p>"
     t = view["table"]
     cols = {"ms": "variant (measured)", "base_ms": "baseline (measured)"}
     if t["est_ms"].notna().any():
         cols["est_ms"] = "variant (estimated)"
     fig = layer_bars(t, cols, "time (ms)", f"Where the time goes: {rec['label']}")
-    return ("<h2>Recommended variant, layer by layer</h2>"
+    return (f"<h2>{html.escape(title)}, layer by layer</h2>"
             + fig.to_html(full_html=False, include_plotlyjs=False)
             + _table(t.head(40), {"node": "layer", "op_type": "op", "status": "", "base_ms": "baseline ms",
                                   "ms": "variant ms", "est_ms": "estimated ms", "macs": "MACs",
@@ -108,6 +131,7 @@ def _layers_section(sweep_id: str, rec: pd.Series, device_id: str | None) -> str
 
 
 def _device_name(device_id: str) -> str:
-    devices = api.list_devices()
-    names = dict(zip(devices["id"], devices["name"], strict=False))
-    return str(names.get(device_id, device_id))
+    try:
+        return hardware.get_device(device_id).name
+    except OptimError:
+        return device_id

@@ -9,26 +9,21 @@ Sweeps profile each variant at its own optimisation level with runtime kernels m
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pandas as pd
 
-from optim.errors import OptimError
+from optim.analysis.targets import artifact_handle
 from optim.handle import ModelHandle
 from optim.present.views import graph_diff
 
 EST_TIME_COLUMNS = ("est_ms", "ms", "time_ms", "latency_ms", "total_ms")
 
 
-@lru_cache(maxsize=32)
 def handle_of(artifact: str) -> ModelHandle:
-    """The ONNX artifact of a variant as a handle (content-addressed files: safe to cache by path)."""
-    if not artifact or not Path(artifact).exists():
-        raise OptimError("This variant's ONNX file is missing from the store; re-run the sweep to rebuild it.")
-    return ModelHandle(model=onnx.load(artifact), name=Path(artifact).stem)
+    """The ONNX artifact of a variant as a handle (:func:`optim.analysis.targets.artifact_handle`)."""
+    return artifact_handle(artifact)
 
 
 def graph_ops(artifact: str) -> list[tuple[str, str]]:

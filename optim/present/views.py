@@ -1,4 +1,4 @@
-"""Plain-pandas views the dashboard and the HTML report share: flags, constraints, graph diffs.
+"""Plain-pandas views the dashboard and the HTML report share: flags, labels, graph diffs.
 
 Small helpers written here because they encode this product's honesty rules (what is measured,
 estimated or simulated; when a difference is not significant; why a variant is slower).
@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from optim.analysis.select import baseline_row, vs_baseline, with_metric
 
 METRIC_LABELS = {
     "metric": "Accuracy (top-1, %)",
@@ -32,19 +34,6 @@ def summary_facts(s: Any) -> dict[str, Any]:
         "macs_m": s.macs / 1e6,
         "nodes": int(sum(s.op_histogram.values())),
     }
-
-
-def baseline_row(df: pd.DataFrame) -> pd.Series | None:
-    """The unpruned FP32 variant of a sweep (the reference every flag compares against)."""
-    if df.empty:
-        return None
-    ok = df[df["status"].eq("ok")] if "status" in df else df
-    base = ok[(ok["prune_ratio"].fillna(0) == 0) & (ok["bits"].fillna(32) == 32)]
-    if base.empty:
-        return None
-    if "opt_level" in base and (base["opt_level"] == "all").any():
-        base = base[base["opt_level"] == "all"]
-    return base.iloc[0]
 
 
 def int8_note(vnni: bool | None) -> str:
@@ -98,26 +87,13 @@ def _slow_reason(row: pd.Series, vnni: bool | None) -> str:
 
 
 def add_flags(df: pd.DataFrame, vnni: bool | None = None, slow_tol: float = 1.05) -> pd.DataFrame:
-    """Add ``metric`` (accuracy or agreement, in %), ``size_mb``, ``kind`` labels and ``flags`` text."""
-    df = df.copy()
-    has_acc = "top1" in df and df["top1"].notna().any()
-    df["metric_name"] = "top-1 accuracy" if has_acc else "agreement with baseline"
-    src = df["top1"] if has_acc else df.get("agreement", pd.Series(np.nan, index=df.index))
-    df["metric"] = src.astype(float) * 100
-    lo = df["top1_lo"] if has_acc else src
-    hi = df["top1_hi"] if has_acc else src
-    df["metric_lo"] = lo.astype(float) * 100
-    df["metric_hi"] = hi.astype(float) * 100
-    eff = df["effective_size_bytes"].fillna(df["size_bytes"]) if "effective_size_bytes" in df else df["size_bytes"]
-    df["effective_size_bytes"] = eff
-    df["size_mb"] = eff.astype(float) / 1e6
-    df["bits"] = df["bits"].fillna(32).astype(int)
-    df["prune_kind"] = df["prune_kind"].fillna("none")
-    df.loc[df["prune_ratio"].fillna(0) == 0, "prune_kind"] = "none"
-    df["simulated"] = ~df["executable"].fillna(True).astype(bool) if "executable" in df else False
+    """The judged metric (:func:`optim.analysis.select.with_metric`) plus a ``flags`` text per row: failed,
+    simulated, difference not significant (inside the baseline's 95 % interval), slower than the baseline and why."""
+    df = with_metric(df)
     base = baseline_row(df)
+    significance = vs_baseline(df, base)
     flags: list[str] = []
-    for _, row in df.iterrows():
+    for i, row in df.iterrows():
         f: list[str] = []
         if row.get("status") != "ok":
             f.append(f"failed: {row.get('error') or 'unknown error'}")
@@ -125,7 +101,7 @@ def add_flags(df: pd.DataFrame, vnni: bool | None = None, slow_tol: float = 1.05
             if row["simulated"]:
                 f.append("simulated")
             if base is not None and row["variant_id"] != base["variant_id"]:
-                if has_acc and pd.notna(row["metric"]) and _overlaps(row, base):
+                if significance[i] == "same" and pd.notna(base["metric_lo"]):
                     f.append("difference not significant")
                 if pd.notna(row.get("latency_ms")) and row["latency_ms"] > base["latency_ms"] * slow_tol:
                     f.append("slower than baseline — " + _slow_reason(row, vnni))
@@ -139,32 +115,6 @@ def flags_on_target(flags: pd.Series, estimated: pd.Series) -> pd.Series:
     measurement (the estimate shown next to it may well be faster)."""
     marked = flags.str.replace("slower than baseline —", "slower than baseline on this CPU (measured) —", regex=False)
     return marked.where(estimated, flags)
-
-
-def _overlaps(row: pd.Series, base: pd.Series) -> bool:
-    """Differences inside the 95 % intervals are not significant (the baseline's or the variant's)."""
-    if pd.isna(row["metric_lo"]) or pd.isna(base["metric_lo"]):
-        return False
-    return bool(row["metric_lo"] <= base["metric"] <= row["metric_hi"]
-                or base["metric_lo"] <= row["metric"] <= base["metric_hi"])
-
-
-def apply_constraints(df: pd.DataFrame, max_ms: float | None = None, max_mb: float | None = None,
-                      min_metric: float | None = None) -> tuple[pd.DataFrame, pd.Series | None]:
-    """Mark ``feasible`` rows and return the best feasible one (highest metric, then fastest)."""
-    df = df.copy()
-    ok = df["status"].eq("ok") & df["metric"].notna()
-    if max_ms is not None:
-        ok &= df["target_ms"] <= max_ms
-    if max_mb is not None:
-        ok &= df["size_mb"] <= max_mb
-    if min_metric is not None:
-        ok &= df["metric"] >= min_metric
-    df["feasible"] = ok
-    if not ok.any():
-        return df, None
-    best = df[ok].sort_values(["metric", "target_ms", "size_mb"], ascending=[False, True, True]).iloc[0]
-    return df, best
 
 
 def graph_diff(base_ops: list[tuple[str, str]], var_ops: list[tuple[str, str]]) -> dict[str, Any]:
@@ -182,21 +132,3 @@ def graph_diff(base_ops: list[tuple[str, str]], var_ops: list[tuple[str, str]]) 
                        columns=["op_type", "baseline", "variant"])
     ops["change"] = ops["variant"] - ops["baseline"]
     return {"lost": lost, "gained": gained, "ops": ops[ops["change"] != 0].reset_index(drop=True)}
-
-
-def recommend(df: pd.DataFrame, variant_id: str | None = None) -> pd.Series | None:
-    """``variant_id``'s row when given and ok; else the fastest (then smallest) executable Pareto variant
-    whose accuracy is not significantly below the baseline's (≥ the baseline's lower 95 % bound)."""
-    ok = df[df["status"].eq("ok") & df["metric"].notna()]
-    if variant_id is not None and (ok["variant_id"] == variant_id).any():
-        return ok[ok["variant_id"] == variant_id].iloc[0]
-    front = ok[ok["pareto"]] if "pareto" in ok else ok
-    if "simulated" in front and (~front["simulated"].astype(bool)).any():
-        front = front[~front["simulated"].astype(bool)]  # recommend what the runtime can actually run
-    if front.empty:
-        return None
-    base = baseline_row(df)
-    floor = base["metric_lo"] if base is not None and pd.notna(base["metric_lo"]) else front["metric"].max() - 1
-    good = front[front["metric"] >= floor]
-    sort = ["target_ms", "size_mb"] if "target_ms" in front else ["latency_ms", "size_mb"]
-    return (good if len(good) else front).sort_values(sort).iloc[0]

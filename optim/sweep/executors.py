@@ -17,7 +17,6 @@ scaling out uses Ray (optional ``cluster`` extra) rather than anything home-made
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import threading
 from collections import Counter, deque
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from optim.analysis.labels import variant_label
 from optim.errors import CancelledError, ConfigError, OptimError, runtime_reason
 from optim.handle import ModelHandle
 from optim.passes.base import PassContext, get_pass
@@ -41,8 +41,6 @@ PASS_NAMES: dict[str, str] = {
     "unstructured": "prune_unstructured",
     "quantize": "quantize",
 }
-BIT_LABELS = {32: "FP32", 16: "FP16", 8: "INT8", 4: "INT4", 0: "auto mixed ≤INT4"}
-KIND_LABELS = {"none": "dense", "structured": "struct", "unstructured": "unstruct", "auto": "auto-struct"}
 
 
 @dataclass(frozen=True)
@@ -60,10 +58,8 @@ class Variant:
         return f"{self.prune_kind}:{self.ratio:g}:{self.bits}:{self.opt_level}" + (":kd" if self.distilled else "")
 
     def label(self, with_level: bool = False) -> str:
-        bits = BIT_LABELS.get(self.bits, f"INT{self.bits}")
-        head = "dense" if self.ratio == 0 else f"{KIND_LABELS[self.prune_kind]} {self.ratio:.0%}"
-        kd = " · distilled" if self.distilled else ""
-        return f"{head}{kd} · {bits}" + (f" · opt {self.opt_level}" if with_level else "")
+        return variant_label(self.prune_kind, self.ratio, self.bits, self.distilled,
+                             self.opt_level if with_level else None)
 
 
 def error_text(err: BaseException) -> str:
@@ -139,18 +135,10 @@ _END: Any = object()
 
 
 # --- building ------------------------------------------------------------------------------------
-def make_config(pass_name: str, **wanted: Any) -> Any:
-    """The pass's config with the values it has fields for (aliases: ratio/amount, level/opt_level)."""
-    spec = get_pass(pass_name)
-    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
-    aliases = {"ratio": ("ratio", "pruning_ratio", "amount", "sparsity"), "level": ("level", "opt_level")}
-    values: dict[str, Any] = {}
-    for key, value in wanted.items():
-        for name in aliases.get(key, (key,)):
-            if name in fields:
-                values[name] = value
-                break
-    return spec.config_cls(**values)
+def make_config(pass_name: str, **values: Any) -> Any:
+    """The registered pass's config built from explicit field values: a key the config has no field for is a
+    ConfigError naming it, and the config's own checks reject inapplicable combinations (never dropped)."""
+    return get_pass(pass_name).make_config(**values)
 
 
 FINGERPRINT_PACKAGES = ("io", "graph", "measure", "passes", "analysis", "sweep", "hardware")
@@ -258,7 +246,10 @@ class VariantBuilder:
                               lambda: get_pass("distill").run(self.pruned(kind, ratio), cfg, self.ctx))
         if kind == "auto":
             return self._once(("prune", kind, ratio), lambda: self.auto_pruned(ratio))
-        cfg = make_config(PASS_NAMES[kind], ratio=ratio, importance=self.importance)
+        settings: dict[str, Any] = {"ratio": ratio}
+        if kind == "structured":  # unstructured pruning is by magnitude: it has no importance criterion
+            settings["importance"] = self.importance
+        cfg = make_config(PASS_NAMES[kind], **settings)
         return self._once(("prune", kind, ratio), lambda: get_pass(PASS_NAMES[kind]).run(self.base, cfg, self.ctx))
 
     def _sensitivity_data(self) -> Any:

@@ -25,7 +25,12 @@ import numpy as np
 import pandas as pd
 
 from optim.errors import ConfigError
+from optim.graph.summary import summarize
 from optim.handle import ModelHandle
+from optim.io.model_data import check_compatible
+from optim.measure import core as measure
+from optim.measure.layer_profile import profile_layers
+from optim.measure.session import OPT_LEVELS as SESSION_LEVELS
 from optim.sweep.executors import (
     Executor,
     LocalExecutor,
@@ -36,11 +41,11 @@ from optim.sweep.executors import (
     is_cancel,
 )
 from optim.sweep.node import node_columns
-from optim.sweep.store import Store, stable_id
+from optim.sweep.store import Store, jsonable, stable_id
 
 NOT_IDENTITY = frozenset({"target_device"})
 KINDS = ("structured", "unstructured", "auto")  # auto: per-layer structured ratios from sensitivity
-OPT_LEVELS = ("disable", "basic", "extended", "all")
+OPT_LEVELS = tuple(SESSION_LEVELS)  # the ORT level names, from the one session configuration
 BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 
 
@@ -253,10 +258,6 @@ def _timed(fn: Callable[[Variant], ModelHandle], v: Variant) -> tuple[ModelHandl
 
 
 def _check_data(handle: ModelHandle, test: Any) -> None:
-    try:
-        from optim.io.model_data import check_compatible
-    except ImportError:  # data loaders not installed: predict() reports shape problems instead
-        return
     check_compatible(handle, test)
 
 
@@ -268,8 +269,6 @@ def _reference_logits(store: Store, sid: str, handle: ModelHandle, eval_set: Any
     """Baseline logits on the evaluation set, computed once per sweep and kept for resumes."""
     ref = store.get_array(_ref_name(sid))
     if ref is None:
-        from optim.measure import core as measure
-
         ref = measure.predict(handle, eval_set.x)
         store.put_array(_ref_name(sid), ref)
     return ref
@@ -307,9 +306,6 @@ def measure_variant(
     kernels are mapped back to ONNX nodes (``optim.measure.layer_profile``), so fused/quantized kernels count where
     they run.
     """
-    from optim.measure import core as measure
-    from optim.measure.layer_profile import profile_layers
-
     ev = measure.evaluate(handle, eval_set, reference_logits=ref)
     quiet = executor.quiet() if executor is not None else nullcontext()
     with quiet:
@@ -340,10 +336,6 @@ def measure_variant(
 
 def _summary_columns(handle: ModelHandle, profile: pd.DataFrame) -> tuple[int | None, int | None, pd.DataFrame]:
     """Params, MACs and the per-node profile joined with the summary's per-layer columns."""
-    try:
-        from optim.graph.summary import summarize
-    except ImportError:  # summary module absent: keep the measured profile alone
-        return None, None, profile.copy()
     s = summarize(handle)
     cols = [c for c in ("node", "op_type", "macs", "flops", "params", "weight_bytes") if c in s.layers.columns]
     timed = [c for c in ("node", "ms", "share", "provider", "kernels") if c in profile.columns]
@@ -357,11 +349,9 @@ def _summary_columns(handle: ModelHandle, profile: pd.DataFrame) -> tuple[int | 
 
 def _meta_record(meta: dict[str, Any], lat: Any, prof: Any) -> dict[str, Any]:
     """The variant's whole history/meta plus the measurement settings, as stored JSON."""
-    from optim.sweep.store import jsonable
-
     record = jsonable(meta)
     record["latency"] = {k: getattr(lat, k, None) for k in ("threads", "opt_level", "runs", "budget_s", "warmup",
-                                                            "batch_mode", "provider", "mean_ms")}  # fmt: skip
+                                                            "batch_mode", "provider", "mean_ms", "clock")}  # fmt: skip
     record["profile"] = {"node_sum_ms": prof.node_sum_ms, "run_ms": prof.run_ms, "coverage": prof.coverage,
                          "runs": prof.runs, "opt_level": getattr(prof, "opt_level", None),
                          "mapped": "kernels" in prof.table.columns}  # fmt: skip
