@@ -320,3 +320,27 @@ def test_latency_records_its_clock_and_refuses_an_unknown_one(tiny_cnn: ModelHan
     assert latency(tiny_cnn, budget_s=0.0, min_runs=3, clock="cpu").clock == "cpu"
     with pytest.raises(ConfigError, match="clock"):
         latency(tiny_cnn, clock="gpu")
+
+
+def test_measure_model_evaluates_outside_quiet_and_times_and_profiles_inside(tiny_cnn: ModelHandle) -> None:
+    from contextlib import contextmanager
+
+    from optim.io.data import Dataset
+    from optim.measure.model import measure_model
+
+    x = np.random.default_rng(0).standard_normal((20, 3, 16, 16)).astype(np.float32)
+    y = np.zeros(20, dtype=np.int64)
+    entered: list[str] = []
+
+    @contextmanager
+    def quiet():  # noqa: ANN202
+        entered.append("in")
+        yield
+        entered.append("out")
+
+    m = measure_model(tiny_cnn, Dataset(x, y, "d"), budget_s=0.0, min_runs=3, profile_runs=2, quiet=quiet())
+    assert entered == ["in", "out"]
+    assert m.evaluation.accuracy.n == 20 and m.latency.runs >= 3 and m.latency.batch == 1
+    assert m.profile is not None and len(m.profile.table) > 0
+    bare = measure_model(tiny_cnn, budget_s=0.0, min_runs=3)
+    assert bare.evaluation is None and bare.profile is None

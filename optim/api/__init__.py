@@ -8,7 +8,8 @@ The decisions (baseline, recommendation, constraints) are :mod:`optim.analysis.s
 :mod:`optim.present.charts`'; both are re-exported here unchanged.
 """
 
-from optim.analysis.select import apply_constraints, baseline_row, recommend
+from optim.analysis.labels import bits_label, kind_label
+from optim.analysis.select import RECOMMENDATION, apply_constraints, baseline_row, recommend
 from optim.api.layers import graph_changes, layer_view, roofline, runtime_fusion, sensitivity
 from optim.api.learn import (
     fusion_of,
@@ -101,6 +102,7 @@ __all__ = [
     "METRIC_LABELS",
     "ModelHandle",
     "OptimError",
+    "RECOMMENDATION",
     "SENSITIVITY_BITS",
     "SENSITIVITY_N",
     "SENSITIVITY_PRUNE",
@@ -112,6 +114,7 @@ __all__ = [
     "attach_data",
     "baseline",
     "baseline_row",
+    "bits_label",
     "cpu_has_vnni",
     "demo_request",
     "distill_supported",
@@ -125,6 +128,7 @@ __all__ = [
     "hardware_note",
     "int8_note",
     "job_for_sweep",
+    "kind_label",
     "layer_bars",
     "layer_view",
     "list_devices",

@@ -105,19 +105,22 @@ def summarize(spec: JobSpec, ctx: JobContext) -> Any:
 
 @task("baseline")
 def baseline(spec: JobSpec, ctx: JobContext) -> Any:
-    """Accuracy ± 95 % interval on (a subset of) the test set when it has labels, and batch-1 latency."""
-    from optim.measure import core as measure
+    """Accuracy ± 95 % interval on (a subset of) the test set when it has labels, and batch-1 latency
+    (:func:`optim.measure.model.measure_model`, the one "measure one model")."""
+    from optim.measure.model import measure_model
 
     handle = codec.handle_from(spec.blobs, spec.args.get("model"))
     test = codec.unpack_datasets(spec.args.get("datasets") or {}, spec.blobs).get("test")
     eval_limit = spec.args.get("eval_limit")
+    if test is not None and test.y is None:
+        test = None
+    sub = test.subset(min(int(eval_limit), len(test))) if test is not None and eval_limit else test
+    m = measure_model(handle, sub, budget_s=float(spec.args.get("budget_s", 0.25)), min_runs=10)
     out: dict[str, Any] = {"top1": None, "top1_lo": None, "top1_hi": None, "n": 0}
-    if test is not None and test.y is not None:
-        sub = test.subset(min(int(eval_limit), len(test))) if eval_limit else test
-        acc = measure.evaluate(handle, sub).accuracy
-        if acc is not None:
-            out.update(top1=acc.top1, top1_lo=acc.top1_lo, top1_hi=acc.top1_hi, n=acc.n)
-    lat = measure.latency(handle, budget_s=float(spec.args.get("budget_s", 0.25)), min_runs=10)
+    acc = m.evaluation.accuracy if m.evaluation is not None else None
+    if acc is not None:
+        out.update(top1=acc.top1, top1_lo=acc.top1_lo, top1_hi=acc.top1_hi, n=acc.n)
+    lat = m.latency
     out.update(latency_ms=lat.median_ms, latency_p90_ms=lat.p90_ms, runs=lat.runs, threads=lat.threads)
     return codec.plain(out)
 

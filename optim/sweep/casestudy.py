@@ -14,8 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from optim.graph.summary import summarize
 from optim.handle import ModelHandle
 from optim.io.data import Dataset
+from optim.measure.model import measure_model
 from optim.passes import PassContext, get_pass
 
 
@@ -30,11 +32,8 @@ class CaseStudyConfig:
 
 
 def _measure(handle: ModelHandle, test: Dataset, ref_logits: Any, budget_s: float) -> dict[str, Any]:
-    from optim.graph.summary import summarize
-    from optim.measure.core import evaluate, latency
-
-    ev = evaluate(handle, test, reference_logits=ref_logits)
-    lat = latency(handle, batch=1, threads=1, budget_s=budget_s)
+    m = measure_model(handle, test, ref_logits, budget_s=budget_s)
+    ev, lat = m.evaluation, m.latency
     s = summarize(handle)
     row: dict[str, Any] = {"params": s.params, "macs": s.macs,
                            "size_bytes": int(handle.meta.get("effective_size_bytes", handle.size_bytes)),

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,7 @@ from optim.graph.summary import summarize
 from optim.handle import ModelHandle
 from optim.io.model_data import check_compatible
 from optim.measure import core as measure
-from optim.measure.layer_profile import profile_layers
+from optim.measure.model import measure_model
 from optim.measure.session import OPT_LEVELS as SESSION_LEVELS
 from optim.sweep.executors import (
     Executor,
@@ -306,13 +305,10 @@ def measure_variant(
     kernels are mapped back to ONNX nodes (``optim.measure.layer_profile``), so fused/quantized kernels count where
     they run.
     """
-    ev = measure.evaluate(handle, eval_set, reference_logits=ref)
-    quiet = executor.quiet() if executor is not None else nullcontext()
-    with quiet:
-        lat = measure.latency(handle, threads=config.latency_threads, opt_level=opt_level,
-                              budget_s=config.latency_budget_s, warmup=2, min_runs=5)  # fmt: skip
-        prof = profile_layers(handle, threads=config.latency_threads, opt_level=opt_level,
-                              runs=config.profile_runs)  # fmt: skip
+    m = measure_model(handle, eval_set, ref, threads=config.latency_threads, opt_level=opt_level,
+                      budget_s=config.latency_budget_s, warmup=2, min_runs=5, profile_runs=config.profile_runs,
+                      quiet=executor.quiet() if executor is not None else None)
+    ev, lat, prof = m.evaluation, m.latency, m.profile
     params, macs, layers = _summary_columns(handle, prof.table)
     meta = handle.meta
     acc, fid = ev.accuracy, ev.fidelity
