@@ -1,4 +1,4 @@
-"""optim.api.core and the views it serves: flags, constraints, background sweeps, layer view, report."""
+"""optim.api and the views it serves: flags, constraints, background sweeps, layer view, report."""
 
 from __future__ import annotations
 
