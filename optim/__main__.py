@@ -23,7 +23,7 @@ from optim import jobs
 from optim.errors import OptimError, environment_message
 
 COMMAND_MODULES = ("optim.cli.profile", "optim.cli.sweep", "optim.cli.hardware", "optim.cli.casestudy")
-MAX_MESSAGE = 600
+MAX_MESSAGE = 700  # head and tail kept: the advice comes last
 _GLOBAL_FLAGS = (
     ("--no-limits", "run jobs in this process without memory/CPU/wall-time limits (your own trusted files)"),
     ("--allow-unsandboxed", "convert TorchScript/.pt2 even without the bubblewrap sandbox (trusted files only)"),
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _short(text: object) -> str:
     s = " ".join(str(text).split())
-    return s if len(s) <= MAX_MESSAGE else s[:MAX_MESSAGE] + " [...]"
+    return s if len(s) <= MAX_MESSAGE else s[:MAX_MESSAGE // 2] + " [...] " + s[-MAX_MESSAGE // 2:]
 
 
 def _warning(message: object, category: type, filename: str, lineno: int, file: object = None,

@@ -137,3 +137,30 @@ def test_store_adds_missing_columns_when_opening_older_database(tmp_path: Path) 
     store.put_variant(_row("s1", "new", 1, compressed_bytes=123))
     df = store.variants("s1")
     assert df["label"].tolist() == ["old", "new"] and df["compressed_bytes"].iloc[1] == 123
+
+
+def test_damaged_artifact_is_refused_not_served(tmp_path) -> None:
+    from optim.errors import OptimError
+    from optim.sweep.store import Store
+
+    st = Store(tmp_path / "s")
+    path = st.put_artifact(b"model bytes")
+    assert st.read_artifact(path) == b"model bytes"
+    path.write_bytes(b"model bytez")
+    with pytest.raises(OptimError, match="damaged"):
+        st.read_artifact(path)
+
+
+def test_partial_tmp_files_left_by_a_killed_writer_are_cleaned(tmp_path) -> None:
+    import os
+
+    from optim.sweep.store import Store
+
+    st = Store(tmp_path / "s")
+    stale = st.artifacts_dir / "abc.tmp123"
+    stale.write_bytes(b"half")
+    os.utime(stale, (1, 1))
+    fresh = st.artifacts_dir / "def.tmp456"
+    fresh.write_bytes(b"in flight")
+    Store(tmp_path / "s")
+    assert not stale.exists() and fresh.exists()

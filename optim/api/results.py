@@ -55,7 +55,7 @@ def variant_layers(variant_id: str) -> pd.DataFrame:
 def artifact_bytes(path: str | None) -> bytes:
     if not path or not Path(path).exists():
         raise OptimError("This variant has no ONNX artifact (it failed or was simulated only). Pick another.")
-    return Path(path).read_bytes()
+    return Store().read_artifact(path)  # refused when its bytes no longer match their hash
 
 
 def results_csv(df: pd.DataFrame) -> bytes:

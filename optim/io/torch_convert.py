@@ -22,7 +22,10 @@ _MSG = 400
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """The last meaningful line of a (TorchScript) error: its interpreter traceback is noise to a user."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "Traceback" not in ln
+             and not set(ln.strip()) <= set("~^<-HERE ")]
+    text = " ".join((lines[-1] if lines else type(exc).__name__).split())
     return (text[:_MSG] + " [...]") if len(text) > _MSG else text
 
 

@@ -23,7 +23,7 @@ from optim.jobs.spec import JobResult, JobSpec
 TaskFn = Callable[[JobSpec, "JobContext"], Any]
 TASKS: dict[str, TaskFn] = {}
 TASK_MODULES = ("optim.jobs.tasks",)
-MAX_MESSAGE_CHARS = 1200
+MAX_MESSAGE_CHARS = 700  # a message never echoes more than a few hundred characters of input
 
 
 def task(kind: str) -> Callable[[TaskFn], TaskFn]:
@@ -49,7 +49,9 @@ def load_tasks() -> None:
 
 
 def _short(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + " [...]"
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return text[:MAX_MESSAGE_CHARS // 2] + " [...] " + text[-MAX_MESSAGE_CHARS // 2:]  # the advice is at the end
 
 
 def execute(spec: JobSpec, ctx: JobContext | None = None) -> JobResult:

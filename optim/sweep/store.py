@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from optim.errors import OptimError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 VARIANT_COLUMNS = [
@@ -123,6 +125,7 @@ class Store:
             conn.executescript(_SCHEMA)
             _add_missing_columns(conn)
             conn.execute("CREATE INDEX IF NOT EXISTS variants_by_sweep ON variants (sweep_id, seq)")
+        self.clean_partial()
 
     # --- plumbing --------------------------------------------------------------------------------
     @contextmanager
@@ -166,9 +169,32 @@ class Store:
         dest = self.artifacts_dir / f"{digest}.onnx"
         if not dest.exists():
             tmp = dest.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(data)
-            os.replace(tmp, dest)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, dest)
+            except BaseException:  # a full disk or a kill leaves no partial file behind
+                tmp.unlink(missing_ok=True)
+                raise
         return dest
+
+    def read_artifact(self, path: Path | str) -> bytes:
+        """An artifact's bytes, checked against the sha256 in its name (a damaged file is refused, not served)."""
+        path = Path(path)
+        data = path.read_bytes()
+        if len(path.stem) == 64 and hashlib.sha256(data).hexdigest() != path.stem:
+            raise OptimError(f"The stored model {path.name[:20]}... is damaged (its content no longer matches its "
+                             "hash). Delete the sweep and run it again.")
+        return data
+
+    def clean_partial(self, older_than_s: float = 3600.0) -> int:
+        """Remove ``*.tmp*`` files a killed writer left behind (older than ``older_than_s``); returns how many."""
+        cutoff, n = time.time() - older_than_s, 0
+        for folder in (self.artifacts_dir, self.arrays_dir):
+            for p in folder.glob("*.tmp*"):
+                if p.is_file() and p.stat().st_mtime < cutoff:
+                    p.unlink(missing_ok=True)
+                    n += 1
+        return n
 
     def put_array(self, name: str, array: np.ndarray) -> Path:
         dest = self.arrays_dir / f"{name}.npy"
