@@ -65,7 +65,7 @@ def _opset() -> list[onnx.OperatorSetIdProto]:
 def _model(nodes: list, inits: list | None = None, *, sparse: list | None = None, functions: list | None = None,
            extra_opsets: list | None = None, x_shape: list | None = None) -> bytes:
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape or [4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, x_shape or [4])],
                           initializer=inits or [], sparse_initializer=sparse or [])
     m = helper.make_model(g, opset_imports=_opset() + (extra_opsets or []), functions=functions or [], ir_version=9)
     return m.SerializeToString()

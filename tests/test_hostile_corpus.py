@@ -62,8 +62,9 @@ def _model_leaks(blob: bytes) -> bool:
 def _run(case: Case, executor: LocalProcessExecutor, probes: dict[str, ModelHandle]) -> tuple[str, float]:
     """('ok' | 'refused: <message>', seconds); fails the test on any leak or non-OptimError."""
     data = case.path.read_bytes()
-    if case.kind == "model":
-        spec = JobSpec("load_model", {"filename": case.path.name}, {"data": data}, limits=LIMITS, label=case.family)
+    if case.kind == "model":  # as the dashboard does: load, with synthetic inputs for fidelity
+        spec = JobSpec("load_model", {"filename": case.path.name, "n_synthetic": 128}, {"data": data},
+                       limits=LIMITS, label=case.family)
     else:
         probe = probes[case.model]
         spec = JobSpec("load_data", {"filename": case.path.name, "model": codec.handle_facts(probe)},
@@ -79,6 +80,15 @@ def _run(case: Case, executor: LocalProcessExecutor, probes: dict[str, ModelHand
     elapsed = time.monotonic() - t0
     if case.kind == "model":
         assert not _model_leaks(res.blobs["model"]), case
+        if case.family == "onnx-bomb":  # what loads must also be measured safely: the baseline job runs it
+            facts = res.value["handle"]
+            t1 = time.monotonic()
+            try:
+                executor.run(JobSpec("baseline", {"model": facts, "budget_s": 0.1}, {"model": res.blobs["model"]},
+                                     limits=LIMITS, label="baseline")).unwrap()
+            except OptimError as err:
+                assert "Traceback" not in str(err) and len(str(err)) < 1500, (case, str(err))
+            elapsed = max(elapsed, time.monotonic() - t1)
     else:
         ds = codec.dataset_from(res.value["data"], res.blobs, "data")
         assert not _leaks(ds.x.tobytes()) and not _leaks(np.clip(ds.x, 0, 255).astype(np.uint8).tobytes()), case

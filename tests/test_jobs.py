@@ -115,3 +115,21 @@ def test_unknown_kind_is_a_config_error_and_inline_runs_the_same_tasks() -> None
     with pytest.raises(ConfigError, match="Unknown job kind"):
         InlineExecutor().run(JobSpec("nope")).unwrap()
     assert InlineExecutor().run(JobSpec("probe", {"mode": "echo"})).unwrap().value["pid"] == os.getpid()
+
+
+def test_model_that_fails_in_onnx_runtime_becomes_a_message_not_a_bug_report() -> None:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from optim.handle import ModelHandle
+    from optim.jobs import codec
+
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array([3], np.int64), "s")])
+    handle = ModelHandle(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), "bad")
+    spec = JobSpec("baseline", {"model": codec.handle_facts(handle), "budget_s": 0.01}, codec.handle_blobs(handle))
+    with pytest.raises(MalformedModelError, match="ONNX Runtime could not run this model") as info:
+        InlineExecutor().run(spec).unwrap()
+    assert "bug" not in str(info.value)

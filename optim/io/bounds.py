@@ -16,7 +16,7 @@ MAX_NODES = 50_000
 MAX_DEPTH = 16  # protobuf itself stops parsing at ~24 (its recursion limit of 100 messages)
 MAX_NODE_INPUTS = 4096
 MAX_ATTR_ITEMS = 1_000_000
-_HINT = "Simplify or re-export the model (e.g. with onnxsim), or load it with the CLI's --no-limits if you trust it."
+_HINT = "Simplify or re-export the model (e.g. with onnxsim or a smaller configuration)."
 
 
 def check_structure(model: onnx.ModelProto) -> None:

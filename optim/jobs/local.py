@@ -10,6 +10,7 @@ answering while a job runs.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import queue
@@ -108,6 +109,8 @@ class LocalProcessExecutor:
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.max_workers)
+        self._own_root = root is None
+        atexit.register(self.shutdown)
 
     # --- pool ------------------------------------------------------------------------------------
     def prewarm(self) -> None:
@@ -134,10 +137,13 @@ class LocalProcessExecutor:
         w.kill()
 
     def shutdown(self) -> None:
+        """Stop the idle workers (running jobs finish); the scratch root goes when this executor made it."""
         with self._lock:
             idle, self._idle = self._idle, []
         for w in idle:
             w.kill()
+        if self._own_root and self.root.is_dir() and not any(self.root.iterdir()):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # --- running ---------------------------------------------------------------------------------
     def run(self, spec: JobSpec, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> JobResult:

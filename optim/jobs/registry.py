@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optim.errors import OptimError, environment_message
+from optim.errors import OptimError, environment_message, runtime_reason
 from optim.jobs.spec import JobResult, JobSpec
 
 TaskFn = Callable[[JobSpec, "JobContext"], Any]
@@ -82,6 +82,13 @@ def execute(spec: JobSpec, ctx: JobContext | None = None) -> JobResult:
         words = environment_message(err)
         if words is not None:  # full disk, damaged store: the machine, not the input
             return JobResult(ok=False, error_type="OptimError", error_message=words, detail=traceback.format_exc())
+        if type(err).__module__.startswith("onnxruntime"):  # the model itself failed to run (allocation, shapes)
+            return JobResult(ok=False, error_type="MalformedModelError",
+                             error_message=_short(f"ONNX Runtime could not run this model ({spec.label or spec.kind}): "
+                                                  f"{runtime_reason(err)}. It may need more memory than its limit, "
+                                                  "loop without end, or use operators this runtime lacks; check "
+                                                  "the model in your own environment."),
+                             detail=traceback.format_exc())
         return JobResult(ok=False, error_type="OptimError",
                          error_message=_short(f"Unexpected error in the {spec.kind} job: {type(err).__name__}: "
                                               f"{err}. This is a bug; please report it (run with --debug for "
