@@ -50,3 +50,11 @@ def test_cli_estimate_exits_2_for_unknown_device(capsys: pytest.CaptureFixture[s
 def test_cli_show_lists_sources(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["hardware", "show", "t4"]) == 0
     assert "NVIDIA T4 datasheet" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_recorded_estimates_of_published_points_match_the_estimator() -> None:
+    """devices.toml keeps each published point's estimate (the band is built from it): it must be current."""
+    table = validation.published_table()
+    assert len(table) >= 10
+    assert (table["predicted_ms"] / table["recorded_ms"]).between(0.98, 1.02).all(), table

@@ -12,7 +12,7 @@ explanation. Looking a device up by id (and calibrating this CPU on first use) i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -164,6 +164,9 @@ def priced_layers(handle: ModelHandle, device: Device, batch: int = 1, plan: lis
                   ) -> tuple[pd.DataFrame, PrecisionPath, bool]:
     """(per-layer roofline table, precision path, 2:4-sparse) of ``handle`` on ``device``."""
     path = resolve_precision(device, variant_precision(handle, device))
+    if device.flag("live_plan") and path.mode == "emulated":
+        # ONNX Runtime CPU casts FP16 weights to FP32 once at load: the kernels read FP32 weights
+        path = replace(path, storage=path.compute)
     sparse, _ = _sparsity_notes(handle, device)
     annotated = annotated_layers(handle, device, plan)
     return layer_times(annotated, device, path, batch=batch, sparse_2_4=sparse), path, sparse

@@ -14,6 +14,7 @@ kernel. Off this machine (catalog targets) or when ORT cannot build the graph, t
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -235,6 +236,31 @@ def _split_gemv(df: pd.DataFrame, model: onnx.ModelProto) -> pd.DataFrame:
     return df
 
 
+def _dims(shape: object) -> list:
+    """A summary ``out_shape`` (list, or its JSON text) as a list; [] when unreadable."""
+    if isinstance(shape, str):
+        try:
+            shape = json.loads(shape)
+        except ValueError:
+            return []
+    return list(shape) if isinstance(shape, list | tuple) else []
+
+
+IM2COL = ("conv_nchw", "conv_int8", "conv_int8_odd", "conv_integer", "conv_integer_odd")
+
+
+def _im2col_elems(df: pd.DataFrame, convs: dict[str, tuple[int, bool, bool]]) -> list[float]:
+    """Elements of the patch matrix a k x k conv off the blocked layout builds (MACs / output channels);
+    0 for every other row (1x1 convs run as a plain GEMM on their input)."""
+    out = []
+    for node, cls, macs, shape in zip(df["node"], df["op_class"], df["macs"], df["out_shape"], strict=True):
+        group, k1x1, _ = convs.get(node, (1, True, True))
+        dims = _dims(shape)
+        cout = int(dims[1]) if len(dims) > 1 and dims[1] else 0
+        out.append(float(macs) / cout if cls in IM2COL and not k1x1 and group == 1 and cout else 0.0)
+    return out
+
+
 def apply_plan(df: pd.DataFrame, model: onnx.ModelProto, plan: list[Kernel], block: int) -> pd.DataFrame:
     """Per-node rows (summary + ``op_class``/``fused``/``mac_pad`` from :func:`.graphinfo.annotate`) re-classed by
     the kernels ORT runs: a node's computing kernel sets its class, nodes without a kernel become ``fused``,
@@ -248,6 +274,7 @@ def apply_plan(df: pd.DataFrame, model: onnx.ModelProto, plan: list[Kernel], blo
     df["op_class"] = [row_class(main[n], *convs.get(n, (1, False, True))) if n in main else c
                       for n, c in zip(df["node"], df["op_class"], strict=True)]
     df = _split_gemv(df, model)
+    df["im2col_elems"] = _im2col_elems(df, convs)
     pads = nchwc_plan(model, block).mac_pad if block > 1 else {}
     df["mac_pad"] = [pads.get(n, 1.0) if n in main and main[n].domain == NCHWC_DOMAIN else 1.0 for n in df["node"]]
     extra = [k for k in plan if keys[k.name] != k.node]

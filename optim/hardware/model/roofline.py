@@ -88,6 +88,8 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
     ops = np.where(is_compute, 2.0 * df["macs"].astype(float) * pad, df["flops"].astype(float)) * batch
     w_bytes = df["params"].astype(float) * PRECISION_BITS[path.storage] / 8
     a_bytes = (df["act_in_elems"].astype(float) + df["act_out_elems"].astype(float)) * batch * path.act_bytes
+    if "im2col_elems" in df:  # convs lowered to im2col + GEMM write and read back their patch matrix
+        a_bytes = a_bytes + 2 * df["im2col_elems"].astype(float).fillna(0.0) * batch * path.act_bytes
     total_bytes = w_bytes + a_bytes
     peak = device.peak(path.compute)
     bw = device.spec("bandwidth")
