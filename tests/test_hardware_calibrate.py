@@ -103,3 +103,29 @@ def test_calibrate_writes_profile_for_this_cpu_with_holdout_residuals(tmp_path: 
     assert {"conv", "gemv"} <= set(profile["classes"])  # the reference models end in one batch-1 Linear
     assert list(profile["holdout"]["errors_pct"]) == [held_out.name]
     assert np.isfinite(profile["holdout"]["errors_pct"][held_out.name])
+
+
+def test_cached_build_reuses_a_built_calibration_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optim.hardware.calibration import models
+
+    monkeypatch.setenv("OPTIM_DATA_DIR", str(tmp_path))
+    first = models.cached_build("ref:fc_autoencoder:0.5")
+    assert list((tmp_path / "hardware" / "models").glob("*.onnx"))
+
+    def no_build(spec: str) -> None:
+        raise AssertionError(f"{spec} was rebuilt")
+
+    monkeypatch.setattr(models, "build", no_build)
+    again = models.cached_build("ref:fc_autoencoder:0.5")
+    assert again.name == first.name == "fc_autoencoder_w0.5"
+    assert again.model.SerializeToString() == first.model.SerializeToString()
+
+
+def test_kernel_minima_takes_each_kernels_fastest_run() -> None:
+    from optim.hardware.calibration.kernels import kernel_minima
+
+    runs = [{"cat": "Session", "name": "model_run", "ts": t, "dur": 100} for t in (0, 200, 400)]
+    nodes = [{"cat": "Node", "name": "conv_kernel_time", "ts": t + 10, "dur": d} for t, d in ((0, 50), (200, 30), (400, 40))]
+    nodes += [{"cat": "Node", "name": "relu_kernel_time", "ts": t + 70, "dur": 5} for t in (0, 200, 400)]
+    got = kernel_minima(runs + nodes, skip_runs=1)  # the first run is the warm-up
+    assert got == {"conv": pytest.approx(0.030), "relu": pytest.approx(0.005)}

@@ -67,6 +67,7 @@ class CalibrationConfig:
     repeats: int = 4
     runs: int = 5
     latency_rounds: int = 3
+    late_rounds: int = 2  # more rounds after profiling: a model's fastest run is looked for over the whole calibration
 
 
 def _noop(fraction: float, stage: str) -> None:
@@ -106,16 +107,21 @@ def robust_latency_ms(handles: Sequence[ModelHandle], rounds: int, on_round: Cal
     return best
 
 
-def fit_profile(handles: Sequence[ModelHandle], measured: np.ndarray, peak: float, bw: float, run_over: float,
-                cfg: CalibrationConfig, progress: Progress, cancel: Callable[[], bool]) -> dict[str, Any]:
-    """Profiles, per-class fit and whole-model correction for ``handles`` (see the module docstring)."""
+def profile_models(handles: Sequence[ModelHandle], cfg: CalibrationConfig, progress: Progress,
+                   cancel: Callable[[], bool]) -> list[tuple[dict[str, float], list[Kernel]]]:
+    """Per-row profiled minima and kernel plan of each model (:func:`.kernels.profiled_rows`)."""
     raw = []
     for i, h in enumerate(handles):
         if cancel():
             raise CancelledError("Calibration cancelled.")
-        progress(0.15 + 0.55 * i / len(handles), f"profiling {h.name} ({i + 1}/{len(handles)})")
+        progress(0.15 + 0.5 * i / len(handles), f"profiling {h.name} ({i + 1}/{len(handles)})")
         raw.append(profiled_rows(h, cfg.repeats, cfg.runs))
-    progress(0.7, "fitting kernel classes")
+    return raw
+
+
+def fit_profile(handles: Sequence[ModelHandle], measured: np.ndarray, peak: float, bw: float, run_over: float,
+                raw: Sequence[tuple[dict[str, float], list[Kernel]]]) -> dict[str, Any]:
+    """Per-class fit and whole-model correction for ``handles`` from their profiles (see the module docstring)."""
     delta = profiler_cost([list(r.values()) for r, _ in raw], measured, run_over)
     tables = [table_from_rows(h, r, plan, target_ms=m - run_over, profiler_cost_ms=delta)
               for h, (r, plan), m in zip(handles, raw, measured, strict=True)]
@@ -182,7 +188,11 @@ def calibrate(config: CalibrationConfig | None = None, out: Path | None = None, 
     report(0.08, "measuring whole-model latency")
     lat = robust_latency_ms(both, cfg.latency_rounds,
                             lambda r: report(0.08 + 0.07 * (r + 1) / cfg.latency_rounds, "measuring whole-model latency"))
-    profile = fit_profile(fit, lat[: len(fit)], peak, bw, run_over, cfg, report, stop)
+    raw = profile_models(fit, cfg, report, stop)
+    report(0.65, "measuring whole-model latency again")
+    lat = np.minimum(lat, robust_latency_ms(both, cfg.late_rounds))
+    report(0.72, "fitting kernel classes")
+    profile = fit_profile(fit, lat[: len(fit)], peak, bw, run_over, raw)
     report(0.9, "validating on held-out models")
     profile["holdout"] = holdout_residuals(profile, held, lat[len(fit):])
     profile["calibration_s"] = round(time.perf_counter() - t0, 1)
