@@ -117,7 +117,7 @@ def replot(data_dir: str) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.query_params["sweep"] = job.sweep_id
     at.run()
-    at.switch_page("pages/2_Pareto.py").run()
+    at.switch_page("app_pages/pareto.py").run()
     hi = at.slider(key="max_ms_this-cpu").value
     times = []
     for i in range(7):

@@ -36,8 +36,7 @@ def test_ray_executor_refuses_bad_settings_with_a_message() -> None:
 def test_optimize_page_offers_run_on_only_when_a_cluster_is_configured(
     monkeypatch: pytest.MonkeyPatch, tiny_mlp, tmp_path  # noqa: ANN001
 ) -> None:
-    from pathlib import Path
-
+    import app_helpers
     import numpy as np
     from streamlit.testing.v1 import AppTest
 
@@ -47,15 +46,13 @@ def test_optimize_page_offers_run_on_only_when_a_cluster_is_configured(
     rng = np.random.default_rng(0)
     ds = Dataset(rng.standard_normal((20, 12)).astype(np.float32), rng.integers(0, 4, 20), "t")
     loaded = api.Loaded(handle=tiny_mlp, test=ds, calib=ds, origin="upload", label="tiny_mlp")
-    root = Path(__file__).resolve().parent.parent
+
+    ref = app_helpers.inject(monkeypatch, loaded)
 
     def page() -> AppTest:
-        at = AppTest.from_file(str(root / "app.py"), default_timeout=60)
-        at.session_state["uploads"] = {loaded.key: loaded}
-        at.session_state["model_src"] = ("upload", loaded.key)
-        at.session_state["model_label"] = loaded.label
+        at = app_helpers.with_model(ref)
         at.run()
-        at.switch_page("pages/1_Optimize.py").run()
+        at.switch_page("app_pages/optimize.py").run()
         assert not at.exception, [e.value for e in at.exception]
         return at
 

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import app_helpers
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,13 +126,10 @@ def test_sensitivity_view_orders_settings_and_ranks_most_fragile_layer() -> None
     assert fig.data[0].colorbar.title.text == "accuracy drop (points)"
 
 
-def _layers_app(loaded: api.Loaded) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.session_state["uploads"] = {loaded.key: loaded}
-    at.session_state["model_src"] = ("upload", loaded.key)
-    at.session_state["model_label"] = loaded.label
+def _layers_app(loaded: api.Loaded, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    at = app_helpers.with_model(app_helpers.inject(monkeypatch, loaded))
     at.run()
-    at.switch_page("pages/3_Layers.py").run()
+    at.switch_page("app_pages/layers.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -142,12 +140,13 @@ def _measured_chart(at: AppTest) -> dict | None:
     return hits[0] if hits else None
 
 
-def test_layers_page_shows_measured_heatmap_when_sensitivity_is_stored(tiny_cnn, tiny_images) -> None:
+def test_layers_page_shows_measured_heatmap_when_sensitivity_is_stored(tiny_cnn, tiny_images,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = _loaded(tiny_cnn, tiny_images, with_train=False)
     data, _ = api.sensitivity_data(loaded)
     settings = {"prune_levels": [0.75], "quant_bits": [8, 2]}
     Store().put_sensitivity(tiny_cnn.content_hash, data.content_hash, settings, _table())
-    at = _layers_app(loaded)
+    at = _layers_app(loaded, monkeypatch)
     spec = _measured_chart(at)
     assert spec is not None
     assert spec["data"][0]["colorbar"]["title"]["text"] == "accuracy drop (points)"
@@ -156,9 +155,10 @@ def test_layers_page_shows_measured_heatmap_when_sensitivity_is_stored(tiny_cnn,
     assert "measure_sens" not in [b.key for b in at.button]
 
 
-def test_layers_page_measure_button_runs_analysis_then_shows_heatmap(tiny_cnn, tiny_images) -> None:
+def test_layers_page_measure_button_runs_analysis_then_shows_heatmap(tiny_cnn, tiny_images,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = _loaded(tiny_cnn, tiny_images, with_train=False)
-    at = _layers_app(loaded)
+    at = _layers_app(loaded, monkeypatch)
     assert _measured_chart(at) is None
     button = at.button(key="measure_sens")
     assert button.label.startswith("Measure sensitivity (~")
@@ -171,19 +171,17 @@ def test_layers_page_measure_button_runs_analysis_then_shows_heatmap(tiny_cnn, t
     assert np.isfinite(api.stored_sensitivity(loaded)["drop"]).all()
 
 
-def test_layers_page_with_sweep_shows_measured_and_proxy_heatmaps(tiny_cnn, tiny_images) -> None:
+def test_layers_page_with_sweep_shows_measured_and_proxy_heatmaps(tiny_cnn, tiny_images,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = _loaded(tiny_cnn, tiny_images, with_train=False)
     job = api.start_sweep(loaded, api.SweepRequest(ratios=(0.0,), bits=(32, 8), eval_limit=40,
                                                     latency_budget_s=0.05))
     assert job.wait(120) and job.state == "done", job.error
     data, _ = api.sensitivity_data(loaded)
     Store().put_sensitivity(tiny_cnn.content_hash, data.content_hash, {"s": 1}, _table())
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.session_state["uploads"] = {loaded.key: loaded}
-    at.session_state["model_src"] = ("upload", loaded.key)
-    at.query_params["sweep"] = job.sweep_id
+    at = app_helpers.with_model(app_helpers.inject(monkeypatch, loaded), sweep=job.sweep_id)
     at.run()
-    at.switch_page("pages/3_Layers.py").run()
+    at.switch_page("app_pages/layers.py").run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert any(t.startswith("Measured sensitivity") for t in titles), titles
@@ -196,7 +194,9 @@ def test_sensitivity_data_raises_config_error_when_model_has_no_data(tiny_cnn) -
         api.sensitivity_data(loaded)
 
 
-def test_layers_page_explains_instead_of_failing_when_model_has_no_data(tiny_cnn) -> None:
-    at = _layers_app(api.Loaded(handle=tiny_cnn, test=None, calib=None, origin="upload", label="no data"))
+def test_layers_page_explains_instead_of_failing_when_model_has_no_data(tiny_cnn,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _layers_app(api.Loaded(handle=tiny_cnn, test=None, calib=None, origin="upload", label="no data"),
+                     monkeypatch)
     assert not at.error, [e.value for e in at.error]
     assert any("with input data" in i.value for i in at.info)

@@ -8,7 +8,7 @@ The decisions (baseline, recommendation, constraints) are :mod:`optim.analysis.s
 :mod:`optim.present.charts`'; both are re-exported here unchanged.
 """
 
-from optim.analysis.labels import bits_label, kind_label
+from optim.analysis.labels import bits_label, interval_note, kind_label
 from optim.analysis.select import RECOMMENDATION, apply_constraints, baseline_row, recommend
 from optim.api.layers import graph_changes, layer_view, roofline, runtime_fusion, sensitivity
 from optim.api.learn import (
@@ -32,6 +32,16 @@ from optim.api.models import (
     summarize,
     synthetic_dataset,
 )
+from optim.api.refs import (
+    ModelRef,
+    UploadEntry,
+    forget_upload,
+    model_ref_for_sweep,
+    open_model,
+    save_upload,
+    saved_uploads,
+    upload_library,
+)
 from optim.api.report import report_html
 from optim.api.results import (
     artifact_bytes,
@@ -53,6 +63,8 @@ from optim.api.sensitivity_jobs import (
     start_sensitivity,
     stored_sensitivity,
 )
+from optim.api.status import live_eta, sweep_status
+from optim.api.store import data_dir, open_store
 from optim.api.sweeps import (
     MEASURED_DEVICE,
     SweepRequest,
@@ -70,6 +82,7 @@ from optim.handle import ModelHandle
 from optim.present.charts import (
     BIT_COLORS,
     KIND_SYMBOLS,
+    channel_norms_chart,
     layer_bars,
     op_histogram_chart,
     pareto_2d,
@@ -77,6 +90,7 @@ from optim.present.charts import (
     quant_error_chart,
     roofline_chart,
     sensitivity_heatmap,
+    soft_labels_chart,
 )
 from optim.present.sensitivity import sensitivity_chart, sensitivity_view
 from optim.present.views import (
@@ -93,50 +107,53 @@ from optim.sweep.jobs import SweepJob, get_job, job_for_sweep, start_job
 from optim.sweep.node import hardware_note
 
 __all__ = [
-    "BIT_COLORS",
-    "ConfigError",
-    "DEMO_SAMPLE",
-    "KIND_SYMBOLS",
-    "Loaded",
-    "MEASURED_DEVICE",
-    "METRIC_LABELS",
-    "ModelHandle",
-    "OptimError",
-    "RECOMMENDATION",
-    "SENSITIVITY_BITS",
-    "SENSITIVITY_N",
-    "SENSITIVITY_PRUNE",
-    "SweepJob",
-    "SweepRequest",
     "add_flags",
     "apply_constraints",
     "artifact_bytes",
     "attach_data",
     "baseline",
     "baseline_row",
+    "BIT_COLORS",
     "bits_label",
+    "channel_norms_chart",
+    "ConfigError",
     "cpu_has_vnni",
+    "data_dir",
     "demo_request",
+    "DEMO_SAMPLE",
     "distill_supported",
     "estimate_layers",
     "flags_on_target",
     "fmt_ms",
+    "forget_upload",
     "fusion_of",
     "get_job",
     "graph_changes",
     "graph_diff",
     "hardware_note",
     "int8_note",
+    "interval_note",
     "job_for_sweep",
     "kind_label",
+    "KIND_SYMBOLS",
     "layer_bars",
     "layer_view",
     "list_devices",
     "list_samples",
+    "live_eta",
     "load_sample",
     "load_upload",
+    "Loaded",
+    "MEASURED_DEVICE",
+    "METRIC_LABELS",
+    "model_ref_for_sweep",
+    "ModelHandle",
+    "ModelRef",
     "ms_decimals",
     "op_histogram_chart",
+    "open_model",
+    "open_store",
+    "OptimError",
     "pareto_2d",
     "pareto_3d",
     "parse_shapes",
@@ -146,6 +163,7 @@ __all__ = [
     "quant_demo",
     "quant_error_chart",
     "recommend",
+    "RECOMMENDATION",
     "report_html",
     "results_csv",
     "roofline",
@@ -153,14 +171,20 @@ __all__ = [
     "roofline_of",
     "run_on_choices",
     "runtime_fusion",
+    "save_upload",
+    "saved_uploads",
     "sensitivity",
+    "SENSITIVITY_BITS",
     "sensitivity_chart",
     "sensitivity_data",
     "sensitivity_estimate_s",
     "sensitivity_heatmap",
+    "SENSITIVITY_N",
+    "SENSITIVITY_PRUNE",
     "sensitivity_table",
     "sensitivity_view",
     "soft_labels",
+    "soft_labels_chart",
     "start_job",
     "start_sensitivity",
     "start_sweep",
@@ -170,8 +194,13 @@ __all__ = [
     "sweep_config",
     "sweep_exists",
     "sweep_info",
+    "sweep_status",
     "sweep_version",
+    "SweepJob",
+    "SweepRequest",
     "synthetic_dataset",
+    "upload_library",
+    "UploadEntry",
     "variant_layers",
     "variants",
     "weight_layers",

@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
+from optim.api.store import open_store
 from optim.errors import OptimError
 from optim.hardware.host import cpu_has_vnni as detect_vnni
 from optim.present import results
-from optim.sweep.store import Store
 
 __all__ = ["artifact_bytes", "cpu_has_vnni", "estimate_layers", "results_csv", "sweep_exists", "sweep_info",
            "sweep_version", "variant_layers", "variants"]
@@ -19,19 +19,19 @@ __all__ = ["artifact_bytes", "cpu_has_vnni", "estimate_layers", "results_csv", "
 
 def sweep_info(sweep_id: str) -> dict[str, Any] | None:
     """The sweep's stored row (model_name, config, status, total, …) or None."""
-    return Store().sweep(sweep_id)
+    return open_store().sweep(sweep_id)
 
 
 def sweep_version(sweep_id: str) -> tuple[int, str]:
     """(stored variant count, sweep status): changes whenever the sweep's results change."""
-    st = Store()
+    st = open_store()
     info = st.sweep(sweep_id) or {}
     return len(st.finished_keys(sweep_id)), str(info.get("status", "unknown"))
 
 
 def sweep_exists(sweep_id: str) -> bool:
     try:
-        return len(Store().variants(sweep_id)) > 0
+        return len(open_store().variants(sweep_id)) > 0
     except (OptimError, KeyError):
         return False
 
@@ -49,13 +49,13 @@ def estimate_layers(artifact: str, device_id: str) -> dict[str, Any]:
 
 def variant_layers(variant_id: str) -> pd.DataFrame:
     """Per-node profile (measured ms) + summary columns of one variant, from the store."""
-    return Store().layers(variant_id).copy()
+    return open_store().layers(variant_id).copy()
 
 
 def artifact_bytes(path: str | None) -> bytes:
     if not path or not Path(path).exists():
         raise OptimError("This variant has no ONNX artifact (it failed or was simulated only). Pick another.")
-    return Store().read_artifact(path)  # refused when its bytes no longer match their hash
+    return open_store().read_artifact(path)  # refused when its bytes no longer match their hash
 
 
 def results_csv(df: pd.DataFrame) -> bytes:

@@ -10,12 +10,13 @@ import pandas as pd
 
 from optim.analysis.sensitivity import weight_layers
 from optim.api.models import Loaded
+from optim.api.store import open_store
 from optim.errors import ConfigError
 from optim.io.data import Dataset
 from optim.jobs import client as jobrun
 from optim.jobs import codec
 from optim.sweep.jobs import SweepJob, job_for_sweep, start_job
-from optim.sweep.store import Store, stable_id
+from optim.sweep.store import stable_id
 
 __all__ = ["SENSITIVITY_BITS", "SENSITIVITY_N", "SENSITIVITY_PRUNE", "sensitivity_data", "sensitivity_estimate_s",
            "start_sensitivity", "stored_sensitivity"]
@@ -52,7 +53,7 @@ def stored_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
                        settings: dict[str, Any] | None = None) -> pd.DataFrame | None:
     """The stored measured table for the loaded model on its sensitivity data (newest settings), or None."""
     data, _ = sensitivity_data(loaded, n)
-    return Store().sensitivity(loaded.handle.content_hash, data.content_hash, settings)
+    return open_store().sensitivity(loaded.handle.content_hash, data.content_hash, settings)
 
 
 def start_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
@@ -68,7 +69,7 @@ def start_sensitivity(loaded: Loaded, n: int = SENSITIVITY_N,
     if running is not None and running.state == "running":
         return running
     total = len(weight_layers(loaded.handle.model)) * (len(prune_levels) + len(quant_bits))
-    store_path = str(Store().path)
+    store_path = str(open_store().path)
 
     def work(progress: Any, cancel: Any) -> str:  # a server thread waiting on the worker that does the work
         jobrun.run("sensitivity", f"sensitivity of {loaded.label[:80]}",

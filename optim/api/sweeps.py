@@ -11,13 +11,13 @@ import pandas as pd
 
 from optim.analysis.targets import MEASURED_DEVICE, is_measured
 from optim.api.models import Loaded
+from optim.api.store import open_store
 from optim.errors import ConfigError
 from optim.hardware import targets as hardware
 from optim.jobs import client as jobrun
 from optim.jobs import default_limits
 from optim.passes.base import get_pass, list_passes
 from optim.sweep import run as sweep
-from optim.sweep import store as store_mod
 from optim.sweep.jobs import SweepJob, job_for_sweep, start_job
 from optim.sweep.ray_executor import default_run_on, run_on_label
 
@@ -106,7 +106,7 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
         raise ConfigError("Distillation needs training inputs kept apart from the evaluation data, so that "
                           "accuracy stays honest: use a bundled sample, or switch distillation off.")
 
-    store_path = str(store_mod.Store().path)
+    store_path = str(open_store().path)
     limits = default_limits("sweep").scaled(max(1.0, len(config.variants()) / 10))
 
     def work(progress: Any, cancel: Any) -> str:  # runs in a server thread that only waits on the worker
@@ -121,8 +121,10 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
     running = job_for_sweep(sid)
     if running is not None and running.state == "running":
         return running  # the same sweep is already running (another tab): follow it
-    return start_job(work, label=f"{loaded.label}: {len(config.variants())} variants",
-                     total=len(config.variants()), sweep_id=sid)
+    grid = {v.key for v in config.variants()}
+    reused = len(grid & open_store().finished_keys(sid))  # counted from the start: "6 reused from the store"
+    return start_job(work, label=f"{loaded.label}: {len(grid)} variants", total=len(grid), sweep_id=sid,
+                     reused=reused)
 
 
 def run_on_choices() -> list[tuple[str, str]]:

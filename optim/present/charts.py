@@ -21,6 +21,15 @@ KIND_SYMBOLS = {"none": "circle", "structured": "square", "unstructured": "diamo
 AXES = {"metric": "Accuracy (top-1, %)", "target_ms": "Latency (ms)", "size_mb": "Size (MB)",
         "latency_ms": "Latency on this CPU (ms, measured)"}
 FRONT = "Pareto front"
+MARGIN = dict(l=10, r=10, t=50, b=10, pad=2)  # the minimum: automargin grows it to fit labels and titles
+
+
+def fit(fig: go.Figure) -> go.Figure:
+    """Margins that fit the labels: every 2-D axis grows the margin for its tick labels and title (long layer
+    names, the x title below its ticks), so nothing is clipped in the page or the offline report."""
+    fig.update_xaxes(automargin=True, title_standoff=8)
+    fig.update_yaxes(automargin=True, title_standoff=8)
+    return fig
 
 
 def _axis_title(col: str, df: pd.DataFrame, latency_note: str) -> str:
@@ -148,9 +157,10 @@ def pareto_2d(df: pd.DataFrame, x: str = "target_ms", y: str = "metric", *, late
                              hoverinfo="skip", marker=dict(symbol=style, size=22, line=dict(width=2, color="black"),
                                                            color="gold" if style.startswith("star") else "black")))
     xt, yt = _axis_title(x, df, latency_note), _axis_title(y, df, latency_note)
-    layout = dict(title=dict(text=title or f"{yt} vs {xt}"), xaxis=dict(title=dict(text=xt)),
-                  yaxis=dict(title=dict(text=yt)), legend=dict(title=dict(text="bit-width · pruning")),
-                  height=430, margin=dict(l=10, r=10, t=50, b=10))
+    layout = dict(title=dict(text=title or f"{yt} vs {xt}"),
+                  xaxis=dict(title=dict(text=xt, standoff=8), automargin=True),
+                  yaxis=dict(title=dict(text=yt, standoff=8), automargin=True),
+                  legend=dict(title=dict(text="bit-width · pruning")), height=430, margin=MARGIN)
     _shade_feasible(layout, rows, x, y, max_ms=max_ms, max_mb=max_mb, min_metric=min_metric)
     return _fig(data, layout)
 
@@ -198,10 +208,12 @@ def pareto_3d(df: pd.DataFrame, latency_note: str = "measured", title: str = "")
     title_of = {c: dict(text=_axis_title(c, df, latency_note)) for c in ("size_mb", "metric")}
     short = "estimated" if "estimated" in latency_note else "measured"
     title_of["target_ms"] = dict(text=f"Latency (ms, {short})")  # long device names get clipped in 3-D
-    layout = dict(title=dict(text=title or f"Accuracy × latency × size (latency {latency_note})"), height=560,
-                  margin=dict(l=0, r=0, t=40, b=0), legend=dict(title=dict(text="bit-width · pruning")),
+    layout = dict(title=dict(text=title or f"Accuracy × latency × size (latency {latency_note})"), height=600,
+                  margin=dict(l=10, r=10, t=50, b=10), legend=dict(title=dict(text="bit-width · pruning")),
+                  # a camera further out than plotly's default keeps the axis titles inside the scene
                   scene=dict(xaxis=dict(title=title_of["target_ms"]), yaxis=dict(title=title_of["size_mb"]),
-                             zaxis=dict(title=title_of["metric"])))
+                             zaxis=dict(title=title_of["metric"]), camera=dict(eye=dict(x=1.7, y=1.7, z=1.0)),
+                             domain=dict(x=[0.02, 0.98], y=[0.02, 0.98])))
     return _fig(data, layout)
 
 
@@ -218,15 +230,15 @@ def layer_bars(df: pd.DataFrame, cols: dict[str, str], unit: str, title: str, to
             fig.add_trace(go.Bar(y=d["node"], x=d[col], name=name, orientation="h", marker_color=color))
     fig.update_layout(title=title, barmode="group", xaxis_title=unit, yaxis_title="layer",
                       height=max(300, 22 * len(d) * max(1, len(cols)) // 1.5 + 120),
-                      margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+                      margin=MARGIN)
+    return fit(fig)
 
 
 def op_histogram_chart(ops: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Bar(x=ops["op_type"], y=ops["count"], marker_color="#1f77b4"))
     fig.update_layout(title="Operators in the graph", xaxis_title="operator type", yaxis_title="count (nodes)",
-                      height=300, margin=dict(l=10, r=10, t=40, b=10))
-    return fig
+                      height=300, margin=MARGIN)
+    return fit(fig)
 
 
 def quant_error_chart(demo: dict[str, Any]) -> go.Figure:
@@ -239,8 +251,8 @@ def quant_error_chart(demo: dict[str, Any]) -> go.Figure:
                                marker_color=BIT_COLORS.get(bits, "#d62728")))
     fig.update_layout(title=f"Weights of {demo['layer']} ({demo['levels']} distinct values after {name})",
                       barmode="overlay", xaxis_title="weight value", yaxis_title="count (weights)", height=340,
-                      margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+                      margin=MARGIN)
+    return fit(fig)
 
 
 def sensitivity_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
@@ -248,8 +260,8 @@ def sensitivity_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z, x=list(table.columns), y=list(table.index), colorscale="RdYlGn",
                                colorbar=dict(title="SQNR (dB)")))
     fig.update_layout(title=title, xaxis_title="precision", yaxis_title="layer",
-                      height=max(300, 18 * len(table) + 120), margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+                      height=max(300, 18 * len(table) + 120), margin=MARGIN)
+    return fit(fig)
 
 
 def roofline_chart(points: pd.DataFrame, peak_gflops: float, bw_gbs: float, device: str,
@@ -260,19 +272,38 @@ def roofline_chart(points: pd.DataFrame, peak_gflops: float, bw_gbs: float, devi
     bandwidth times the device's efficiency factors); a calibrated CPU can sit above the DRAM roof
     because small layers' working sets stay in its caches."""
     ai = np.logspace(-2, 3, 100)
+    above = effective is not None and len(effective) > 0 and bool(
+        (effective["effective_gops"] > np.minimum(peak_gflops, effective["intensity"] * bw_gbs) * 1.01).any())
     fig = go.Figure(go.Scatter(x=ai, y=np.minimum(peak_gflops, ai * bw_gbs), mode="lines",
-                               name=f"spec roof: {peak_gflops:.0f} G ops/s, {bw_gbs:.0f} GB/s (DRAM)",
+                               name=f"DRAM roof (spec): {peak_gflops:.0f} G ops/s, {bw_gbs:.0f} GB/s from main memory",
                                line=dict(color="black")))
     if effective is not None and len(effective):
-        above = bool((effective["effective_gops"] > np.minimum(peak_gflops, effective["intensity"] * bw_gbs)
-                      * 1.01).any())
-        fig.add_trace(go.Scatter(x=effective["intensity"], y=effective["effective_gops"], mode="lines",
-                                 name="effective roof used by the estimate" + (" (caches beat DRAM)" if above else ""),
-                                 line=dict(color="#7f7f7f", dash="dash")))
+        fig.add_trace(go.Scatter(
+            x=effective["intensity"], y=effective["effective_gops"], mode="lines", line=dict(color="#7f7f7f", dash="dash"),
+            name="effective roof used by the estimate (calibrated on this CPU: data that fits in cache beats DRAM)"
+            if above else "effective roof used by the estimate (spec × the device's efficiency)"))
     fig.add_trace(go.Scatter(x=points["intensity"], y=points["gflops"], mode="markers", name="layers (estimated)",
                              text=points["node"], hoverinfo="text+x+y", marker=dict(size=9, color="#ff7f0e")))
     name = device if "estimated" in device else f"{device} (estimated)"
     fig.update_layout(title=f"Roofline on {name}", xaxis=dict(type="log", dtick=1), yaxis=dict(type="log", dtick=1),
                       xaxis_title="arithmetic intensity (ops/byte)", yaxis_title="attained (G ops/s)",
-                      height=380, margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+                      height=420, margin=MARGIN, legend=dict(orientation="h", yanchor="top", y=-0.25))
+    return fit(fig)
+
+
+def channel_norms_chart(demo: dict[str, Any]) -> go.Figure:
+    """L2 norm per output channel of one layer, the channels structured pruning removes in red."""
+    norms = np.asarray(demo["channel_norms"])
+    dropped = np.isin(np.arange(norms.size), demo["dropped_channels"])
+    fig = go.Figure(go.Bar(x=np.arange(norms.size), y=norms, marker_color=np.where(dropped, "#d62728", "#1f77b4")))
+    fig.update_layout(title=f"L2 norm per output channel of {demo['layer']} (red = removed by structured pruning)",
+                      xaxis_title="output channel", yaxis_title="L2 norm", height=320, margin=MARGIN)
+    return fit(fig)
+
+
+def soft_labels_chart(soft: pd.DataFrame) -> go.Figure:
+    """Teacher probabilities per class at each softmax temperature (columns 'T = …')."""
+    fig = go.Figure([go.Bar(x=soft["class"], y=soft[c], name=c) for c in soft.columns if c.startswith("T =")])
+    fig.update_layout(title="Teacher probabilities at two temperatures", xaxis_title="class", xaxis_type="category",
+                      yaxis_title="probability", barmode="group", height=320, margin=MARGIN)
+    return fit(fig)

@@ -25,7 +25,9 @@ from optim.sweep.store import Store
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{margin-bottom:0}.sub{color:#666}table{border-collapse:collapse;font-size:13px;margin:1em 0}
-td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}
+td,th{border:1px solid #ddd;padding:3px 7px;text-align:right;vertical-align:top}th{background:#f4f4f4}
+td:first-child{text-align:left;white-space:nowrap}td:last-child{text-align:left;min-width:16em;overflow-wrap:anywhere}
+.scroll{overflow-x:auto;max-width:100%}
 .box{border:1px solid #ddd;border-radius:8px;padding:0.6em 1em;margin:1em 0;background:#fafafa}
 .tag{display:inline-block;padding:0 6px;border-radius:4px;font-size:12px;margin-right:4px}
 .m{background:#e3f2e3}.e{background:#fff2d6}.s{background:#f9dede}
@@ -44,7 +46,7 @@ def _table(df: pd.DataFrame, cols: dict[str, str], fmt: dict[str, str] | None = 
                 format(v, fmt[c]) if c in fmt and isinstance(v, (int, float)) else str(v))
             cells.append(f"<td>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+    return f"<div class=scroll><table><tr>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def _variant_box(row: pd.Series, note: str) -> str:

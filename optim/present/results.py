@@ -16,7 +16,7 @@ from optim.errors import OptimError
 from optim.handle import ModelHandle
 from optim.hardware import targets as hardware
 from optim.hardware.host import cpu_has_vnni
-from optim.present.variant_view import layer_comparison
+from optim.present.variant_view import layer_comparison, profile_totals
 from optim.present.views import add_flags, flags_on_target
 from optim.sweep.node import hardware_label
 from optim.sweep.store import Store
@@ -60,7 +60,7 @@ def layer_view(sweep_id: str, variant_id: str, device_id: str | None = None,
         est, notes, est_total = e["layers"], e["notes"], e["total_ms"]
     table = layer_comparison(base_layers, var_layers, est, int(row["bits"]))
     return {"row": row, "base": base, "table": table, "est_layers": est, "est_total_ms": est_total,
-            "notes": notes, "layers": var_layers}
+            "notes": notes, "layers": var_layers, "profile": profile_totals(row.get("meta_json"))}
 
 
 def roofline_view(handle: ModelHandle, device_id: str) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from optim.present.charts import MARGIN, fit
+
 __all__ = ["sensitivity_chart", "sensitivity_view"]
 
 
@@ -65,6 +67,5 @@ def sensitivity_chart(table: pd.DataFrame, metric_name: str = "accuracy") -> go.
         hovertemplate="%{y}<br>%{x}: %{z:.2f} points<extra></extra>"))
     fig.update_layout(title=f"Measured sensitivity: {metric_name} drop when only this layer is compressed",
                       xaxis_title="setting (one layer at a time)", yaxis_title="layer",
-                      yaxis_autorange="reversed", height=max(300, 22 * len(table) + 140),
-                      margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+                      yaxis_autorange="reversed", height=max(300, 22 * len(table) + 140), margin=MARGIN)
+    return fit(fig)

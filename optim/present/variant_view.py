@@ -8,6 +8,7 @@ Sweeps profile each variant at its own optimisation level with runtime kernels m
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -113,3 +114,13 @@ def layer_comparison(base: pd.DataFrame, var: pd.DataFrame, est: pd.DataFrame | 
              "base_macs", "macs", "base_params", "params", "applied_ratio", "base_weight_bytes", "weight_bytes", "bits"]
     df = df[[c for c in order if c in df]]
     return df.sort_values("ms", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def profile_totals(meta_json: Any) -> dict[str, float] | None:
+    """A stored variant's per-node profile totals (node_sum_ms, run_ms, coverage), when recorded."""
+    try:
+        prof = json.loads(meta_json or "{}").get("profile") or {}
+    except (TypeError, ValueError, AttributeError):
+        return None
+    keys = ("node_sum_ms", "run_ms", "coverage")
+    return {k: float(prof[k]) for k in keys} if all(isinstance(prof.get(k), (int, float)) for k in keys) else None

@@ -106,15 +106,16 @@ def add_flags(df: pd.DataFrame, vnni: bool | None = None, slow_tol: float = 1.05
                 if pd.notna(row.get("latency_ms")) and row["latency_ms"] > base["latency_ms"] * slow_tol:
                     f.append("slower than baseline — " + _slow_reason(row, vnni))
         flags.append("; ".join(f))
-    df["flags"] = flags
+    df["flags"] = pd.Series(flags, index=df.index, dtype=object)
     return df
 
 
 def flags_on_target(flags: pd.Series, estimated: pd.Series) -> pd.Series:
     """Where latency is *estimated* on another device, say that 'slower than baseline' is this CPU's
     measurement (the estimate shown next to it may well be faster)."""
+    flags = flags.fillna("").astype(str)  # an empty sweep's column is float: .str would raise
     marked = flags.str.replace("slower than baseline —", "slower than baseline on this CPU (measured) —", regex=False)
-    return marked.where(estimated, flags)
+    return marked.where(estimated.astype(bool), flags)
 
 
 def graph_diff(base_ops: list[tuple[str, str]], var_ops: list[tuple[str, str]]) -> dict[str, Any]:

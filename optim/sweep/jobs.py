@@ -39,6 +39,8 @@ class SweepJob:
     detail: str | None = None
     started: float = field(default_factory=time.time)
     finished: float | None = None
+    reused: int = 0  # results already in the store when the job started (counted in ``done``)
+    last_done_at: float | None = None  # when ``done`` last grew (the ETA counts from there)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -50,8 +52,9 @@ class SweepJob:
         return self._cancel.is_set()
 
     def snapshot(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("id", "label", "total", "state", "fraction", "done", "current",
-                                              "eta_s", "sweep_id", "error", "detail", "started", "finished")}
+        return {k: getattr(self, k) for k in (
+            "id", "label", "total", "state", "fraction", "done", "current", "eta_s", "sweep_id", "error", "detail",
+            "started", "finished", "reused", "last_done_at")}
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job ends (tests, CLI); True when it ended within ``timeout``."""
@@ -61,7 +64,10 @@ class SweepJob:
 
     def _on_progress(self, p: Any) -> None:
         self.fraction = float(getattr(p, "fraction", self.fraction))
-        self.done = int(getattr(p, "done", self.done))
+        done = int(getattr(p, "done", self.done))
+        if done > self.done:
+            self.last_done_at = time.time()
+        self.done = done
         self.total = int(getattr(p, "total", self.total) or self.total)
         self.current = str(getattr(p, "current", "") or "")
         self.eta_s = getattr(p, "eta_s", None)
@@ -95,9 +101,10 @@ def _run(job: SweepJob, work: WorkFn) -> None:
             _BY_SWEEP[job.sweep_id] = job.id
 
 
-def start_job(work: WorkFn, label: str, total: int, sweep_id: str | None = None) -> SweepJob:
-    """Run ``work(progress, should_cancel) -> sweep_id`` in a daemon thread and register the job."""
-    job = SweepJob(label=label, total=total, sweep_id=sweep_id)
+def start_job(work: WorkFn, label: str, total: int, sweep_id: str | None = None, reused: int = 0) -> SweepJob:
+    """Run ``work(progress, should_cancel) -> sweep_id`` in a daemon thread and register the job;
+    ``reused`` results are already stored (the job starts at that count)."""
+    job = SweepJob(label=label, total=total, sweep_id=sweep_id, reused=reused, done=reused)
     with _LOCK:
         _JOBS[job.id] = job
         if sweep_id:

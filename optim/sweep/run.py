@@ -318,7 +318,7 @@ def measure_variant(
         "top1": acc.top1 if acc else None, "top1_lo": acc.top1_lo if acc else None,
         "top1_hi": acc.top1_hi if acc else None, "top5": acc.top5 if acc else None,
         "n_eval": len(eval_set),
-        "agreement": fid.top1_agreement if fid else None, "cosine": fid.cosine if fid else None,
+        "agreement": fid.top1_agreement if fid else None, "cosine": fid.cosine if fid else None, "cosine_lo": fid.cosine_lo if fid else None, "cosine_hi": fid.cosine_hi if fid else None,
         "rel_error": fid.rel_error if fid else None,
         "latency_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms, "latency_runs": lat.runs,
         "size_bytes": size, "effective_size_bytes": int(meta.get("effective_size_bytes") or size),

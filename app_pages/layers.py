@@ -3,30 +3,15 @@ model's measured per-layer sensitivity (a background job, stored per model and d
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
-import dashboard as ui
 from optim import api
-
-
-def _profile_meta(row) -> dict | None:  # noqa: ANN001 - a pandas row
-    """The stored per-node profile totals (node_sum_ms, run_ms, coverage) of a variant, if recorded."""
-    try:
-        prof = json.loads(row.get("meta_json") or "{}").get("profile") or {}
-    except (TypeError, ValueError):
-        return None
-    return prof if all(isinstance(prof.get(k), (int, float)) for k in ("node_sum_ms", "run_ms", "coverage")) else None
-
-
-@st.cache_data(show_spinner="Timing one run of the model…", max_entries=16)
-def _estimate_s(key: str, _loaded: api.Loaded) -> float:
-    return api.sensitivity_estimate_s(_loaded)
+from ui import cache, state, widgets
+from ui.guard import guard
 
 
 def _sens_panel(job: api.SweepJob) -> None:
-    ui.job_panel(job, running="Measuring sensitivity", unit="layer settings", key="sens_cancel",
+    widgets.job_panel(job, running="Measuring sensitivity", unit="layer settings", key="sens_cancel",
                  cancel=("Cancel", "Stops before the next layer setting", "Cancelling the sensitivity analysis…"),
                  failed="The sensitivity analysis stopped",
                  cancelled="Sensitivity analysis cancelled; nothing was stored.")
@@ -34,11 +19,11 @@ def _sens_panel(job: api.SweepJob) -> None:
 
 def measured_sensitivity() -> None:
     """The loaded model's stored measured sensitivity (heatmap + reading), or a button that measures it."""
-    loaded = ui.current_model()
+    loaded = widgets.current_model()
     if loaded is None or all(d is None for d in (loaded.train, loaded.calib, loaded.test)):
         st.info("Load a model with input data on Home to measure its per-layer sensitivity.")
         return
-    with ui.guard("Measuring sensitivity"):
+    with guard("Measuring sensitivity"):
         job = api.get_job(st.session_state.get("sens_job_id"))
         if job is not None:
             _sens_panel(job)
@@ -59,7 +44,7 @@ def measured_sensitivity() -> None:
                        f"or fake-quantised per channel; {source}{base}. One sample = "
                        f"{100 / max(len(data), 1):.2f} points, so drops under ~1 point are noise.")
         elif job is None or job.state != "running":
-            est = _estimate_s(loaded.key, loaded)
+            est = cache.sensitivity_estimate_s(state.model_ref())
             st.caption(f"Not measured yet for {loaded.label}: runs every prunable/quantizable layer alone at "
                        f"prune 25/50/75 % and 8/4/2 bits on {source}.")
             if st.button(f"Measure sensitivity (~{max(est, 1):.0f} s)", key="measure_sens", type="primary"):
@@ -72,7 +57,7 @@ def measured_sensitivity() -> None:
 
 def measured_section(sweep_id: str | None = None) -> None:
     st.subheader("Sensitivity (measured)")
-    loaded, info = ui.current_model(), api.sweep_info(sweep_id) if sweep_id else None
+    loaded, info = widgets.current_model(), api.sweep_info(sweep_id) if sweep_id else None
     if loaded is not None and info and info.get("model_hash") not in (None, loaded.handle.content_hash):
         st.caption(f"For the loaded model ({loaded.label}); this sweep was run on another model "
                    f"({info.get('model_name')}): its weight-only proxy is below.")
@@ -80,17 +65,17 @@ def measured_section(sweep_id: str | None = None) -> None:
     st.fragment(measured_sensitivity, run_every=1.0 if job is not None and job.state == "running" else None)()
 
 
-ui.setup("Layers")
 st.title(":material/layers: Layers")
-sid = ui.current_sweep()
-vid = st.query_params.get("variant") or st.session_state.get("selected_variant")
+loaded = widgets.current_model()
+sid = widgets.current_sweep(loaded)
+vid = state.variant_id()
 if sid is None:
-    st.info("No sweep yet: run one on the Optimize page, or try the demo from Home.")
+    st.info("No sweep for this model yet: run one on the Optimize page, or try the demo from Home.")
     measured_section()
     st.stop()
 
-with ui.guard("Reading the sweep"):
-    df = api.variants(sid)
+with guard("Reading the sweep"):
+    df = cache.variants(sid)
     ok = df[df["status"].eq("ok")]
     if ok.empty:
         st.warning("This sweep has no finished variants yet.")
@@ -99,16 +84,15 @@ with ui.guard("Reading the sweep"):
     if vid not in ids:
         nonbase = [i for i in ids if (ok.set_index("variant_id").loc[i, "prune_ratio"] or 0) > 0] or ids
         vid = nonbase[0]
-    devices = api.list_devices()
-    dev_names = dict(zip(devices["id"], devices["name"], strict=False))
     c = st.columns([3, 2])
-    vid = c[0].selectbox("Variant", ids, index=ids.index(vid), format_func=lambda v: ui.variant_label(df, v),
-                         key="layers_variant")
-    st.session_state["selected_variant"] = vid
-    st.query_params["variant"] = vid
-    dflt = st.session_state.get("target_device", api.MEASURED_DEVICE)
-    device = c[1].selectbox("Estimate on", list(dev_names), index=list(dev_names).index(dflt)
-                            if dflt in dev_names else 0, format_func=lambda d: dev_names[d], key="layers_device")
+    if st.session_state.get("layers_variant") != vid:
+        st.session_state["layers_variant"] = vid  # the selection made on another page (or in the URL) wins
+    vid = c[0].selectbox("Variant", ids, format_func=lambda v: widgets.variant_label(df, v), key="layers_variant",
+                         on_change=lambda: state.set_variant(st.session_state["layers_variant"]))
+    state.set_variant(vid)
+    with c[1]:
+        device = widgets.device_picker("Estimate on", "layers_device", state.settings().target)
+    dev_name = widgets.device_name(device)
 
     view = api.layer_view(sid, vid, device)
     row, base, table = view["row"], view["base"], view["table"]
@@ -122,7 +106,7 @@ with ui.guard("Reading the sweep"):
                 delta=f"{row['size_mb'] - base['size_mb']:+.3f} MB" if base is not None else None,
                 delta_color="inverse")
     if view["est_total_ms"] is not None:
-        m[3].metric(f"Latency (estimated, {dev_names[device]})", f"{view['est_total_ms']:.2f} ms")
+        m[3].metric(f"Latency (estimated, {dev_name})", f"{view['est_total_ms']:.2f} ms")
     if row["flags"]:
         st.warning(f"⚑ {row['flags']}")
     for note in view["notes"]:
@@ -131,10 +115,10 @@ with ui.guard("Reading the sweep"):
     st.subheader("Time per layer")
     cols = {"ms": "variant (measured)", "base_ms": "baseline (measured)"}
     if table["est_ms"].notna().any():
-        cols["est_ms"] = f"variant (estimated, {dev_names[device]})"
+        cols["est_ms"] = f"variant (estimated, {dev_name})"
     st.plotly_chart(api.layer_bars(table, cols, "time (ms)", "Where the time goes (top 25 layers)"),
                     key="layer_time")
-    prof = _profile_meta(row)
+    prof = view["profile"]
     if "kernels" in table and table["kernels"].notna().any():
         st.caption(f"Measured = ONNX Runtime profiler at optimisation level '{row['opt_level']}' (the level this "
                    "variant's latency is measured at), 1 thread: each runtime kernel (fused, quantized, layout) is "
@@ -149,6 +133,7 @@ with ui.guard("Reading the sweep"):
                    "bar is one unfused ONNX node, not what runs at the latency's level), 1 thread. "
                    "Estimated = roofline model of the chosen target.")
     st.dataframe(table, hide_index=True, key="layer_table", column_config={
+        "node": st.column_config.TextColumn("layer", pinned=True),
         "base_ms": st.column_config.NumberColumn("baseline ms", format="%.4f"),
         "ms": st.column_config.NumberColumn("variant ms", format="%.4f"),
         "est_ms": st.column_config.NumberColumn("estimated ms", format="%.4f"),

@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import streamlit as st
 
-import dashboard as ui
 from optim import api
+from ui import cache, state, widgets
+from ui.guard import guard
 
-ui.setup("Export")
 st.title(":material/download: Export")
-sid = ui.current_sweep()
+loaded = widgets.current_model()
+sid = widgets.current_sweep(loaded)
 if sid is None:
-    st.info("No sweep yet: run one on the Optimize page, or try the demo from Home.")
+    st.info("No sweep for this model yet: run one on the Optimize page, or try the demo from Home.")
     st.stop()
 
-with ui.guard("Preparing the downloads"):
-    device = st.session_state.get("target_device", api.MEASURED_DEVICE)
-    df = api.variants(sid, device)
+with guard("Preparing the downloads"):
+    device = state.settings().target
+    df = cache.variants(sid, device)
     ok = df[df["status"].eq("ok")]
     if ok.empty:
         st.warning("This sweep has no finished variants yet.")
         st.stop()
     ids = ok["variant_id"].tolist()
-    cur = st.session_state.get("selected_variant")
+    cur = state.variant_id()
     rec = api.recommend(df)
     cur = cur if cur in ids else (rec["variant_id"] if rec is not None else ids[0])
     st.caption(f"Recommended: **{rec['label']}** (fastest Pareto variant not significantly less accurate than "
                "the baseline)." if rec is not None else "")
-    vid = st.selectbox("Variant", ids, index=ids.index(cur),
-                       format_func=lambda v: ui.variant_label(df, v), key="export_variant")
+    if st.session_state.get("export_variant") != cur:
+        st.session_state["export_variant"] = cur
+    vid = st.selectbox("Variant", ids, format_func=lambda v: widgets.variant_label(df, v), key="export_variant",
+                       on_change=lambda: state.set_variant(st.session_state["export_variant"]))
+    state.set_variant(vid)
     row = ok[ok["variant_id"] == vid].iloc[0]
     ci = f" [{row['metric_lo']:.2f}–{row['metric_hi']:.2f}]" if row["metric_lo"] == row["metric_lo"] else ""
     st.markdown(f"**{row['label']}**: {row['metric']:.2f} %{ci} {row['metric_name']}, "
@@ -58,10 +62,11 @@ with ui.guard("Preparing the downloads"):
         st.caption("The model, the front, the recommended variant and its per-layer view; interactive charts "
                    "with plotly.js embedded (~4.5 MB).")
         if st.button("Build report", key="build_report"):
-            st.session_state["report_html"] = (sid, vid, api.report_html(
-                sid, vid, device_id=device, model_label=st.session_state.get("model_label", "")))
-        rep = st.session_state.get("report_html")
+            st.session_state[state.Key.REPORT] = (sid, vid, api.report_html(
+                sid, vid, device_id=device, model_label=loaded.label if loaded is not None else ""))
+        rep = st.session_state.get(state.Key.REPORT)
         if rep and rep[0] == sid and rep[1] == vid:
             st.download_button("Download report.html", rep[2].encode(), file_name=f"report_{sid}.html",
                                mime="text/html", key="dl_report")
-    st.caption(f"Share this sweep: add `?sweep={sid}` to the dashboard's address (results come from the store).")
+    st.caption("Share this view: the address bar holds the model, the sweep, the selected variant and the Optimize "
+               "settings; anyone opening it on this server sees the same results (they come from the store).")
