@@ -116,6 +116,8 @@ def replot(data_dir: str) -> None:
     print(f"demo sweep ({job.total} variants, {job.state}):   {time.perf_counter() - t0:6.2f} s")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.query_params["sweep"] = job.sweep_id
+    if loaded.origin == "sample" and any(s["name"] == loaded.label for s in api.list_samples()):
+        at.query_params["model"] = f"sample:{loaded.label}"
     at.run()
     at.switch_page("app_pages/pareto.py").run()
     hi = at.slider(key="max_ms_this-cpu").value

@@ -166,3 +166,18 @@ def test_agreement_is_labelled_as_agreement_with_its_own_interval(tiny_cnn, tiny
     df = api.variants(sid)
     assert (df["metric_hi"] > df["metric_lo"]).all()  # an interval, not collapsed onto the value
     assert (df["cosine_lo"] <= df["cosine"]).all() and (df["cosine"] <= df["cosine_hi"]).all()  # bootstrap
+
+
+def test_pages_say_when_this_machines_estimate_is_still_calibrating(tiny_cnn, tiny_images,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api, "host_estimate_status", lambda: "estimate calibrating… 40 % (kernels)")
+    at = with_model(tiny_ref(tiny_cnn, tiny_images), opt="target.host").run()
+    clean(at)
+    assert any("estimate calibrating… 40 %" in c.value for c in at.sidebar.caption)
+    at.switch_page("app_pages/optimize.py").run()
+    clean(at)
+    assert at.selectbox(key="target").value == "host"
+    assert any("until it finishes" in c.value for c in at.caption)
+    monkeypatch.setattr(api, "host_estimate_status", lambda: None)
+    at.run()
+    assert not any("calibrating" in c.value for c in [*at.caption, *at.sidebar.caption])

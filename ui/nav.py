@@ -37,6 +37,8 @@ def sidebar(model_label: str | None) -> None:
         st.caption(f"Model: **{model_label or 'none'}**")
         if state.sweep_id():
             st.caption(f"Sweep: `{state.sweep_id()}`")
+        if calibrating := api.host_estimate_status():
+            st.caption(f"⏳ This machine's {calibrating}")
         st.caption(LEGEND)
 
 

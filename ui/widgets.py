@@ -110,7 +110,10 @@ def device_picker(label: str, key: str, default: str | None = None, *, catalog_o
         return api.MEASURED_DEVICE
     if st.session_state.get(key) not in ids or reset:
         st.session_state[key] = default if default in ids else ids[0]
-    return st.selectbox(label, ids, format_func=lambda d: names.get(d, d), key=key, help=help)
+    chosen = st.selectbox(label, ids, format_func=lambda d: names.get(d, d), key=key, help=help)
+    if chosen == "host" and (calibrating := api.host_estimate_status()):
+        st.caption(f"⏳ {calibrating}: until it finishes, estimates for this machine use the generic CPU model")
+    return chosen
 
 
 def device_name(device_id: str) -> str:

@@ -63,7 +63,7 @@ from optim.api.sensitivity_jobs import (
     start_sensitivity,
     stored_sensitivity,
 )
-from optim.api.status import live_eta, sweep_status
+from optim.api.status import host_estimate_status, live_eta, sweep_status
 from optim.api.store import data_dir, open_store
 from optim.api.sweeps import (
     MEASURED_DEVICE,
@@ -132,6 +132,7 @@ __all__ = [
     "graph_diff",
     "hardware_note",
     "int8_note",
+    "host_estimate_status",
     "interval_note",
     "job_for_sweep",
     "kind_label",
