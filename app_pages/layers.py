@@ -97,7 +97,8 @@ with guard("Reading the sweep"):
     view = api.layer_view(sid, vid, device)
     row, base, table = view["row"], view["base"], view["table"]
     m = st.columns(4)
-    m[0].metric("Accuracy (measured)", f"{row['metric']:.2f} %",
+    ci = f"95 % interval {row['metric_lo']:.2f}–{row['metric_hi']:.2f} %" if row["metric_lo"] == row["metric_lo"] else None
+    m[0].metric(f"{str(row['metric_name']).capitalize()} (measured)", f"{row['metric']:.2f} %", help=ci,
                 delta=f"{row['metric'] - base['metric']:+.2f} pt" if base is not None else None)
     m[1].metric("Latency (measured, this CPU)", f"{row['latency_ms']:.2f} ms",
                 delta=f"{row['latency_ms'] - base['latency_ms']:+.2f} ms" if base is not None else None,

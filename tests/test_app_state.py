@@ -181,3 +181,13 @@ def test_pages_say_when_this_machines_estimate_is_still_calibrating(tiny_cnn, ti
     monkeypatch.setattr(api, "host_estimate_status", lambda: None)
     at.run()
     assert not any("calibrating" in c.value for c in [*at.caption, *at.sidebar.caption])
+
+
+def test_layers_names_agreement_as_agreement_for_unlabelled_data(tiny_cnn, tiny_images) -> None:
+    ref = tiny_ref(tiny_cnn, tiny_images, labelled=False)
+    sid = quick_sweep(ref)
+    at = with_model(ref, sweep=sid).run()
+    at.switch_page("app_pages/layers.py").run()
+    clean(at)
+    labels = [m.label for m in at.metric]
+    assert "Agreement with baseline (measured)" in labels and not any("Accuracy" in lb for lb in labels)
