@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,11 +95,14 @@ def bwrap_argv(bwrap: str, scratch_bytes: int = SCRATCH_BYTES) -> list[str]:
 def _probe(bwrap: str) -> str:
     """'' when a trivial sandboxed Python runs here, else why not."""
     argv = bwrap_argv(bwrap)
-    argv[-1] = "import sys; sys.exit(0 if not __import__('os').path.exists('/tmp/.') else 3)"
-    try:
-        proc = subprocess.run(argv, capture_output=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc)
+    # A file the host can see in its temp folder must be invisible inside (the Python installation may
+    # itself live under /tmp, e.g. a CI clone's .venv, so '/tmp' can exist there holding only that bind).
+    with tempfile.NamedTemporaryFile(prefix="optim-sandbox-probe-") as seen_outside:
+        argv[-1] = f"import os, sys; sys.exit(3 if os.path.exists({seen_outside.name!r}) else 0)"
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
     return "" if proc.returncode == 0 else (proc.stderr.decode(errors="replace").strip()[-300:] or
                                             f"exit status {proc.returncode}")
 
