@@ -171,6 +171,21 @@ def test_report_html_embeds_plotly_and_needs_no_network(sweep_id: str) -> None:
     assert "Recommended variant" in html and "simulated" in html
 
 
+def test_report_opens_with_a_summary_naming_the_engine_recommendation(sweep_id: str) -> None:
+    import html as html_lib
+
+    page = api.report_html(sweep_id, None, model_label="tiny_cnn")
+    summary = page[page.index("<h2>In short</h2>"):page.index("<h2>The model</h2>")]
+    assert summary and page.index("<h2>In short</h2>") < page.index("<h2>Recommended variant</h2>")
+    df = api.variants(sweep_id)
+    assert f"built and measured {len(df)} variants" in summary
+    rec = api.recommend(df)
+    if rec["bits"] == 32 and not rec["prune_ratio"]:  # the engine keeps the baseline
+        assert "keeping the baseline" in summary
+    else:
+        assert html_lib.escape(str(rec["label"])) in summary and "× the baseline" in summary
+
+
 def test_pareto_2d_has_one_point_per_ok_variant(sweep_id: str) -> None:
     df = api.variants(sweep_id)
     fig = api.pareto_2d(df)

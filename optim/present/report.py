@@ -56,6 +56,33 @@ def _variant_box(row: pd.Series, note: str) -> str:
             + (f"<br>⚑ {html.escape(row['flags'])}" if row["flags"] else "") + "</div>")
 
 
+def _summary(df: pd.DataFrame, base: pd.Series | None, rec: pd.Series | None, note: str) -> str:
+    """'What we did, what it costs, what we recommend' in three sentences, for a reader who stops here."""
+    ok = df["status"].eq("ok")
+    ratios = sorted({float(r) for r in df["prune_ratio"].dropna()})
+    bits = sorted({int(b) for b in df["bits"].dropna()}, reverse=True)
+    did = (f"We built and measured {len(df)} variants of the model (pruning ratios "
+           f"{', '.join(f'{r:.0%}' for r in ratios) or 'none'}; bit-widths {', '.join(map(str, bits))})"
+           + (f"; {int((~ok).sum())} could not be built and are listed with their reason" if (~ok).any() else "")
+           + ".")
+    if base is None or rec is None:
+        return f"<h2>In short</h2><p>{html.escape(did, quote=False)} No variant can be recommended yet.</p>"
+    delta = float(rec["metric"]) - float(base["metric"])
+    inside = float(base["metric_lo"]) <= float(rec["metric"]) <= float(base["metric_hi"])
+    speed = float(base["target_ms"]) / float(rec["target_ms"]) if float(rec["target_ms"]) > 0 else float("nan")
+    size = float(rec["size_mb"]) / float(base["size_mb"]) if float(base["size_mb"]) > 0 else float("nan")
+    cost = (f"It costs {abs(delta):.2f} points of {rec['metric_name']} "
+            f"({'within' if inside else 'outside'} the baseline's 95 % interval, so "
+            f"{'not a significant loss' if inside else 'a real difference'})" if delta < 0 else
+            f"It loses no {rec['metric_name']} ({delta:+.2f} points)")
+    buys = f"and buys {speed:.2f}× the baseline's speed ({note}) at {size:.2f}× its size."
+    if rec["variant_id"] == base["variant_id"]:
+        return (f"<h2>In short</h2><p>{html.escape(did, quote=False)} No compressed variant keeps the accuracy within the "
+                "baseline's interval while being faster, so we recommend keeping the baseline.</p>")
+    return (f"<h2>In short</h2><p>{html.escape(did, quote=False)} We recommend <b>{html.escape(str(rec['label']))}</b>. "
+            f"{html.escape(cost, quote=False)} {html.escape(buys, quote=False)}</p>")
+
+
 def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | None = None,
                  model_label: str = "") -> str:
     """The whole report as one HTML string (≈ 4.5 MB with plotly.js inline).
@@ -83,6 +110,7 @@ def build_report(sweep_id: str, variant_id: str | None = None, device_id: str | 
              "catalog device (roofline model). <span class='tag s'>simulated</span>bit-widths the runtime "
              "cannot execute: accuracy from fake-quantised weights, size as packed bytes.</div>"]
     base = baseline_row(df)
+    parts.insert(2, _summary(df, base, rec, note))
     if base is not None:
         parts.append(f"<h2>The model</h2><p>Baseline (FP32, unpruned): <b>{base['metric']:.2f} %</b> "
                      f"[{base['metric_lo']:.2f}–{base['metric_hi']:.2f}], {fmt_ms(base['latency_ms'])} measured, "
