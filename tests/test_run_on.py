@@ -62,3 +62,13 @@ def test_optimize_page_offers_run_on_only_when_a_cluster_is_configured(
     box = [s for s in page().selectbox if s.key == "run_on"]
     assert box and box[0].value == "head.example:6379" and box[0].options == ["Ray cluster at head.example:6379",
                                                                               "this machine"]
+
+
+def test_the_sweep_job_follows_the_environment_when_no_run_on_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from optim.jobs import tasks
+
+    monkeypatch.setenv(ENV_ADDRESS, "head.example:6379")
+    assert isinstance(tasks._sweep_executor({"run_on": ""}), RayExecutor)
+    assert isinstance(tasks._sweep_executor({"run_on": "local", "workers": 2}), LocalExecutor)
+    monkeypatch.delenv(ENV_ADDRESS)
+    assert tasks._sweep_executor({"workers": 3}).workers == 3

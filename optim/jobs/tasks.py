@@ -129,10 +129,10 @@ def _sweep_executor(args: dict[str, Any]) -> Any:
     from optim.sweep.executors import LocalExecutor
     from optim.sweep.ray_executor import executor_for
 
-    run_on = str(args.get("run_on") or "local")
-    if run_on == "local" and args.get("workers"):
+    executor = executor_for(str(args.get("run_on") or ""))  # "": $OPTIM_RAY_ADDRESS, else this machine
+    if isinstance(executor, LocalExecutor) and args.get("workers"):
         return LocalExecutor(int(args["workers"]))
-    return executor_for(run_on)
+    return executor
 
 
 @task("sweep")
