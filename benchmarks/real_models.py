@@ -76,16 +76,19 @@ def refusals(outcomes: list[Outcome]) -> str:
             if step.status == "traceback":
                 seen.setdefault("TRACEBACK " + step.message.strip().splitlines()[-1], []).append(o.model)
         for e in o.errors:
-            seen.setdefault(e, []).append(o.model)
+            seen.setdefault(e[:400], []).append(o.model)
     return "\n".join(f"- [{', '.join(dict.fromkeys(ms))}] {text}" for text, ms in seen.items())
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", help="model names (default: the whole corpus)")
+    ap.add_argument("--light", action="store_true", help="leave out the heavy models (the CI tier)")
     ap.add_argument("--csv", type=Path, help="also write one row per model here")
     args = ap.parse_args()
     models = [cm.BY_NAME[n] for n in args.only] if args.only else cm.MODELS
+    if args.light:
+        models = [m for m in models if not m.heavy]
     outcomes = []
     with tempfile.TemporaryDirectory() as tmp:
         for m in models:

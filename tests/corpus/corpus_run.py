@@ -124,6 +124,8 @@ def message_problems(text: str) -> list[str]:
     problems = []
     if any(marker in text for marker in RAW_RUNTIME_TEXT):
         problems.append("raw runtime/traceback text")
+    if "internal error" in text:
+        problems.append("an internal error (not an OptimError): our defect")
     if "\n" in text.strip():
         problems.append("more than one line")
     if len(text) > 600:

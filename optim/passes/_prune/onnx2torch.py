@@ -40,15 +40,18 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from optim.errors import PassUnavailableError
+from optim.errors import MissingInputError, PassUnavailableError
+from optim.io.shapes import synthesize_inputs
+from optim.passes._prune.onnx2torch_extra import EXTRA_KERNELS, EXTRA_LAYER_OPS, extra_layer
 from optim.passes._prune.onnx2torch_ops import KERNELS, attrs, auto_pads, ints, pad_pairs, traced_sizes
 
 LAYER_OPS = frozenset({"Conv", "Gemm", "BatchNormalization", "LayerNormalization", "Reshape"})
-SUPPORTED_OPS: frozenset[str] = frozenset(KERNELS) | LAYER_OPS
+ALL_KERNELS = {**KERNELS, **EXTRA_KERNELS}
+SUPPORTED_OPS: frozenset[str] = frozenset(ALL_KERNELS) | LAYER_OPS | EXTRA_LAYER_OPS
 _ELEMENTWISE_MULTI = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "Max", "Min", "Sum", "Equal",
-                                "Less", "Greater"})
+                                "Less", "Greater", "PRelu"})
 _INDEXING = frozenset({"Gather", "Slice", "Split", "Expand", "MatMul", "Gemm", "LayerNormalization", "Conv",
-                       "BatchNormalization"})
+                       "BatchNormalization", "GatherElements", "ConvTranspose", "InstanceNormalization"})
 
 
 class UnsupportedOpsError(PassUnavailableError):
@@ -227,6 +230,10 @@ class OnnxModule(nn.Module):
             ln.bias.data.copy_(b.float() if b is not None else torch.zeros_like(ln.bias))
             self.layers[key] = ln
             return ("layer:" + key, n, [n.input[0]], list(n.output[:1]))
+        layer = extra_layer(n, self._const) if n.op_type in EXTRA_LAYER_OPS else None
+        if layer is not None:
+            self.layers[key] = layer
+            return ("layer:" + key, n, [n.input[0]], list(n.output[:1]))
         return ("op", n, list(n.input), list(n.output))
 
     def _conv(self, n: onnx.NodeProto, at: dict[str, Any]) -> nn.Module:
@@ -261,7 +268,7 @@ class OnnxModule(nn.Module):
             elif node.op_type in ("Gemm", "LayerNormalization", "BatchNormalization", "Conv"):
                 res = _functional(node, args)
             else:
-                res = KERNELS[node.op_type](node, args, self.opset)
+                res = ALL_KERNELS[node.op_type](node, args, self.opset)
             res = list(res) if isinstance(res, list | tuple) else [res]
             for name, t in zip(outs, res, strict=False):
                 env[name] = t
@@ -374,18 +381,22 @@ _NP = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11:
 
 
 def example_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> list[torch.Tensor]:
-    """Random inputs for the graph's (non-initializer) inputs; symbolic dims become ``batch``/1."""
+    """Inputs for the graph's (non-initializer) inputs as ``synthesize_inputs`` makes them (token ids within the
+    vocabulary, masks of ones); where it cannot, random floats / zeros with symbolic dims = ``batch``/1."""
+    try:
+        return [torch.from_numpy(np.ascontiguousarray(v)) for v in synthesize_inputs(model, batch, seed).values()]
+    except MissingInputError:
+        pass
     inits = {t.name for t in model.graph.initializer}
     rng = np.random.default_rng(seed)
     out = []
-    for i, vi in enumerate(v for v in model.graph.input if v.name not in inits):
+    for vi in (v for v in model.graph.input if v.name not in inits):
         tt = vi.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else (batch if k == 0 else 1)
                 for k, d in enumerate(tt.shape.dim)]
         dtype = _NP.get(tt.elem_type, np.float32)
         arr = rng.standard_normal(dims) if np.issubdtype(dtype, np.floating) else np.zeros(dims)
         out.append(torch.from_numpy(np.asarray(arr, dtype=dtype)))
-        del i
     return out
 
 

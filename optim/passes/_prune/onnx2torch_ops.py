@@ -248,7 +248,7 @@ def auto_pads(auto_pad: str, x: torch.Tensor, kernel: Sequence[int], strides: Se
     if auto_pad in ("", "NOTSET", "VALID"):
         return [0] * (2 * len(kernel))
     begins, ends = [], []
-    for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True):
+    for size, k, s, d in zip((int(v) for v in x.shape[2:]), kernel, strides, dilations, strict=True):
         total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
         small, big = total // 2, total - total // 2
         begins.append(big if auto_pad == "SAME_LOWER" else small)
