@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--eval-limit", type=int, help="evaluate on at most N test samples")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
     p.add_argument("--budget", type=float, default=0.3, help="seconds of timed runs per variant (default 0.3)")
+    p.add_argument("--profile-runs", type=int, default=10, help="runs averaged in each variant's layer profile")
     p.add_argument("--workers", type=int,
                    help="local: build threads running ahead of measurement; ray without an address: Ray workers "
                         "of the local instance (default 1 local, 2 ray)")
@@ -200,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         importance=args.importance, latency_threads=args.threads, latency_budget_s=args.budget,
         eval_limit=args.eval_limit, distill=args.distill, distill_budget_s=args.distill_seconds,
         auto_bits=args.auto_bits, target_device=None if targets.is_measured(args.target) else args.target,
+        profile_runs=args.profile_runs,
     )  # fmt: skip
     handle, test, calib, train = load_inputs(args)
     store = Store(args.store)

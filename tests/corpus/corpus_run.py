@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 from corpus_models import CorpusModel
 
-SWEEP_ARGS = ["--ratios", "0,0.5", "--bits", "32,8", "--budget", "0.05", "--samples", "16"]
-PROFILE_ARGS = ["--budget", "0.05", "--batch", "2", "--profile-runs", "2"]
+SWEEP_ARGS = ["--ratios", "0,0.5", "--bits", "32,8", "--budget", "0.05", "--samples", "16", "--profile-runs", "2"]
+PROFILE_ARGS = ["--budget", "0.05", "--batch", "1", "--profile-runs", "2"]
 RAW_RUNTIME_TEXT = ("[ONNXRuntimeError]", "Traceback (most recent call last)", "onnxruntime_pybind11")
 
 
