@@ -33,16 +33,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from optim.errors import MissingInputError, PassUnavailableError
-from optim.io.shapes import synthesize_inputs
-from optim.passes._prune.onnx2torch_extra import EXTRA_KERNELS, EXTRA_LAYER_OPS, extra_layer
+from optim.errors import PassUnavailableError
+from optim.passes._prune.onnx2torch_extra import (  # noqa: F401  (example_inputs re-exported)
+    EXTRA_KERNELS,
+    EXTRA_LAYER_OPS,
+    example_inputs,
+    extra_layer,
+)
 from optim.passes._prune.onnx2torch_ops import KERNELS, attrs, auto_pads, ints, pad_pairs, traced_sizes
 
 LAYER_OPS = frozenset({"Conv", "Gemm", "BatchNormalization", "LayerNormalization", "Reshape"})
@@ -375,29 +378,6 @@ def _functional(node: onnx.NodeProto, a: list[Any]) -> torch.Tensor:
     shape = tuple(a[0].shape[axis:])
     b = a[2].expand(shape) if len(a) > 2 and a[2] is not None else None
     return F.layer_norm(a[0], shape, a[1].expand(shape), b, at.get("epsilon", 1e-5))
-
-
-_NP = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64}
-
-
-def example_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> list[torch.Tensor]:
-    """Inputs for the graph's (non-initializer) inputs as ``synthesize_inputs`` makes them (token ids within the
-    vocabulary, masks of ones); where it cannot, random floats / zeros with symbolic dims = ``batch``/1."""
-    try:
-        return [torch.from_numpy(np.ascontiguousarray(v)) for v in synthesize_inputs(model, batch, seed).values()]
-    except MissingInputError:
-        pass
-    inits = {t.name for t in model.graph.initializer}
-    rng = np.random.default_rng(seed)
-    out = []
-    for vi in (v for v in model.graph.input if v.name not in inits):
-        tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (batch if k == 0 else 1)
-                for k, d in enumerate(tt.shape.dim)]
-        dtype = _NP.get(tt.elem_type, np.float32)
-        arr = rng.standard_normal(dims) if np.issubdtype(dtype, np.floating) else np.zeros(dims)
-        out.append(torch.from_numpy(np.asarray(arr, dtype=dtype)))
-    return out
 
 
 def to_torch(model: onnx.ModelProto) -> OnnxModule:

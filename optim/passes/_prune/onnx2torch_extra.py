@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from optim.errors import MissingInputError
+from optim.io.shapes import synthesize_inputs
 from optim.passes._prune.onnx2torch_ops import attrs, ints
 
 Kernel = Callable[[onnx.NodeProto, list[Any], int], Any]
@@ -179,3 +182,26 @@ def _instance_norm_fn(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.T
 
 
 EXTRA_KERNELS.update({"ConvTranspose": _conv_transpose_fn, "InstanceNormalization": _instance_norm_fn})
+
+
+_NP = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64}
+
+
+def example_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> list[torch.Tensor]:
+    """Inputs for the graph's (non-initializer) inputs as ``synthesize_inputs`` makes them (token ids within the
+    vocabulary, masks of ones); where it cannot, random floats / zeros with symbolic dims = ``batch``/1."""
+    try:
+        return [torch.from_numpy(np.ascontiguousarray(v)) for v in synthesize_inputs(model, batch, seed).values()]
+    except MissingInputError:
+        pass
+    inits = {t.name for t in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    out = []
+    for vi in (v for v in model.graph.input if v.name not in inits):
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (batch if k == 0 else 1)
+                for k, d in enumerate(tt.shape.dim)]
+        dtype = _NP.get(tt.elem_type, np.float32)
+        arr = rng.standard_normal(dims) if np.issubdtype(dtype, np.floating) else np.zeros(dims)
+        out.append(torch.from_numpy(np.asarray(arr, dtype=dtype)))
+    return out
