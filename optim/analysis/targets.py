@@ -35,9 +35,15 @@ def artifact_handle(artifact: str) -> ModelHandle:
 
 
 @lru_cache(maxsize=256)
-def estimate_artifact(artifact: str, device_id: str) -> Estimate:
-    """Hardware estimate of one stored ONNX artifact on a catalog device, batch 1."""
+def _estimate_cached(artifact: str, device_id: str, state: str) -> Estimate:
     return hardware.estimate(artifact_handle(artifact), device_id, batch=1)
+
+
+def estimate_artifact(artifact: str, device_id: str) -> Estimate:
+    """Hardware estimate of one stored ONNX artifact on a device, batch 1; cached per artifact, device and
+    (on the host) the calibration state (:func:`optim.hardware.targets.estimate_key`): a host estimate
+    made on the fallback profile is recomputed once this CPU's calibration lands."""
+    return _estimate_cached(artifact, device_id, hardware.estimate_key(device_id))
 
 
 def _estimate_ms(artifact: object, device_id: str) -> float | None:

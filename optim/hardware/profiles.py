@@ -92,6 +92,15 @@ def fallback_label(profile: dict[str, Any] | None) -> str:
             f"'{profile.get('cpu_model', 'another CPU')}' ({profile.get('created', '?')})")
 
 
+def profile_id(choice: ProfileChoice | None = None) -> str:
+    """A short identity of the profile in use (source, file, fit time, fingerprint): it changes whenever a
+    new calibration lands or another profile is picked, so caches of host estimates can key on it."""
+    c = choice or select_profile()
+    p = c.profile or {}
+    return "|".join([c.source, str(c.path or ""), str(p.get("created", "")), str(p.get("fingerprint_key", "")),
+                     str(p.get("model_version", ""))])
+
+
 def select_profile() -> ProfileChoice:
     """The profile the host estimate should use now (see the module docstring for the order)."""
     override = os.environ.get("OPTIM_HOST_PROFILE")

@@ -70,6 +70,16 @@ def _host_state(device_id: str, auto_calibrate: bool | None) -> str:
         status["state"], "fallback")
 
 
+def estimate_key(device_id: str) -> str:
+    """What a cached estimate on ``device_id`` depends on besides the model: "" off the host; on the host
+    the profile in use (:func:`optim.hardware.profiles.profile_id`) and the calibration state, so a new
+    calibration (or its start) is never hidden behind an estimate cached under the previous profile."""
+    if device_id != "host":
+        return ""
+    status = host_calibration_status()
+    return f"{profiles.profile_id()}|{status['state']}"
+
+
 def estimate(handle: ModelHandle, device_id: str, batch: int = 1, auto_calibrate: bool | None = None) -> Estimate:
     """Latency (ms) with its band, per-layer table, memory fit and rough energy of ``handle`` on ``device_id``.
 
