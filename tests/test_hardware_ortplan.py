@@ -24,7 +24,7 @@ def test_ort_plan_maps_conv_kernels_and_fuses_activations(tiny_cnn: ModelHandle)
     plan, rows = _rows(tiny_cnn)
     by_node = rows.set_index("node")
     convs = [n.name for n in tiny_cnn.model.graph.node if n.op_type == "Conv"]
-    assert all(by_node.loc[c, "op_class"].split(":")[0] in ("conv", "conv1x1", "dwconv", "conv_nchw", "conv1x1_nchw",
+    assert all(by_node.loc[c, "op_class"].split(":")[0] in ("conv", "conv_in", "conv1x1", "dwconv", "conv_nchw", "conv1x1_nchw",
                                                            "dwconv_nchw") for c in convs)
     relus = [n.name for n in tiny_cnn.model.graph.node if n.op_type == "Relu"]
     assert by_node.loc[relus, "fused"].any()  # ORT folds activations into the conv kernel

@@ -26,13 +26,13 @@ REQUIRED_SPECS = ("bandwidth", "memory", "onchip", "power", "eff_compute", "eff_
 OPTIONAL_SPECS = ("offchip_bandwidth",)
 FLAGS = ("fuses_activations", "activations_onchip", "sparsity_2_4", "weights_onchip_cache", "measured",
          "ort_cpu_fusion", "live_plan", "additive_cost")
-OP_CLASSES = ("conv", "conv1x1", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
+OP_CLASSES = ("conv", "conv_in", "conv1x1", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
               "gemm_int8", "conv_int8_odd", "dwconv_int8_odd", "conv_integer", "dwconv_integer",
               "conv_integer_odd", "dwconv_integer_odd", "gemm_integer", "gemv", "gemv_int8", "gemv_integer",
               "elementwise", "norm", "pool", "move", "quant", "cast",
               "reorder", "shape")
 # An uncalibrated class borrows the factors of its parent (then the parent's parent, then the device's).
-CLASS_PARENT = {"conv1x1": "conv", "conv_nchw": "conv", "conv1x1_nchw": "conv_nchw", "dwconv_nchw": "dwconv", "dwconv": "conv",
+CLASS_PARENT = {"conv1x1": "conv", "conv_in": "conv", "conv_nchw": "conv", "conv1x1_nchw": "conv_nchw", "dwconv_nchw": "dwconv", "dwconv": "conv",
                 "conv_int8": "conv", "dwconv_int8": "dwconv", "gemm_int8": "gemm", "conv_integer": "conv_int8",
                 "gemm_integer": "gemm_int8", "dwconv_integer": "conv_integer", "conv_int8_odd": "conv_int8",
                 "dwconv_int8_odd": "dwconv_int8", "conv_integer_odd": "conv_integer",

@@ -23,7 +23,7 @@ from optim.sweep.store import default_store_dir
 
 FALLBACK_PATH = Path(__file__).resolve().parent / "host_profile.json"
 # Bump when the estimator's host model changes what a profile means: older cached profiles then refit.
-MODEL_VERSION = 3
+MODEL_VERSION = 4
 
 
 @dataclass(frozen=True)

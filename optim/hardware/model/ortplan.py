@@ -104,11 +104,14 @@ def ort_plan(model: onnx.ModelProto) -> list[Kernel] | None:
     return None if plan is None else list(plan)
 
 
-def kernel_class(k: Kernel, group: int, k1x1: bool, aligned: bool = True) -> str:
-    """The estimator's op class of the kernel that runs a node (see :data:`optim.hardware.device.OP_CLASSES`)."""
+def kernel_class(k: Kernel, group: int, k1x1: bool, aligned: bool = True, narrow_in: bool = False) -> str:
+    """The estimator's op class of the kernel that runs a node (see :data:`optim.hardware.device.OP_CLASSES`);
+    ``narrow_in``: a dense conv with fewer input channels than the NCHWc block (an image stem)."""
     op = k.op_type
     if op in ("Conv", "FusedConv", "NhwcFusedConv"):
         base = "dwconv" if group > 1 else "conv"
+        if k.domain == NCHWC_DOMAIN and base == "conv" and narrow_in:
+            return "conv_in"  # MLAS's NCHWc kernel that reads a plain NCHW input (stems: 1-3 channels)
         if k.domain == NCHWC_DOMAIN:  # MLAS runs blocked 1x1 convs through a pointwise kernel of their own
             return "conv1x1" if base == "conv" and k1x1 else base
         return "dwconv_nchw" if group > 1 else ("conv1x1_nchw" if k1x1 else "conv_nchw")
@@ -137,16 +140,20 @@ def kernel_class(k: Kernel, group: int, k1x1: bool, aligned: bool = True) -> str
     return "elementwise"
 
 
-def row_class(k: Kernel, group: int, k1x1: bool, aligned: bool = True) -> str:
+def row_class(k: Kernel, group: int, k1x1: bool, aligned: bool = True, narrow_in: bool = False) -> str:
     """:func:`kernel_class`, refined by op type for the memory-bound families (``elementwise:Mul``,
     ``quant:DynamicQuantizeLinear``): one family's kernels differ several-fold in cost per byte; a
     refined class without calibration rows falls back to its family (``Device.factors``)."""
-    base = kernel_class(k, group, k1x1, aligned)
+    base = kernel_class(k, group, k1x1, aligned, narrow_in)
     return f"{base}:{k.op_type}" if base in SPLIT_BY_OP else base
 
 
-def _conv_shape(model: onnx.ModelProto) -> dict[str, tuple[int, bool, bool]]:
-    """Conv-like node → (group, 1x1 kernel, in and out channels multiples of 4)."""
+NOT_CONV = (1, False, True, False)
+
+
+def _conv_shape(model: onnx.ModelProto, block: int = 8) -> dict[str, tuple[int, bool, bool, bool]]:
+    """Conv-like node → (group, 1x1 kernel, in and out channels multiples of 4, dense with fewer input
+    channels than the NCHWc ``block``)."""
     dims = {i.name: tuple(i.dims) for i in model.graph.initializer}
     out = {}
     for n in model.graph.node:
@@ -158,11 +165,12 @@ def _conv_shape(model: onnx.ModelProto) -> dict[str, tuple[int, bool, bool]]:
                 w = dims.get(src.input[0]) if src is not None and src.input else None
             four = w is not None and len(w) == 4
             aligned = not four or (int(w[0]) % 4 == 0 and (int(w[1]) * group) % 4 == 0)
-            out[n.name] = (group, bool(four and tuple(w[2:]) == (1, 1)), bool(aligned))
+            narrow = bool(four and group == 1 and 0 < int(w[1]) < block)
+            out[n.name] = (group, bool(four and tuple(w[2:]) == (1, 1)), bool(aligned), narrow)
     return out
 
 
-def _main_kernels(plan: list[Kernel], convs: dict[str, tuple[int, bool, bool]]) -> dict[str, Kernel]:
+def _main_kernels(plan: list[Kernel], convs: dict[str, tuple[int, bool, bool, bool]]) -> dict[str, Kernel]:
     """ONNX node → the kernel that computes it (its heaviest-class kernel when several map to it)."""
     light = ("elementwise", "shape", "quant", "cast", "move", "reorder")
     out: dict[str, Kernel] = {}
@@ -170,8 +178,8 @@ def _main_kernels(plan: list[Kernel], convs: dict[str, tuple[int, bool, bool]]) 
         if k.node is None:
             continue
         prev = out.get(k.node)
-        if prev is None or (kernel_class(prev, *convs.get(k.node, (1, False, True))) in light
-                            and kernel_class(k, *convs.get(k.node, (1, False, True))) not in light):
+        if prev is None or (kernel_class(prev, *convs.get(k.node, NOT_CONV)) in light
+                            and kernel_class(k, *convs.get(k.node, NOT_CONV)) not in light):
             out[k.node] = k
     return out
 
@@ -249,15 +257,32 @@ def _dims(shape: object) -> list:
 IM2COL = ("conv_nchw", "conv_int8", "conv_int8_odd", "conv_integer", "conv_integer_odd")
 
 
-def _im2col_elems(df: pd.DataFrame, convs: dict[str, tuple[int, bool, bool]]) -> list[float]:
+def _im2col_elems(df: pd.DataFrame, convs: dict[str, tuple[int, bool, bool, bool]]) -> list[float]:
     """Elements of the patch matrix a k x k conv off the blocked layout builds (MACs / output channels);
     0 for every other row (1x1 convs run as a plain GEMM on their input)."""
     out = []
     for node, cls, macs, shape in zip(df["node"], df["op_class"], df["macs"], df["out_shape"], strict=True):
-        group, k1x1, _ = convs.get(node, (1, True, True))
+        group, k1x1 = convs.get(node, (1, True))[:2]
         dims = _dims(shape)
         cout = int(dims[1]) if len(dims) > 1 and dims[1] else 0
         out.append(float(macs) / cout if cls in IM2COL and not k1x1 and group == 1 and cout else 0.0)
+    return out
+
+
+INT8_PANEL = 16  # MLAS's integer GEMM kernels compute output columns in panels of 16
+PANELLED = ("conv_int8", "conv_int8_odd", "conv_integer", "conv_integer_odd", "gemm_int8", "gemv_int8",
+            "gemm_integer", "gemv_integer")
+
+
+def _panel_pad(df: pd.DataFrame, model: onnx.ModelProto) -> list[float]:
+    """MAC padding of the integer convs and GEMMs: their N (output channels / features) rounded up to
+    :data:`INT8_PANEL` — a 24-channel INT8 conv costs what a 32-channel one does; 1.0 for every other row."""
+    n_out = _out_features(model)
+    out = []
+    for node, cls, shape in zip(df["node"], df["op_class"], df["out_shape"], strict=True):
+        dims = _dims(shape)
+        n = n_out.get(node) if cls.startswith(("gemm", "gemv")) else (int(dims[1]) if len(dims) > 1 and dims[1] else 0)
+        out.append(-(-n // INT8_PANEL) * INT8_PANEL / n if cls in PANELLED and n else 1.0)
     return out
 
 
@@ -266,17 +291,18 @@ def apply_plan(df: pd.DataFrame, model: onnx.ModelProto, plan: list[Kernel], blo
     the kernels ORT runs: a node's computing kernel sets its class, nodes without a kernel become ``fused``,
     every other kernel (layout reorders, inserted transposes, a standalone QuantizeLinear, casts) becomes a
     row of its own keyed as in :func:`row_keys`, sized by the ONNX tensor it reads or writes."""
-    convs = _conv_shape(model)
+    convs = _conv_shape(model, max(block, 1))
     main = _main_kernels(plan, convs)
     keys = row_keys(model, plan)
     df = df.copy()
-    df["fused"] = ~df["node"].isin(main) & (df["op_class"] != "shape")
-    df["op_class"] = [row_class(main[n], *convs.get(n, (1, False, True))) if n in main else c
+    df["fused"] = ~df["node"].isin(main)  # no kernel runs it (a folded Identity/Reshape too): it costs nothing
+    df["op_class"] = [row_class(main[n], *convs.get(n, NOT_CONV)) if n in main else c
                       for n, c in zip(df["node"], df["op_class"], strict=True)]
     df = _split_gemv(df, model)
     df["im2col_elems"] = _im2col_elems(df, convs)
     pads = nchwc_plan(model, block).mac_pad if block > 1 else {}
-    df["mac_pad"] = [pads.get(n, 1.0) if n in main and main[n].domain == NCHWC_DOMAIN else 1.0 for n in df["node"]]
+    df["mac_pad"] = [pads.get(n, 1.0) if n in main and main[n].domain == NCHWC_DOMAIN else p
+                     for n, p in zip(df["node"], _panel_pad(df, model), strict=True)]
     extra = [k for k in plan if keys[k.name] != k.node]
     if not extra:
         return df

@@ -18,7 +18,7 @@ import pandas as pd
 from optim.errors import HardwareError
 from optim.hardware.device import PRECISION_BITS, PRECISIONS, Device
 
-COMPUTE_CLASSES = ("conv", "conv1x1", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
+COMPUTE_CLASSES = ("conv", "conv_in", "conv1x1", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
                    "gemm_int8", "conv_int8_odd", "dwconv_int8_odd", "conv_integer", "dwconv_integer",
                    "conv_integer_odd", "dwconv_integer_odd", "gemm_integer", "gemv", "gemv_int8", "gemv_integer")
 LAYER_COLUMNS = ["node", "op_type", "op_class", "macs", "ops", "weight_bytes", "act_bytes", "bytes", "out_elems",
