@@ -133,16 +133,20 @@ def profiler_cost(rows: list[list[float]], latency_ms: np.ndarray, run_overhead_
     return float(minimize_scalar(spread, bounds=(0.0, max_ms), method="bounded").x)
 
 
-GROUPS = ("conv", "dwconv", "gemm", "int8", "integer", "memory")
+GROUPS = ("conv", "dwconv", "nchw", "gemm", "int8", "integer", "memory")
 
 
 def group_of(op_class: str) -> str:
-    """The kernel family a class's whole-model correction is shared with (:data:`GROUPS`)."""
+    """The kernel family a class's whole-model correction is shared with (:data:`GROUPS`). The convs off the
+    blocked layout (``*_nchw``: im2col + GEMM, one GEMM per group for depthwise) are a family of their own:
+    sharing a scale with the blocked kernels let an off-layout miss inflate every blocked depthwise conv."""
     base = op_class.split(":")[0]
     if "integer" in base:
         return "integer"
     if "int8" in base:
         return "int8"
+    if base.endswith("_nchw"):
+        return "nchw"
     if base.startswith("dwconv"):
         return "dwconv"
     if base.startswith("conv"):
