@@ -65,10 +65,11 @@ with st.expander("…or upload your own model (ONNX, ONNX zip, TorchScript, .pt2
     up = st.file_uploader("Model file", type=["onnx", "zip", "pt", "pth", "ts", "pt2"], key="upload_model")
     shapes = st.text_input("Input shapes for dynamic dimensions (optional)", key="upload_shapes",
                            placeholder="input=1,3,224,224; mask=1,128")
-    data = st.file_uploader("Evaluation data (optional: .npz with x/y, .csv, or a .zip of class folders)",
+    data = st.file_uploader("Evaluation data (optional: .npz with x/y or one array per input name plus y, .csv, "
+                            "or a .zip of class folders)",
                             type=["npz", "csv", "zip"], key="upload_data")
-    st.caption("Without labelled data, variants are compared by agreement with the original model on "
-               "random inputs. Uploads are kept on this server by content hash (within a size quota) so a "
+    st.caption("Without labelled data, variants are compared with the original model on random inputs: by "
+               "top-1 agreement for class outputs, by output cosine for boxes, maps, embeddings and sequences. Uploads are kept on this server by content hash (within a size quota) so a "
                "reload or a shared link finds them; 'Forget this upload' deletes them.")
     if up is not None and st.button("Load upload", type="primary", key="load_upload"):
         with guard("Loading the upload"):
@@ -123,9 +124,9 @@ with guard("Summarising the model"):
                          f"{n_all} test samples: the evaluation set sweeps use (Optimize → evaluation samples)"
                          f"{same}.")
         else:
-            c[0].metric("Baseline accuracy", "n/a", help="No labelled data: variants are compared by agreement")
-            c[0].caption("No labels: variants are scored by top-1 agreement with this model on "
-                         f"{n_all} inputs ({getattr(loaded.test, 'name', 'data')}).")
+            c[0].metric("Baseline accuracy", "n/a", help="No labelled data: variants are compared with this model")
+            c[0].caption(f"No labels: variants are scored on {n_all} {loaded.judged_by} "
+                         f"({getattr(loaded.test, 'name', 'data')}).")
         c[1].metric("Latency (measured, batch 1)", api.fmt_ms(b["latency_ms"]))
         c[1].caption(f"median of {b['runs']} runs, p90 {api.fmt_ms(b['latency_p90_ms'])}, {b['threads']} thread")
         c[2].page_link(nav.page("optimize"), label="Next: choose the knobs →", icon=":material/tune:")

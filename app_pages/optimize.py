@@ -20,7 +20,7 @@ st.title(":material/tune: Optimize")
 loaded = widgets.need_model()
 n_test = len(loaded.test) if loaded.test is not None else 0
 st.caption(f"Model: **{loaded.label}** · evaluation on up to {n_test} "
-           f"{'labelled samples (top-1 accuracy)' if loaded.has_labels else 'unlabelled inputs (agreement with the original model)'}")
+           f"{loaded.judged_by}")
 
 s = state.settings()
 eval_max = max(50, n_test)

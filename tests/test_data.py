@@ -95,9 +95,16 @@ def test_load_data_raises_when_npz_has_object_array():
         load_data(data, "d.npz")
 
 
-def test_load_data_raises_when_npz_lacks_x():
+def test_load_data_raises_when_npz_has_neither_x_nor_input_arrays():
     with pytest.raises(DataFormatError, match="named 'x'"):
-        load_data(_npz(images=np.zeros((2, 2))), "d.npz")
+        load_data(_npz(y=np.zeros(2, np.int64)), "d.npz")
+
+
+def test_load_data_keeps_arrays_named_like_inputs_for_the_model_to_check():
+    ds = load_data(_npz(input_ids=np.ones((3, 4), np.int64), attention_mask=np.ones((3, 4), np.int64),
+                        y=np.array([0, 1, 0])), "d.npz")
+    assert ds.x_name == "input_ids" and ds.x.dtype == np.int64 and list(ds.feeds) == ["attention_mask"]
+    assert ds.subset(2).feeds["attention_mask"].shape == (2, 4)
 
 
 def test_load_data_raises_when_npz_labels_not_integers():

@@ -4,7 +4,8 @@ themselves.
 - which row is the **baseline** (:func:`baseline_row`);
 - which **metric** a sweep is judged on and its 95 % interval (:func:`with_metric`: top-1 accuracy with its
   Wilson interval, or, without labels, agreement with the baseline's predictions with the Wilson interval of
-  that agreement over the evaluated samples);
+  that agreement over the evaluated samples when every output is a class output, else the worst output's
+  cosine with the baseline's with its bootstrap interval); which variants **collapsed**;
 - whether a variant is **significantly below / above** the baseline (:func:`vs_baseline`: outside the
   baseline's interval of the metric shown);
 - the **Pareto front** (:func:`with_front`: accuracy ↑, latency on the chosen target ↓, effective size ↓) and
@@ -29,6 +30,8 @@ from optim.measure.core import wilson_interval
 __all__ = [
     "ACCURACY",
     "AGREEMENT",
+    "COSINE",
+    "COSINE_SAME",
     "FRONT_OBJECTIVES",
     "RECOMMENDATION",
     "apply_constraints",
@@ -44,6 +47,8 @@ __all__ = [
 
 ACCURACY = "top-1 accuracy"
 AGREEMENT = "agreement with baseline"
+COSINE = "output cosine with baseline"  # detectors, encoders, dense maps: argmax agreement means nothing there
+COSINE_SAME = 0.99  # the baseline's lower bound for cosine: variants at ≥ 0.99 of the original count as the same
 FRONT_OBJECTIVES = {"metric": "max", "target_ms": "min", "effective_size_bytes": "min"}
 HARDWARE = "node_hw"  # the machine that measured a row's latency (optim.sweep.node)
 SENSE = {"metric": "max", "metric_lo": "max", "metric_hi": "max", "target_ms": "min", "latency_ms": "min",
@@ -80,23 +85,41 @@ def _agreement_interval(agreement: pd.Series, n: pd.Series) -> tuple[np.ndarray,
     return lo, hi
 
 
-def with_metric(df: pd.DataFrame) -> pd.DataFrame:
-    """Add the judged metric in percent with its 95 % interval, ``size_mb`` and normalised kind/bits columns.
+def _judged_by_cosine(df: pd.DataFrame) -> bool:
+    """True when the sweep's outputs are not all class outputs (``fidelity_metric`` = "cosine",
+    :mod:`optim.measure.fidelity`); rows stored before that column existed are judged by agreement."""
+    return "fidelity_metric" in df and df["fidelity_metric"].eq("cosine").any()
 
-    The metric is top-1 accuracy when any variant has one, else agreement with the baseline (its interval is
-    the Wilson interval of the agreeing fraction of ``n_eval`` samples; none when ``n_eval`` is unknown)."""
+
+def with_metric(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the judged metric in percent with its 95 % interval, ``size_mb``, ``collapsed`` and normalised
+    kind/bits columns.
+
+    The metric is top-1 accuracy when any variant has one; else, for models whose outputs are all class outputs,
+    agreement with the baseline (its interval is the Wilson interval of the agreeing fraction of ``n_eval``
+    samples; none when ``n_eval`` is unknown); else (detectors, encoders, dense maps) the worst output's cosine
+    with the baseline's outputs, with its bootstrap interval, the baseline's lower bound at :data:`COSINE_SAME`.
+    ``collapsed``: the variant's outputs no longer follow the original's (``fidelity_collapsed``)."""
     df = df.copy()
     has_acc = "top1" in df and pd.to_numeric(df["top1"], errors="coerce").notna().any()
-    df["metric_name"] = ACCURACY if has_acc else AGREEMENT
-    if has_acc:
-        value, lo, hi = (pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
-                         for c in ("top1", "top1_lo", "top1_hi"))
+    by_cosine = not has_acc and _judged_by_cosine(df)
+    df["metric_name"] = ACCURACY if has_acc else COSINE if by_cosine else AGREEMENT
+    if has_acc or by_cosine:
+        cols = ("top1", "top1_lo", "top1_hi") if has_acc else ("cosine", "cosine_lo", "cosine_hi")
+        value, lo, hi = (pd.to_numeric(df.get(c, pd.Series(np.nan, index=df.index)), errors="coerce")
+                         .to_numpy(dtype=float) for c in cols)
     else:
         agree = pd.to_numeric(df.get("agreement", pd.Series(np.nan, index=df.index)), errors="coerce")
         n = pd.to_numeric(df.get("n_eval", pd.Series(np.nan, index=df.index)), errors="coerce")
         value = agree.to_numpy(dtype=float)
         lo, hi = _agreement_interval(agree, n)
     df["metric"], df["metric_lo"], df["metric_hi"] = value * 100, lo * 100, hi * 100
+    collapsed = df["fidelity_collapsed"] if "fidelity_collapsed" in df else pd.Series(0, index=df.index)
+    df["collapsed"] = pd.to_numeric(collapsed, errors="coerce").fillna(0).astype(bool)
+    if by_cosine:
+        base = baseline_row(df)
+        if base is not None and pd.notna(base["metric"]):
+            df.loc[base.name, "metric_lo"] = min(COSINE_SAME * 100, float(np.nan_to_num(base["metric_lo"], nan=100)))
     eff = df["effective_size_bytes"] if "effective_size_bytes" in df else df["size_bytes"]
     df["effective_size_bytes"] = eff.fillna(df["size_bytes"]) if "size_bytes" in df else eff
     df["size_mb"] = eff.astype(float) / 1e6
@@ -142,11 +165,13 @@ def _measured(df: pd.DataFrame) -> pd.Series:
 
 
 def with_front(df: pd.DataFrame) -> pd.DataFrame:
-    """``pareto``: on the front of accuracy ↑, target latency ↓, effective size ↓ (ok rows only). While latencies
+    """``pareto``: on the front of accuracy ↑, target latency ↓, effective size ↓ (ok rows that did not collapse). While latencies
     are measured, rows measured on different hardware (``node_hw``: a cluster sweep) never share a front."""
     df = df.copy()
     by = HARDWARE if _measured(df).any() else None
-    df["pareto"] = pareto_mask(df, FRONT_OBJECTIVES, by=by).astype(bool)
+    status = df["status"] if "status" in df else pd.Series("ok", index=df.index)
+    usable = df.assign(status=status.where(~df["collapsed"].astype(bool), "collapsed")) if "collapsed" in df else df
+    df["pareto"] = pareto_mask(usable, FRONT_OBJECTIVES, by=by).astype(bool)  # collapsed rows take no part
     return df
 
 
@@ -160,7 +185,7 @@ def prepare(df: pd.DataFrame, estimated_ms: pd.Series | None = None) -> pd.DataF
 def recommend(df: pd.DataFrame) -> pd.Series | None:
     """The engine's recommended variant of a prepared table, or None without a finished baseline.
 
-    Candidates: finished, executable (not simulated), metric not significantly below the baseline's (≥ the
+    Candidates: finished, executable (not simulated), not collapsed, metric not significantly below the baseline's (≥ the
     baseline's lower 95 % bound of the metric shown), measured on the baseline's hardware when the latency is
     measured. Among them the Pareto-optimal ones come first, then the
     lowest latency on the chosen target, the smallest effective size, the highest metric. The baseline is a
@@ -170,6 +195,8 @@ def recommend(df: pd.DataFrame) -> pd.Series | None:
         return None
     floor = base["metric_lo"] if pd.notna(base["metric_lo"]) else base["metric"]
     ok = _ok(df) & ~df["simulated"].astype(bool) & df["target_ms"].notna() & (df["metric"] >= floor)
+    if "collapsed" in df:  # outputs that no longer follow the original's are never recommended
+        ok &= ~df["collapsed"].astype(bool)
     if HARDWARE in df:  # measured latencies compare only on the baseline's hardware
         same = group_keys(df, HARDWARE) == group_keys(df.loc[[base.name]], HARDWARE)[0]
         ok &= ~_measured(df) | pd.Series(same, index=df.index)
@@ -187,6 +214,8 @@ def apply_constraints(df: pd.DataFrame, max_ms: float | None = None, max_mb: flo
     the best feasible one: the highest metric, then the fastest, then the smallest."""
     df = df.copy()
     ok = _ok(df) & df["metric"].notna()
+    if "collapsed" in df:
+        ok &= ~df["collapsed"].astype(bool)
     if max_ms is not None:
         ok &= df["target_ms"] <= max_ms
     if max_mb is not None:
@@ -206,6 +235,8 @@ def front_2d(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     Thick rings on a chart mark the 3-objective front (``pareto``); this is the front of the two axes on screen,
     so a line through it never passes a point that is dominated in the view."""
     rows = df[_ok(df) & df[x].notna() & df[y].notna()]
+    if "collapsed" in rows:
+        rows = rows[~rows["collapsed"].astype(bool)]
     mask = pareto_mask(rows.drop(columns=["status"], errors="ignore"), {x: SENSE.get(x, "min"), y: SENSE.get(y, "min")})
     front = rows[mask]
     return front.sort_values([x, y], kind="stable")

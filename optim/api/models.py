@@ -17,6 +17,7 @@ from optim.io.data import Dataset
 from optim.io.sources import CALIB_SAMPLES, calibration_subset
 from optim.jobs import client as jobrun
 from optim.jobs import codec
+from optim.measure.fidelity import CLASS_KINDS, KIND_LABELS, output_kinds
 
 __all__ = ["DEMO_SAMPLE", "Loaded", "attach_data", "baseline", "list_samples", "load_sample", "load_upload",
            "parse_shapes", "summarize", "synthetic_dataset"]
@@ -42,6 +43,18 @@ class Loaded:
     @property
     def has_labels(self) -> bool:
         return self.test is not None and self.test.y is not None
+
+    @property
+    def judged_by(self) -> str:
+        """What sweeps of this model are judged on, in words (labels: accuracy; class outputs: agreement;
+        boxes, maps, embeddings, sequences: the outputs' cosine; :mod:`optim.measure.fidelity`)."""
+        if self.has_labels:
+            return "labelled samples (top-1 accuracy)"
+        kinds = output_kinds(self.handle.model)
+        if kinds and all(k in CLASS_KINDS for k in kinds.values()):
+            return "unlabelled inputs (agreement with the original model's top-1 class)"
+        shown = ", ".join(f"{n} = {KIND_LABELS.get(k, k)}" for n, k in list(kinds.items())[:4])
+        return f"unlabelled inputs (output cosine with the original model, all outputs: {shown})"
 
 
 def list_samples() -> list[dict[str, Any]]:

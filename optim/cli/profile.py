@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from optim.analysis.labels import collapse_note
 from optim.cli.common import load_data_file, open_model
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
@@ -21,9 +22,11 @@ from optim.measure.core import (
     Latency,
     NodeProfile,
     accuracy,
-    fidelity,
     latency,
+    output_fidelity,
+    output_kinds,
     predict,
+    predict_outputs,
 )
 from optim.measure.layer_profile import profile_layers
 
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
     logits = None
     if test is not None:
-        logits = predict(handle, test.x, opt_level=args.opt_level)
+        logits = predict(handle, test.x, opt_level=args.opt_level, feeds=test.feeds)
         if test.y is not None:
             print(format_accuracy(accuracy(logits, test.y), test.name))
             if "fp32_top1" in handle.meta:
@@ -163,11 +166,14 @@ def run(args: argparse.Namespace) -> int:
     if args.reference:
         ref, _ = load_model(args.reference, shapes)
         x = test.x if test is not None else _synthetic_x(handle)
-        logits = logits if logits is not None else predict(handle, x)
-        f = fidelity(predict(ref, x), logits)
+        feeds = test.feeds if test is not None else None
+        f = output_fidelity(predict_outputs(ref, x, feeds=feeds), predict_outputs(handle, x, feeds=feeds),
+                            output_kinds(handle.model))
         src = test.name if test is not None else f"{len(x)} synthetic inputs"
-        print(f"fidelity vs {args.reference} on {src}: top-1 agreement {_pct(f.top1_agreement)}, "
-              f"cosine {f.cosine:.5f}, relative error {f.rel_error:.3g}")
+        judged = (f"top-1 agreement {_pct(f.top1_agreement)}, " if f.metric == "agreement" else
+                  f"judged by output cosine (outputs {f.kinds}; worst {f.worst_output!r}), SQNR {f.sqnr_db:.1f} dB, ")
+        print(f"fidelity vs {args.reference} on {src}: {judged}cosine {f.cosine:.5f}, relative error {f.rel_error:.3g}"
+              + (f"; {collapse_note(f.cosine, f.worst_output)}" if f.collapsed else ""))
 
     for b in dict.fromkeys((1, args.batch)):
         print(format_latency(latency(handle, batch=b, threads=args.threads, opt_level=args.opt_level,

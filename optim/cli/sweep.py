@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from optim.analysis import select
+from optim.analysis.labels import collapse_note, interval_note, metric_short
 from optim.analysis.pareto import group_keys, hardware_count
 from optim.cli.common import load_data_file, open_model
 from optim.errors import ConfigError
@@ -134,7 +135,7 @@ class ProgressBar:
 
 def format_pareto(df: pd.DataFrame, recommended: pd.Series | None = None, latency_note: str = "measured") -> str:
     """The Pareto set of a prepared table (:func:`optim.analysis.select.prepare`) as aligned text, most accurate
-    first, the recommended variant marked. Without labels the metric is agreement. Rows measured on different
+    first, the recommended variant marked. Without labels the metric is agreement (class outputs) or output cosine. Rows measured on different
     hardware (``node_hw``, e.g. a sweep run on a mixed cluster) are never compared: each machine gets its own
     front under a line naming it."""
     rec_id = recommended["variant_id"] if recommended is not None else None
@@ -154,7 +155,7 @@ def format_pareto(df: pd.DataFrame, recommended: pd.Series | None = None, latenc
 
 def _front_table(df: pd.DataFrame, rec_id: str | None, latency_note: str) -> str:
     front = df[df["pareto"]].sort_values(["metric", "target_ms"], ascending=[False, True], kind="stable")
-    head = "top-1" if df["metric_name"].iloc[0] == select.ACCURACY else "agree"
+    head = metric_short(str(df["metric_name"].iloc[0]))
     lines = [f"{'variant':<36} {head:>7} {'95% interval':>16} {'latency ms':>11} {'size MB':>8} {'MACs M':>8}"
              + f"   (latency {latency_note})"]
     for r in front.to_dict("records"):
@@ -231,13 +232,18 @@ def run(args: argparse.Namespace) -> int:
     n_failed = int((df["status"] == "failed").sum())
     print(f"sweep {sid}: {len(df)} variants of {handle.name} ({n_failed} failed) in {elapsed:.1f} s; "
           f"store {store.path}" + (f"; ran on {executor.describe()}" if hasattr(executor, "describe") else ""))
-    print("Pareto set (accuracy ↑, latency ↓, size ↓; latency: median, batch 1, "
+    metric = str(df["metric_name"].iloc[0]) if len(df) else select.ACCURACY
+    print(f"Pareto set ({metric} ↑, latency ↓, size ↓; latency: median, batch 1, "
           f"{config.latency_threads} thread(s); (sim) = simulated precision):")  # fmt: skip
+    if metric == select.COSINE:
+        print(f"metric: {interval_note(metric)}")
     rec = select.recommend(df)
     print(format_pareto(df, rec, note))
     print(recommendation_line(rec, note))
     for r in df[df["status"] == "failed"].itertuples(index=False):
         print(f"failed: {r.label}: {r.error}")
+    for r in df[df["status"].eq("ok") & df["collapsed"]].to_dict("records"):
+        print(f"collapsed: {r['label']}: {collapse_note(r.get('cosine'), r.get('worst_output'))}")
     if args.csv:
         df.drop(columns=["meta_json"]).to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")

@@ -1,6 +1,7 @@
 """Evaluation data: the :class:`Dataset` value object, upload loaders and the model/data check.
 
-Formats: ``.npz`` (``x``, optional ``y``; read with ``allow_pickle=False``), ``.csv`` (numeric
+Formats: ``.npz`` (``x`` or one array per model input by name, optional ``y``; read with
+``allow_pickle=False``), ``.csv`` (numeric
 columns, optional label column) and ``.zip`` of images in one folder per class. The image-folder
 reader is written here rather than taken from torchvision (not a dependency) because it must read
 from untrusted bytes in memory with explicit bounds: member paths are checked for zip-slip, the
@@ -37,12 +38,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Inputs ``x`` (float32, ``(N, *model_input_shape[1:])``), optional int64 labels ``y``."""
+    """Inputs ``x`` (float32, ``(N, *model_input_shape[1:])``, or integer token ids), optional int64 labels ``y``.
+
+    Multi-input data (an ``.npz`` with one array per model input): ``x`` feeds the input named ``x_name`` (None:
+    the model's first input) and ``feeds`` holds the arrays of further inputs by name, N rows each."""
 
     x: np.ndarray
     y: np.ndarray | None
     name: str
     class_names: list[str] | None = None
+    x_name: str | None = None
+    feeds: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim < 1:
@@ -51,15 +57,23 @@ class Dataset:
             raise DataFormatError(
                 f"Dataset {self.name!r}: {len(self.x)} inputs but {len(self.y)} labels; they must match."
             )
+        for key, arr in (self.feeds or {}).items():
+            if arr.ndim < 1 or len(arr) != len(self.x):
+                raise DataFormatError(f"Dataset {self.name!r}: array {key!r} has {len(arr) if arr.ndim else 0} rows "
+                                      f"but {self.x_name or 'x'!r} has {len(self.x)}; every input array needs one "
+                                      "row per sample (the same first dimension).")
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     @cached_property
     def content_hash(self) -> str:
-        """sha256 (hex) over shapes, dtypes and bytes of ``x`` and ``y``."""
+        """sha256 (hex) over shapes, dtypes and bytes of ``x``, ``y`` and the named input arrays."""
         h = hashlib.sha256()
-        for arr in (self.x, self.y):
+        named = [(k, v) for k, v in sorted((self.feeds or {}).items())]
+        if self.x_name is not None or named:  # single-array sets keep the hash they always had
+            h.update(f"named:{self.x_name}:{[k for k, _ in named]}".encode())
+        for arr in (self.x, self.y, *(v for _, v in named)):
             if arr is None:
                 h.update(b"none")
                 continue
@@ -74,7 +88,9 @@ class Dataset:
             return self
         idx = np.sort(np.random.default_rng(seed).choice(len(self), size=max(n, 0), replace=False))
         y = None if self.y is None else self.y[idx]
-        return Dataset(x=self.x[idx], y=y, name=f"{self.name}[{n}]", class_names=self.class_names)
+        feeds = None if self.feeds is None else {k: v[idx] for k, v in self.feeds.items()}
+        return Dataset(x=self.x[idx], y=y, name=f"{self.name}[{n}]", class_names=self.class_names,
+                       x_name=self.x_name, feeds=feeds)
 
 
 # ---------------------------------------------------------------- loading ------------------------
@@ -154,15 +170,40 @@ def _labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     return y
 
 
+RESERVED_NPZ_KEYS = ("x", "y", "class_names")
+MAX_INPUT_ARRAYS = 256
+
+
+def _input_array(a: np.ndarray, key: str) -> np.ndarray:
+    """One input array of an npz: numeric with a sample axis; floats as float32 and finite; integers (token ids,
+    masks, 8-bit pixels) are kept as they are and become float32 for a float input when bound to a model."""
+    if a.dtype.kind not in "fiub" or a.ndim < 1 or (key == "x" and a.ndim < 2):
+        raise DataFormatError(f"{key!r} must be a numeric array of shape (N, ...), got dtype {a.dtype} and "
+                              f"shape {a.shape}.")
+    if a.dtype.kind == "f":
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.all(np.isfinite(a)):
+            raise DataFormatError(f"{key!r} contains NaN or infinite values; clean the data first.")
+    return a
+
+
 def _load_npz(data: bytes, name: str, max_bytes: int) -> Dataset:
+    """``x`` (+ ``y``), or one array per model input named like the input (+ ``y``); arrays besides ``x``
+    in an ``x`` file are further inputs by name. Names are checked against the model by
+    :func:`optim.io.model_data.load_data_for`."""
     with _open_zip(data, max_bytes, "npz file") as zf:
         db.check_npz_headers(zf, max_bytes)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            keys = set(npz.files)
-            if "x" not in keys:
-                raise DataFormatError(f"The npz file has arrays {sorted(keys)}; it needs one named 'x' (inputs).")
-            x = npz["x"]
+            keys = list(npz.files)
+            inputs = [k for k in keys if k not in RESERVED_NPZ_KEYS]
+            if "x" not in keys and not inputs:
+                raise DataFormatError(f"The npz file has arrays {keys[:8]}; it needs one named 'x' (inputs) or "
+                                      "one array per model input, named like the input.")
+            if len(inputs) > MAX_INPUT_ARRAYS:
+                raise DataFormatError(f"The npz file has {len(inputs)} arrays; at most {MAX_INPUT_ARRAYS} inputs "
+                                      "are read.")
+            arrays = {k: npz[k] for k in (["x"] if "x" in keys else []) + inputs}
             y = npz["y"] if "y" in keys else None
             names = npz["class_names"] if "class_names" in keys else None
     except ValueError as exc:  # object arrays need pickle, which we refuse
@@ -173,16 +214,14 @@ def _load_npz(data: bytes, name: str, max_bytes: int) -> Dataset:
         raise DataFormatError(
             f"The npz file is damaged ({exc}); save it again with np.savez and re-upload it."
         ) from exc
-    if x.dtype.kind not in "fiub" or x.ndim < 2:
-        raise DataFormatError(
-            f"'x' must be a numeric array of shape (N, ...), got dtype {x.dtype} and shape {x.shape}."
-        )
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.all(np.isfinite(x)):
-        raise DataFormatError("'x' contains NaN or infinite values; clean the data first.")
+    arrays = {k: _input_array(a, k) for k, a in arrays.items()}
+    x_name = next(iter(arrays))
+    x = arrays.pop(x_name)
     labels = None if y is None else _labels(y, len(x), "npz 'y'")
     class_names = [str(c) for c in names.tolist()] if names is not None and names.dtype.kind in "US" else None
-    return Dataset(x=x, y=labels, name=name, class_names=class_names)
+    named = x_name != "x"
+    return Dataset(x=x, y=labels, name=name, class_names=class_names, x_name=x_name if named else None,
+                   feeds=arrays or None)
 
 
 def _read_csv_frame(data: bytes) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import onnx
 from optim.errors import ConfigError, MissingInputError, ShapeMismatchError
 from optim.handle import ModelHandle
 from optim.io.data import Dataset, load_data
+from optim.io.named_inputs import bind, missing_inputs
 
 
 def image_kwargs(handle: ModelHandle) -> dict[str, Any]:
@@ -48,7 +49,24 @@ def load_data_for(handle: ModelHandle, source: Path | str | bytes, filename: str
     if std is not None:
         kwargs["std"] = tuple(std)
     ds = load_data(source, filename, **kwargs)
+    if ds.x_name is None and not ds.feeds:  # one unnamed x: the first input; the others must be conventions
+        ds = _classic(handle, ds)
+    ds = bind(handle.model, ds)
     check_compatible(handle, ds)
+    return ds
+
+
+def _classic(handle: ModelHandle, ds: Dataset) -> Dataset:
+    """An ``x``-only file for the first input: integers become float32 for a float input; further inputs are
+    synthesised only where their value is a convention (masks, type ids, positions), else MissingInputError."""
+    inputs = _graph_inputs(handle.model)
+    if inputs and inputs[0].type.tensor_type.elem_type in _FLOAT_TYPES and ds.x.dtype != np.float32:
+        ds = Dataset(x=ds.x.astype(np.float32), y=ds.y, name=ds.name, class_names=ds.class_names)
+    missing = [m for m in missing_inputs(handle.model, {inputs[0].name}) if m != inputs[0].name] if inputs else []
+    if missing:
+        raise MissingInputError(f"The data's 'x' feeds the first input {inputs[0].name!r}; input {missing[0]!r} "
+                                "carries data and cannot be made up: save the npz with one array per input, named "
+                                f"like the inputs ({', '.join(repr(i.name) for i in inputs[:6])}), plus 'y'.")
     return ds
 
 

@@ -118,14 +118,42 @@ def _index_ranges(model: onnx.ModelProto) -> dict[str, int]:
     return out
 
 
+def index_ranges(model: onnx.ModelProto) -> dict[str, int]:
+    """Input name → rows of the embedding table it indexes (valid ids are 0 … rows − 1); inputs that index
+    none are absent."""
+    return _index_ranges(model)
+
+
+def constant_role(name: str, rank: int) -> str | None:
+    """What a synthesised value of an input named ``name`` means when its value is a convention, not data:
+    "mask" (ones: nothing padded), "type_ids" (zeros: one segment), "positions" (0, 1, 2, … along the last
+    axis), "sample_rate" (16000); None for inputs that carry data (token ids, pixels, audio, states)."""
+    lname = name.lower()
+    if "mask" in lname:
+        return "mask"
+    if "type_id" in lname or "segment" in lname or lname in ("token_type", "type_ids"):
+        return "type_ids"
+    if "position" in lname and rank >= 1:
+        return "positions"
+    if rank == 0 and lname in SAMPLE_RATE_NAMES:
+        return "sample_rate"
+    return None
+
+
 def _integer_feed(spec: InputSpec, shape: tuple[int, ...], vocab: int | None, rng: np.random.Generator) -> np.ndarray:
-    """Token ids within the vocabulary, masks of ones, a sample rate for audio scalars, else zeros."""
-    lname = spec.name.lower()
+    """Masks of ones, type ids zeros, positions 0…T−1, token ids within the vocabulary, a sample rate for audio
+    scalars, else zeros."""
+    role = constant_role(spec.name, len(shape))
+    if role == "mask":
+        return np.ones(shape, dtype=spec.dtype)
+    if role == "type_ids":
+        return np.zeros(shape, dtype=spec.dtype)
+    if role == "positions":
+        pos = np.broadcast_to(np.arange(shape[-1]), shape)
+        return (pos % vocab if vocab else pos).astype(spec.dtype)
     if vocab:
         return rng.integers(0, vocab, size=shape).astype(spec.dtype)
-    if "mask" in lname:
-        return np.ones(shape, dtype=spec.dtype)
-    if not shape and lname in SAMPLE_RATE_NAMES:
+    if role == "sample_rate":
         return np.array(DEFAULT_SAMPLE_RATE, dtype=spec.dtype)
     return np.zeros(shape, dtype=spec.dtype)
 
@@ -133,8 +161,9 @@ def _integer_feed(spec: InputSpec, shape: tuple[int, ...], vocab: int | None, rn
 def synthesize_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
     """One random feed per model input, batch dims = ``batch``.
 
-    Floats ~ N(0,1); integer inputs that index an embedding table get ids within its rows, inputs named
-    like masks ones (bools True), sample-rate scalars (``sr``) 16000, other integers zeros. Shapes the loader
+    Floats ~ N(0,1); integer inputs named like masks ones (bools True), type ids zeros, position ids
+    0…T−1 (:func:`constant_role`); other inputs that index an embedding table get ids within its rows,
+    sample-rate scalars (``sr``) 16000, other integers zeros. Shapes the loader
     recorded (``recorded_shapes``) fill symbolic dims, the batch included (``batch`` does not apply there). Raises MissingInputError naming inputs whose shape or
     type cannot be synthesised.
     """

@@ -67,7 +67,11 @@ def dataset_blobs(ds: Dataset | None, prefix: str) -> tuple[dict[str, Any] | Non
     blobs = {f"{prefix}.x": array_bytes(ds.x)}
     if ds.y is not None:
         blobs[f"{prefix}.y"] = array_bytes(ds.y)
-    return {"name": ds.name, "class_names": ds.class_names}, blobs
+    feeds = list((ds.feeds or {}).items())
+    for i, (_, arr) in enumerate(feeds):
+        blobs[f"{prefix}.feed{i}"] = array_bytes(arr)
+    return {"name": ds.name, "class_names": ds.class_names, "x_name": ds.x_name,
+            "feeds": [k for k, _ in feeds] if ds.feeds is not None else None}, blobs
 
 
 def dataset_from(facts: dict[str, Any] | None, blobs: dict[str, bytes], prefix: str) -> Dataset | None:
@@ -75,8 +79,12 @@ def dataset_from(facts: dict[str, Any] | None, blobs: dict[str, bytes], prefix: 
         return None
     y = array_from(blobs[f"{prefix}.y"]) if f"{prefix}.y" in blobs else None
     names = facts.get("class_names")
+    keys = facts.get("feeds")
+    feeds = None if keys is None else {str(k): array_from(blobs[f"{prefix}.feed{i}"]) for i, k in enumerate(keys)}
+    x_name = facts.get("x_name")
     return Dataset(x=array_from(blobs[f"{prefix}.x"]), y=y, name=str(facts.get("name", prefix)),
-                   class_names=[str(n) for n in names] if names is not None else None)
+                   class_names=[str(n) for n in names] if names is not None else None,
+                   x_name=None if x_name is None else str(x_name), feeds=feeds)
 
 
 def pack_datasets(named: dict[str, Dataset | None]) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -23,6 +23,7 @@ can differ by ±50 %. Latency therefore defaults to one thread.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,14 @@ import numpy as np
 
 from optim.errors import ShapeMismatchError
 from optim.measure.budget import batch_for, sample_bytes
+from optim.measure.fidelity import (  # noqa: F401  (re-exported: fidelity lived here)
+    Fidelity,
+    as_rows,
+    bootstrap_mean_interval,
+    fidelity,
+    output_fidelity,
+    output_kinds,
+)
 from optim.measure.session import (  # noqa: F401  (re-exported: callers configure sessions here)
     OPT_LEVELS,
     ModelLike,
@@ -56,47 +65,85 @@ def _check_x(x: np.ndarray, shape: list[Any], name: str) -> None:
         )
 
 
+Feeds = Mapping[str, np.ndarray]
+
+
 def predict(
     handle: ModelLike, x: np.ndarray, batch_size: int | None = None, threads: int = 2, opt_level: str = "all",
-    session: Any = None,
+    session: Any = None, feeds: Feeds | None = None,
 ) -> np.ndarray:
     """Run the model's first input over ``x`` and return its first output stacked over samples (N × ...).
 
     Evaluates ``batch_size`` samples per call when the model's batch dim is symbolic (default: as many as
     fit :data:`optim.measure.budget.EVAL_BYTES` of inputs, activations and outputs, at most 64); when the
     model fixes the batch (usually to 1) it is fed exactly that many samples per call (the last chunk
-    zero-padded). Any further model inputs are synthesised with ``optim.io.load.synthesize_inputs``.
+    zero-padded). ``feeds``: arrays for further inputs by name (N samples each, sliced like ``x``); any input
+    in neither is synthesised with ``optim.io.load.synthesize_inputs``.
     ``opt_level`` matters for accuracy too: e.g. fused U8S8 int8 kernels saturate on CPUs without VNNI.
     ``session``: an open session of this model to reuse (``threads``/``opt_level`` are then its own).
     """
     sess = session if session is not None else make_session(handle, threads=threads, opt_level=opt_level)
+    out = _run_batches(sess, model_proto(handle), x, batch_size, feeds, [sess.get_outputs()[0].name], strict=True)
+    return next(iter(out.values()))
+
+
+def predict_outputs(
+    handle: ModelLike, x: np.ndarray, batch_size: int | None = None, threads: int = 2, opt_level: str = "all",
+    session: Any = None, feeds: Feeds | None = None,
+) -> dict[str, np.ndarray]:
+    """Every per-sample output (leading dim = the batch fed, the same other dims in every call) stacked over
+    samples, by name in graph order; outputs without a sample axis (a scalar, detections of a whole batch) are
+    left out. Arguments as :func:`predict`."""
+    sess = session if session is not None else make_session(handle, threads=threads, opt_level=opt_level)
+    names = [o.name for o in sess.get_outputs()]
+    return _run_batches(sess, model_proto(handle), x, batch_size, feeds, names, strict=False)
+
+
+def _run_batches(sess: Any, model: Any, x: np.ndarray, batch_size: int | None, feeds: Feeds | None,
+                 names: list[str], strict: bool) -> dict[str, np.ndarray]:
+    inputs = {i.name: i for i in sess.get_inputs()}
     first = sess.get_inputs()[0]
-    model = model_proto(handle)
     x = np.asarray(x)
     _check_x(x, first.shape, first.name)
-    x = x.astype(np_dtype(first.type), copy=False)
+    given = {first.name: x.astype(np_dtype(first.type), copy=False)}
+    for name, arr in (feeds or {}).items():
+        if name not in inputs or name == first.name:
+            raise ShapeMismatchError(f"Data array {name!r} names no further input of the model (inputs: "
+                                     f"{', '.join(inputs)}); rename it to one of them or drop it.")
+        if len(arr) != len(x):
+            raise ShapeMismatchError(f"Data array {name!r} has {len(arr)} samples but {first.name!r} has {len(x)}; "
+                                     "every input array needs one row per sample.")
+        given[name] = np.asarray(arr).astype(np_dtype(inputs[name].type), copy=False)
     fixed = fixed_batch(model, first.shape[0])
     step = fixed or (max(1, int(batch_size)) if batch_size else 1)
     extras: dict[int, dict[str, np.ndarray]] = {}
-    outs: list[np.ndarray] = []
+    outs: dict[str, list[np.ndarray]] = {n: [] for n in names}
     start = 0
     while start < len(x):
-        chunk = x[start : start + step]
-        n = len(chunk)
+        chunk = {k: v[start : start + step] for k, v in given.items()}
+        n = len(chunk[first.name])
         if fixed is not None and n < fixed:
-            pad = np.zeros((fixed - n, *chunk.shape[1:]), dtype=chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
-        b = len(chunk)
+            chunk = {k: np.concatenate([v, np.zeros((fixed - n, *v.shape[1:]), v.dtype)]) for k, v in chunk.items()}
+        b = len(chunk[first.name])
         if b not in extras:
-            extras[b] = other_inputs(model, b, first.name)
-        out = sess.run([sess.get_outputs()[0].name], {first.name: chunk, **extras[b]})[0]
-        outs.append(np.asarray(out)[:n])
+            extras[b] = {k: v for k, v in other_inputs(model, b, first.name).items() if k not in given}
+        got = sess.run(names, {**chunk, **extras[b]})
+        for name, value in zip(names, got, strict=True):
+            if name not in outs:
+                continue
+            arr = np.asarray(value)
+            if not strict and (arr.ndim == 0 or arr.shape[0] != b or (outs[name] and
+                                                                      outs[name][0].shape[1:] != arr.shape[1:])):
+                del outs[name]  # not one row per sample: nothing to compare sample by sample
+                continue
+            outs[name].append(arr[:n])
         start += n
         if start == n and fixed is None and not batch_size:  # first call: one sample, now size the rest
-            step = batch_for(sample_bytes(x), sample_bytes(outs[0]))
-    if not outs:
-        return np.zeros((0,), dtype=np.float32)
-    return np.concatenate(outs)
+            step = batch_for(sum(sample_bytes(v) for v in given.values()),
+                             sum(sample_bytes(v[0]) for v in outs.values() if v))
+    if not len(x):
+        return {n: np.zeros((0,), dtype=np.float32) for n in names[:1]} if strict else {}
+    return {k: np.concatenate(v) for k, v in outs.items()}
 
 
 # --- accuracy and fidelity -----------------------------------------------------------------------
@@ -129,14 +176,9 @@ class Accuracy:
     n: int
 
 
-def _as_rows(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    return a.reshape(len(a), -1) if a.ndim != 2 else a
-
-
 def accuracy(logits: np.ndarray, y: np.ndarray) -> Accuracy:
     """Top-1/top-5 accuracy of ``logits`` (N × classes) against integer labels ``y`` (N,)."""
-    scores = _as_rows(logits)
+    scores = as_rows(logits)
     y = np.asarray(y).astype(np.int64).reshape(-1)
     if len(scores) != len(y):
         raise ShapeMismatchError(f"{len(scores)} predictions but {len(y)} labels; use the matching label set.")
@@ -153,73 +195,38 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> Accuracy:
 
 
 @dataclass(frozen=True)
-class Fidelity:
-    """How closely a variant's outputs follow the reference's (no labels needed)."""
-
-    top1_agreement: float
-    cosine: float
-    rel_error: float
-    cosine_lo: float | None = None  # 95 % bootstrap interval of the mean row cosine
-    cosine_hi: float | None = None
-
-
-def fidelity(ref_logits: np.ndarray, logits: np.ndarray) -> Fidelity:
-    """Top-1 agreement, mean row cosine similarity and relative error ||ref − x|| / ||ref||."""
-    a, b = _as_rows(ref_logits), _as_rows(logits)
-    if a.shape != b.shape:
-        raise ShapeMismatchError(f"Reference outputs {a.shape} and variant outputs {b.shape} differ in shape.")
-    if len(a) == 0:
-        return Fidelity(1.0, 1.0, 0.0)
-    agree = float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    dots = np.sum(a * b, axis=1)
-    both_zero = (na == 0) & (nb == 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cos = np.where(both_zero, 1.0, np.where((na == 0) | (nb == 0), 0.0, dots / (na * nb)))
-    ref_norm = float(np.linalg.norm(a))
-    diff = float(np.linalg.norm(a - b))
-    rel = diff / ref_norm if ref_norm > 0 else (0.0 if diff == 0 else math.inf)
-    cos = np.clip(cos, -1.0, 1.0)
-    lo, hi = bootstrap_mean_interval(cos)
-    return Fidelity(agree, float(np.mean(cos)), rel, lo, hi)
-
-
-def bootstrap_mean_interval(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile-bootstrap interval of the mean of ``values`` (seeded: the same inputs give the same
-    interval); the cosine has no closed-form interval like Wilson's for counts."""
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size < 2:
-        m = float(v.mean()) if v.size else 1.0
-        return m, m
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    for start in range(0, resamples, 100):  # 100 resamples at a time bounds the index array
-        n = min(100, resamples - start)
-        means[start:start + n] = v[rng.integers(0, v.size, size=(n, v.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-@dataclass(frozen=True)
 class Evaluation:
     accuracy: Accuracy | None
     fidelity: Fidelity | None
     logits: np.ndarray
+    outputs: dict[str, np.ndarray] | None = None  # every per-sample output, when fidelity covered them all
 
 
 def evaluate(
-    handle: ModelLike, dataset: Any, reference_logits: np.ndarray | None = None, opt_level: str = "all"
+    handle: ModelLike, dataset: Any, reference_logits: np.ndarray | Feeds | None = None, opt_level: str = "all"
 ) -> Evaluation:
-    """Predict ``dataset.x``; accuracy when the dataset has labels, fidelity when a reference is given."""
-    logits = predict(handle, dataset.x, opt_level=opt_level)
+    """Predict ``dataset.x`` (and its further named inputs, ``dataset.feeds``); accuracy of the first output
+    when the dataset has labels; fidelity when a reference is given: of the first output for an array, of
+    every output (:func:`optim.measure.fidelity.output_fidelity`) for the original's outputs by name."""
+    feeds = getattr(dataset, "feeds", None)
+    outputs = None
+    if isinstance(reference_logits, Mapping):
+        sess = make_session(handle, threads=2, opt_level=opt_level)
+        outputs = predict_outputs(handle, dataset.x, session=sess, feeds=feeds)
+        first = sess.get_outputs()[0].name
+        logits = outputs[first] if first in outputs else predict(handle, dataset.x, session=sess, feeds=feeds)
+        fid = output_fidelity(reference_logits, outputs, output_kinds(model_proto(handle)))
+    else:
+        logits = predict(handle, dataset.x, opt_level=opt_level, feeds=feeds)
+        fid = fidelity(reference_logits, logits) if reference_logits is not None else None
     acc = accuracy(logits, dataset.y) if getattr(dataset, "y", None) is not None else None
-    fid = fidelity(reference_logits, logits) if reference_logits is not None else None
-    return Evaluation(acc, fid, logits)
+    return Evaluation(acc, fid, logits, outputs)
 
 
 # latency and per-node profiling live in a sibling file to keep this one short; re-exported here.
 
 __all__ = [
     "OPT_LEVELS", "Accuracy", "Evaluation", "Fidelity", "Latency", "NodeProfile", "accuracy", "evaluate",
-    "bootstrap_mean_interval", "fidelity", "latency", "make_session", "predict", "profile_nodes", "wilson_interval",
+    "bootstrap_mean_interval", "fidelity", "latency", "make_session", "output_fidelity", "output_kinds", "predict",
+    "predict_outputs", "profile_nodes", "wilson_interval",
 ]

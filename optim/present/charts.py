@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from optim.analysis import select
-from optim.analysis.labels import bits_label
+from optim.analysis.labels import bits_label, metric_axis
 from optim.present.views import fmt_ms
 
 BIT_COLORS = {32: "#1f77b4", 16: "#2ca02c", 8: "#ff7f0e", 6: "#8c564b", 4: "#d62728", 2: "#9467bd", 0: "#e377c2"}
@@ -34,7 +34,7 @@ def fit(fig: go.Figure) -> go.Figure:
 
 def _axis_title(col: str, df: pd.DataFrame, latency_note: str) -> str:
     if col == "metric" and "metric_name" in df and len(df) and df["metric_name"].iloc[0] != "top-1 accuracy":
-        return "Agreement with baseline (%)"
+        return metric_axis(str(df["metric_name"].iloc[0]))
     if col == "target_ms":
         return f"Latency (ms, {latency_note})"
     return AXES.get(col, col)
@@ -64,7 +64,9 @@ def _records(df: pd.DataFrame, *required: str) -> list[Row]:
 
 def _word(r: Row) -> str:
     name = r.get("metric_name")
-    return "accuracy" if not isinstance(name, str) or "accuracy" in name else "agreement"
+    if not isinstance(name, str) or "accuracy" in name:
+        return "accuracy"
+    return "output cosine" if "cosine" in name else "agreement"
 
 
 def _opt(r: Row) -> str:

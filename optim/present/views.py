@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from optim.analysis.labels import collapse_note
 from optim.analysis.select import baseline_row, vs_baseline, with_metric
 
 METRIC_LABELS = {
@@ -88,7 +89,7 @@ def _slow_reason(row: pd.Series, vnni: bool | None) -> str:
 
 def add_flags(df: pd.DataFrame, vnni: bool | None = None, slow_tol: float = 1.05) -> pd.DataFrame:
     """The judged metric (:func:`optim.analysis.select.with_metric`) plus a ``flags`` text per row: failed,
-    simulated, difference not significant (inside the baseline's 95 % interval), slower than the baseline and why."""
+    fidelity collapsed, simulated, difference not significant (inside the baseline's 95 % interval), slower than the baseline and why."""
     df = with_metric(df)
     base = baseline_row(df)
     significance = vs_baseline(df, base)
@@ -98,6 +99,8 @@ def add_flags(df: pd.DataFrame, vnni: bool | None = None, slow_tol: float = 1.05
         if row.get("status") != "ok":
             f.append(f"failed: {row.get('error') or 'unknown error'}")
         else:
+            if row.get("collapsed", False):
+                f.append(collapse_note(row.get("cosine"), row.get("worst_output")))
             if row["simulated"]:
                 f.append("simulated")
             if base is not None and row["variant_id"] != base["variant_id"]:

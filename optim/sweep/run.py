@@ -28,6 +28,7 @@ from optim.graph.summary import summarize
 from optim.handle import ModelHandle
 from optim.io.model_data import check_compatible
 from optim.measure import core as measure
+from optim.measure.fidelity import fidelity_record
 from optim.measure.model import measure_model
 from optim.measure.session import OPT_LEVELS as SESSION_LEVELS
 from optim.sweep.executors import (
@@ -230,11 +231,11 @@ class SweepWork:
     calib: Any
     train: Any
     eval_set: Any
-    ref: np.ndarray
+    ref: dict[str, np.ndarray]  # the baseline's outputs by name
     config: SweepConfig
 
 
-def _measured_here(builder: VariantBuilder, executor: Executor, todo: list[Variant], eval_set: Any, ref: np.ndarray,
+def _measured_here(builder: VariantBuilder, executor: Executor, todo: list[Variant], eval_set: Any, ref: Any,
                    config: SweepConfig, cancel: Callable[[], bool], started: Callable[[str], None],
                    with_level: bool) -> Iterator[tuple[Variant, tuple[dict[str, Any], Any, bytes | None]]]:  # fmt: skip
     """Builds from ``executor.map_builds`` measured on this machine; stops at a cancel."""
@@ -264,17 +265,26 @@ def _ref_name(sid: str) -> str:
     return f"ref_logits_{sid}"
 
 
-def _reference_logits(store: Store, sid: str, handle: ModelHandle, eval_set: Any) -> np.ndarray:
-    """Baseline logits on the evaluation set, computed once per sweep and kept for resumes."""
-    ref = store.get_array(_ref_name(sid))
-    if ref is None:
-        ref = measure.predict(handle, eval_set.x)
-        store.put_array(_ref_name(sid), ref)
+def _reference_logits(store: Store, sid: str, handle: ModelHandle, eval_set: Any) -> dict[str, np.ndarray]:
+    """The baseline's per-sample outputs on the evaluation set by name (every output: fidelity covers them
+    all), computed once per sweep and kept for resumes (output i as ``ref_logits_<sid>[_i]``)."""
+    names = [o.name for o in handle.model.graph.output]
+    keys = [_ref_name(sid) + (f"_{i}" if i else "") for i in range(len(names))]
+    marker = store.get_array(_ref_name(sid) + "_kept")  # which outputs have a sample axis
+    if marker is not None:
+        kept = {names[int(i)]: store.get_array(keys[int(i)]) for i in marker if int(i) < len(names)}
+        if all(v is not None for v in kept.values()):
+            return kept
+    ref = measure.predict_outputs(handle, eval_set.x, feeds=getattr(eval_set, "feeds", None))
+    for i, name in enumerate(names):
+        if name in ref:
+            store.put_array(keys[i], ref[name])
+    store.put_array(_ref_name(sid) + "_kept", np.array([i for i, n in enumerate(names) if n in ref], np.int64))
     return ref
 
 
 def variant_row(
-    v: Variant, built: tuple[ModelHandle, float] | BaseException, eval_set: Any, ref: np.ndarray, config: SweepConfig,
+    v: Variant, built: tuple[ModelHandle, float] | BaseException, eval_set: Any, ref: Any, config: SweepConfig,
     executor: Any,
 ) -> tuple[dict[str, Any], pd.DataFrame | None, bytes | None]:  # fmt: skip
     """One variant's store row, layers and model bytes, measured here (``executor.quiet()`` guards timing)."""
@@ -296,7 +306,7 @@ def variant_row(
 
 
 def measure_variant(
-    handle: ModelHandle, eval_set: Any, ref: np.ndarray | None, config: SweepConfig, opt_level: str,
+    handle: ModelHandle, eval_set: Any, ref: Any, config: SweepConfig, opt_level: str,
     executor: Any = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
     """Accuracy/fidelity (2 threads, batched), latency and per-layer profile (quiet machine), size, MACs.
@@ -318,8 +328,7 @@ def measure_variant(
         "top1": acc.top1 if acc else None, "top1_lo": acc.top1_lo if acc else None,
         "top1_hi": acc.top1_hi if acc else None, "top5": acc.top5 if acc else None,
         "n_eval": len(eval_set),
-        "agreement": fid.top1_agreement if fid else None, "cosine": fid.cosine if fid else None, "cosine_lo": fid.cosine_lo if fid else None, "cosine_hi": fid.cosine_hi if fid else None,
-        "rel_error": fid.rel_error if fid else None,
+        **fidelity_record(fid),
         "latency_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms, "latency_runs": lat.runs,
         "size_bytes": size, "effective_size_bytes": int(meta.get("effective_size_bytes") or size),
         "params": params, "macs": macs, "sparsity": meta.get("sparsity"),

@@ -42,15 +42,17 @@ VARIANT_COLUMNS = [
 ]  # fmt: skip
 EXTRA_VARIANT_COLUMNS = ["sweep_id", "variant_key", "seq", "n_eval", "latency_runs", "sparsity", "compressed_bytes",
                          "build_s", "measure_s", "meta_json", "distilled",
-                         "node", "node_hw", "node_json", "cosine_lo", "cosine_hi"]  # fmt: skip  # node*: optim.sweep.node
+                         "node", "node_hw", "node_json", "cosine_lo", "cosine_hi",
+                         "fidelity_metric", "sqnr_db", "output_kinds", "worst_output", "fidelity_collapsed",
+                         ]  # fmt: skip  # node*: optim.sweep.node; fidelity_*: optim.measure.fidelity
 LAYER_COLUMNS = ["node", "op_type", "ms", "share", "provider", "macs", "flops", "params", "weight_bytes", "kernels"]
 SENSITIVITY_COLUMNS = ["layer", "op_type", "params", "kind", "level", "metric", "drop", "agreement", "rel_error"]
 
 _REAL = {"prune_ratio", "top1", "top1_lo", "top1_hi", "top5", "agreement", "cosine", "rel_error", "cosine_lo", "cosine_hi",
-         "latency_ms", "latency_p90_ms", "build_s", "measure_s", "ms", "share", "flops", "sparsity", "level",
+         "sqnr_db", "latency_ms", "latency_p90_ms", "build_s", "measure_s", "ms", "share", "flops", "sparsity", "level",
          "metric", "drop"}  # fmt: skip
 _INT = {"bits", "executable", "size_bytes", "effective_size_bytes", "params", "macs", "seq", "n_eval",
-        "latency_runs", "weight_bytes", "compressed_bytes", "distilled"}  # fmt: skip
+        "latency_runs", "weight_bytes", "compressed_bytes", "distilled", "fidelity_collapsed"}  # fmt: skip
 
 
 def _col_type(name: str) -> str:
