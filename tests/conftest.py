@@ -83,3 +83,12 @@ def tiny_images() -> tuple[np.ndarray, np.ndarray]:
     """(x, y): 200 random images (200, 3, 16, 16) float32 and labels in 0..9."""
     rng = np.random.default_rng(0)
     return rng.standard_normal((200, 3, 16, 16)).astype(np.float32), rng.integers(0, 10, 200)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """The results store of one test: it lives in the test's own tmp dir and goes with it (a reopened
+    ``Store(tmp_path)`` sees the same rows)."""
+    from optim.sweep.store import Store
+
+    return Store(tmp_path)

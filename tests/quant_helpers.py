@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
+import ort_runner
 import torch
 
 from optim.handle import ModelHandle
@@ -59,10 +59,7 @@ def dataset(x: np.ndarray) -> Dataset:
 
 def run_model(handle: ModelHandle, x: np.ndarray) -> np.ndarray:
     """Logits for ``x``, fed one sample at a time when the model fixes batch 1."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(handle.model_bytes, so, providers=["CPUExecutionProvider"])
+    sess = ort_runner.session(handle)
     inp = sess.get_inputs()[0]
     if isinstance(inp.shape[0], int) and inp.shape[0] == 1:
         return np.concatenate([sess.run(None, {inp.name: x[i : i + 1]})[0] for i in range(len(x))])

@@ -5,14 +5,15 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from optim.sweep.store import Store, default_store_dir
+from optim import paths
+from optim.sweep.store import Store
 
 __all__ = ["data_dir", "open_store"]
 
 
 def data_dir() -> str:
     """The data directory (``$OPTIM_DATA_DIR`` or ``<repo>/.optim_data``) as a plain string (a cache key)."""
-    return str(default_store_dir())
+    return str(paths.data_dir())
 
 
 @lru_cache(maxsize=8)

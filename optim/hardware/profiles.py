@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from optim.hardware import host
-from optim.sweep.store import default_store_dir
+from optim.paths import data_dir
 
 FALLBACK_PATH = Path(__file__).resolve().parent / "host_profile.json"
 # Bump when the estimator's host model changes what a profile means: older cached profiles then refit.
@@ -44,7 +44,7 @@ class ProfileChoice:
 
 
 def profile_dir() -> Path:
-    return default_store_dir() / "hardware"
+    return data_dir() / "hardware"
 
 
 def profile_path(key: str | None = None) -> Path:

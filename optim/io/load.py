@@ -206,7 +206,7 @@ def _validate(model: onnx.ModelProto) -> None:
         raise MalformedModelError(f"The ONNX model fails onnx's checker: {str(exc).splitlines()[0]}. "
                                   "Re-export it with a current exporter.") from exc
     try:
-        _open_session(model)
+        opens(model)
     except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidGraph/NotImplemented/RuntimeException
         newest = re.search(r"max supported IR version: (\d+)", str(exc))
         if newest is None or model.ir_version <= int(newest.group(1)):
@@ -215,18 +215,20 @@ def _validate(model: onnx.ModelProto) -> None:
         # with the runtime's newest IR version (what `onnx.helper.make_model` users usually need).
         model.ir_version = int(newest.group(1))
         try:
-            _open_session(model)
+            opens(model)
         except Exception as exc2:  # noqa: BLE001
             raise _runtime_error(exc2) from exc2
 
 
-def _open_session(model: onnx.ModelProto) -> None:
-    """Open at the level that runs the graph as written and at the one that rewrites it most."""
+def opens(model: onnx.ModelProto) -> None:
+    """Raise unless ORT opens ``model`` as written and fully optimised (the levels sweeps measure at): the one
+    check used on loading and on every graph a pass builds."""
     data = model.SerializeToString()
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = level
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
         ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 

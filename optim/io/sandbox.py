@@ -64,7 +64,7 @@ def python_roots() -> list[Path]:
 
 
 def bwrap_argv(bwrap: str, scratch_bytes: int = SCRATCH_BYTES) -> list[str]:
-    """The bubblewrap command line that runs the converter (tested: see tests/test_sandbox.py)."""
+    """The bubblewrap command line that runs the converter (tested: see tests/io/test_sandbox.py)."""
     argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", "sandbox", "--clearenv"]
     for lib in ("/usr/lib", "/usr/lib64"):

@@ -31,8 +31,7 @@ import numpy as np
 import pandas as pd
 
 from optim.errors import OptimError
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from optim.paths import data_dir
 
 VARIANT_COLUMNS = [
     "variant_id", "label", "status", "error", "prune_kind", "prune_ratio", "bits", "opt_level",
@@ -85,12 +84,6 @@ CREATE TABLE IF NOT EXISTS sensitivity (
 """
 
 
-def default_store_dir() -> Path:
-    """``$OPTIM_DATA_DIR`` when set, else ``<repo>/.optim_data``."""
-    env = os.environ.get("OPTIM_DATA_DIR")
-    return Path(env).expanduser() if env else REPO_ROOT / ".optim_data"
-
-
 def canonical_json(obj: Any) -> str:
     """Stable JSON (sorted keys, no spaces, tuples as lists) used for hashing configurations."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
@@ -115,7 +108,7 @@ class Store:
     """Sweeps, variants and per-layer rows in SQLite; variant models as content-addressed files."""
 
     def __init__(self, path: Path | str | None = None) -> None:
-        self.path = Path(path) if path is not None else default_store_dir()
+        self.path = Path(path) if path is not None else data_dir()
         self.path.mkdir(parents=True, exist_ok=True)
         self.artifacts_dir = self.path / "artifacts"
         self.arrays_dir = self.path / "arrays"

@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
-from optim.sweep.store import default_store_dir
+from optim.paths import data_dir
 
 FIT_SPECS: tuple[str, ...] = (
     "sample:*", "ref:resnet8:0.7", "ref:ds_cnn:0.7", "ref:mobilenet_v1_025:0.7", "ref:resnet8:1.4",
@@ -91,7 +91,7 @@ def build(spec: str) -> ModelHandle:
 
 def cache_dir() -> Path:
     """Built calibration models, reused by later calibrations (``$OPTIM_DATA_DIR/hardware/models``)."""
-    return default_store_dir() / "hardware" / "models"
+    return data_dir() / "hardware" / "models"
 
 
 def _cache_key(spec: str) -> str:

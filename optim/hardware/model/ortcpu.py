@@ -3,7 +3,7 @@ padding they pay, and the layout reorders it inserts.
 
 At ORT_ENABLE_ALL on x86 ONNX Runtime rewrites convs into the blocked ``NCHWc`` layout (channel blocks
 of 16 floats with AVX-512, 8 with AVX2). Rules measured on this stack (onnxruntime 1.31; see
-``tests/test_hardware_ortcpu.py`` and the per-kernel profiles in calibration):
+``tests/hardware/test_hardware_ortcpu.py`` and the per-kernel profiles in calibration):
 
 - a dense conv takes the blocked path when its input channels are below the block (it then reads the
   plain NCHW input directly, so a blocked input is reordered back first) or a multiple of 4; otherwise (22, 45, 89, ... channels — what structured

@@ -11,10 +11,10 @@ leaves the pass.
 from __future__ import annotations
 
 import onnx
-import onnxruntime as ort
 from onnx import version_converter
 
 from optim.errors import PassUnavailableError, runtime_reason
+from optim.io.load import opens
 
 PER_CHANNEL_OPSET = 13
 QDQ_OPSET = 10
@@ -42,15 +42,6 @@ def quantizable(model: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelPr
                                f"version converter could not convert ({reason}); re-export it with opset 13 or newer.")
 
 
-def opens(model: onnx.ModelProto) -> None:
-    """Raise unless ORT opens ``model`` as written and fully optimised (the levels sweeps measure at)."""
-    data = model.SerializeToString()
-    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = level
-        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
 def checked(build: object, what: str, per_channel: bool) -> onnx.ModelProto:
