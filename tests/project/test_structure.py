@@ -139,3 +139,25 @@ def test_tests_mirror_the_packages() -> None:
     assert folders <= packages | NON_PACKAGE_TEST_FOLDERS, folders - packages - NON_PACKAGE_TEST_FOLDERS
     names = [p.name for p in tests.rglob("test_*.py")]
     assert len(names) == len(set(names)), "test file names must be unique across folders (rootdir imports)"
+
+
+# Layers look down, never up (module- and function-level imports alike). `jobs` is the process layer: its
+# limits are used by the sandbox (io), its task table reaches every layer, so only the upper layers use it.
+UPPER = {"analysis", "sweep", "present", "api", "cli"}
+FORBIDDEN = {
+    "io": UPPER | {"graph", "measure", "passes", "hardware", "reference"},
+    "graph": UPPER | {"measure", "passes", "hardware", "jobs"},
+    "measure": UPPER | {"passes", "hardware", "jobs"},
+    "passes": UPPER | {"jobs"},
+    "hardware": UPPER | {"jobs"},
+    "analysis": UPPER - {"analysis"} | {"jobs"},
+    "sweep": {"present", "api", "cli"},
+    "present": {"api", "cli", "jobs"},
+}
+
+
+def test_layers_never_import_upward() -> None:
+    bad = sorted((src, dst) for src, dsts in import_edges().items() for dst in dsts
+                 if src.count(".") >= 1 and dst.count(".") >= 1
+                 and dst.split(".")[1] in FORBIDDEN.get(src.split(".")[1], set()))
+    assert not bad, bad
