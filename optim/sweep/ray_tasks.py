@@ -48,10 +48,11 @@ class NodeGate:
         if self.mode != "node":
             yield
             return
+        self._release()
         self._fd = os.open(self._rw, os.O_RDWR | os.O_CREAT, 0o666)
-        with self._holding(self._turn, fcntl.LOCK_EX):
-            fcntl.flock(self._fd, fcntl.LOCK_SH)
-        try:
+        try:  # a task cancelled while it waits for the turn must not keep its shared lock (the node would hang)
+            with self._holding(self._turn, fcntl.LOCK_EX):
+                fcntl.flock(self._fd, fcntl.LOCK_SH)
             yield
         finally:
             self._release()
