@@ -33,7 +33,8 @@ from optim.sweep.ray_executor import RayExecutor  # noqa: E402
 from optim.sweep.ray_jobs import RayJobExecutor  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a Ray instance takes a few seconds to start, its workers a few more
-TESTS = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parents[1]  # the shared helpers (_sweep_fakes) for the workers
+HERE = Path(__file__).resolve().parent  # this module, whose functions the map test sends as tasks
 FAST = dict(latency_budget_s=0.02, profile_runs=2)
 GRID = SweepConfig(ratios=(0, 0.5), bits=(32, 8, 4), prune_kinds=("structured", "unstructured"), **FAST)
 
@@ -42,7 +43,7 @@ GRID = SweepConfig(ratios=(0, 0.5), bits=(32, 8, 4), prune_kinds=("structured", 
 def control(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local Ray instance whose workers know the fakes; the folder that steers them."""
     folder = tmp_path_factory.mktemp("fake_control")
-    path = os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])
+    path = os.pathsep.join([str(TESTS), str(HERE), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])
     env = {"PYTHONPATH": path, "OPTIM_FAKE_CONTROL": str(folder), "OPTIM_FAKE_COUNTER": str(folder / "calls.log")}
     ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False,
              log_to_driver=False, runtime_env={"env_vars": env, "worker_process_setup_hook": "_sweep_fakes.register"})
