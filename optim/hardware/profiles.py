@@ -23,7 +23,7 @@ from optim.paths import data_dir
 
 FALLBACK_PATH = Path(__file__).resolve().parent / "host_profile.json"
 # Bump when the estimator's host model changes what a profile means: older cached profiles then refit.
-MODEL_VERSION = 4
+MODEL_VERSION = 5
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """Fitting the host model: per-class kernel costs from profiled rows, then the whole-model correction.
 
-Per op class a row costs ``overhead + ops / (peak x e_c) + bytes / (bw x e_m) + out_elems x c_out`` —
+Per op class a row costs ``calls x overhead + ops / (peak x e_c) + bytes / (bw x e_m) + out_elems x c_out
++ out_rows x c_row`` (``calls``: one per kernel, one per channel for a depthwise conv off the blocked layout) —
 additive, because on a CPU core a kernel's arithmetic and its loads do not overlap perfectly, and
-because it makes the fit a linear least-squares problem in ``(overhead, 1/e_c, 1/e_m, c_out)``. The
+because it makes the fit a linear least-squares problem in ``(overhead, 1/e_c, 1/e_m, c_out, c_row)``. The
 per-output-element cost ``c_out`` (compute classes only) is what makes a conv with few input channels
 slower per MAC than a deep one: MLAS pays it for every output pixel it writes. The fit is non-negative
 (``scipy.optimize.nnls``), on relative errors weighted by the square root of each row's time (big
-kernels dominate a model's sum, small ones must still not be off by multiples), with weak priors.
+kernels dominate a model's sum, small ones must still not be off by multiples), with weak priors, and
+refitted twice with Cauchy weights (:data:`ROBUST_SCALE`) so one outlying kernel reading (a first
+kernel after a cold start, a preempted run) does not set the class's cost.
 Classes are fitted parents first (:func:`optim.hardware.device.parent_class`); a class with fewer than
 :data:`FULL_FIT_ROWS` rows only rescales its parent's cost (one number instead of four). Then one scale
 per kernel family and a per-kernel cost are fitted to the measured whole-model latencies
@@ -21,11 +24,14 @@ import pandas as pd
 from optim.hardware.device import parent_class
 from optim.hardware.model.roofline import COMPUTE_CLASSES
 
-PRIORS = {"eff_compute": 0.3, "eff_memory": 1.0, "overhead_us": 2.0, "out_ns": 0.0}
+PRIORS = {"eff_compute": 0.3, "eff_memory": 1.0, "overhead_us": 2.0, "out_ns": 0.0, "row_ns": 0.0}
 BOUNDS = {"eff_compute": (1e-3, 3.0), "eff_memory": (1e-3, 50.0), "overhead_us": (0.05, 2000.0)}
 PRIOR_WEIGHT = 0.02
 FULL_FIT_ROWS = 6
 OUT_NS_REF = 1.0  # ridge scale of the per-output cost (ns per element)
+ROW_NS_REF = 30.0  # ridge scale of the per-output-row cost (ns per row)
+ROBUST_PASSES = 2  # reweighted refits of a class (one outlying kernel reading must not set a class's cost)
+ROBUST_SCALE = 0.3  # relative residual at which a row's weight halves
 NO_COMPUTE = 1e3  # eff_compute of a memory class: its element count is not priced as arithmetic
 
 
@@ -37,58 +43,72 @@ def _depth(c: str) -> int:
     return d
 
 
-def _terms(rows: pd.DataFrame, peak: float, bw: float, compute: bool) -> tuple[np.ndarray, ...]:
+def _col(rows: pd.DataFrame, name: str, default: float, on: bool = True) -> np.ndarray:
+    return rows[name].to_numpy(float) if on and name in rows else np.full(len(rows), default if on else 0.0)
+
+
+def _terms(rows: pd.DataFrame, peak: float, bw: float, compute: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(time s, design matrix [calls, ops/peak, bytes/bw, out elems x 1e-9, out rows x 1e-9], weights)."""
     t = np.maximum(rows["ms"].to_numpy(float) * 1e-3, 1e-9)
     ops = rows["ops"].to_numpy(float) / peak if compute else np.zeros(len(t))
-    out = rows["out_elems"].to_numpy(float) if compute and "out_elems" in rows else np.zeros(len(t))
-    return t, ops, rows["bytes"].to_numpy(float) / bw, out, np.sqrt(t / t.mean())
+    design = np.stack([_col(rows, "calls", 1.0), ops, rows["bytes"].to_numpy(float) / bw,
+                       _col(rows, "out_elems", 0.0, compute) * 1e-9, _col(rows, "out_rows", 0.0, compute) * 1e-9],
+                      axis=1)
+    return t, design, np.sqrt(t / t.mean())
 
 
-def _result(over_us: float, e_c: float, e_m: float, out_ns: float, terms: tuple[np.ndarray, ...],
-            how: str) -> dict[str, float | int | str]:
-    t, ops, nbytes, out, _w = terms
-    pred = over_us * 1e-6 + ops / e_c + nbytes / e_m + out * out_ns * 1e-9
-    return {"eff_compute": e_c, "eff_memory": e_m, "overhead_us": over_us, "out_ns": out_ns, "nodes": int(len(t)),
+def _result(x: np.ndarray, t: np.ndarray, design: np.ndarray, how: str) -> dict[str, float | int | str]:
+    """Factors from the solution ``x`` (per-call s, 1/e_c, 1/e_m, per-output s·1e9, per-row s·1e9)."""
+    pred = design @ x
+    e_c = float(np.clip(1 / x[1], *BOUNDS["eff_compute"])) if x[1] > 0 else NO_COMPUTE
+    e_m = float(np.clip(1 / x[2], *BOUNDS["eff_memory"])) if x[2] > 0 else BOUNDS["eff_memory"][1]
+    return {"eff_compute": e_c, "eff_memory": e_m, "overhead_us": float(np.clip(x[0] * 1e6, *BOUNDS["overhead_us"])),
+            "out_ns": float(x[3]), "row_ns": float(x[4]), "nodes": int(len(t)),
             "fit_median_pct": round(float(np.median(np.abs(pred / t - 1)) * 100), 2), "fit": how}
+
+
+def _x_of(f: dict[str, float], compute: bool) -> np.ndarray:
+    return np.array([f["overhead_us"] * 1e-6, 1 / f["eff_compute"] if compute else 0.0, 1 / f["eff_memory"],
+                     float(f.get("out_ns", 0.0)) if compute else 0.0, float(f.get("row_ns", 0.0)) if compute else 0.0])
 
 
 def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = PRIOR_WEIGHT,
               priors: dict[str, float] | None = None, compute: bool = True) -> dict[str, float | int | str]:
-    """Fit (eff_compute, eff_memory, overhead_us, out_ns) of one class to its rows (``ops``, ``bytes``,
-    ``out_elems``, ``ms``): weighted NNLS with one weak prior row per parameter; a memory class
-    (``compute`` False) has no compute or per-output term (its ``ops`` are element counts, not MACs)."""
+    """Fit (overhead_us per call, eff_compute, eff_memory, out_ns, row_ns) of one class to its rows (``ops``,
+    ``bytes``, ``out_elems``, ``out_rows``, ``calls``, ``ms``): weighted NNLS with one weak prior row per
+    parameter; a memory class (``compute`` False) has no compute, per-output or per-row term (its ``ops``
+    are element counts, not MACs)."""
     from scipy.optimize import nnls
 
     p = {**PRIORS, **(priors or {})}
-    terms = _terms(rows, peak, bw, compute)
-    t, ops, nbytes, out, w = terms
-    a = np.stack([np.ones_like(t), ops, nbytes, out * 1e-9], axis=1) * (w / t)[:, None]
+    t, design, w = _terms(rows, peak, bw, compute)
     lam = prior_weight * np.sqrt(w @ w)
     prior_x = np.array([p["overhead_us"] * 1e-6, 1 / p["eff_compute"] if compute else 1.0, 1 / p["eff_memory"]])
-    reg = np.zeros((4, 4))
+    reg = np.zeros((5, 5))
     reg[np.arange(3), np.arange(3)] = lam / prior_x
-    reg[3, 3] = lam / OUT_NS_REF
-    target = np.array([lam, lam, lam, lam * p["out_ns"] / OUT_NS_REF])
+    reg[3, 3], reg[4, 4] = lam / OUT_NS_REF, lam / ROW_NS_REF
+    target = np.array([lam, lam, lam, lam * p["out_ns"] / OUT_NS_REF, lam * p.get("row_ns", 0.0) / ROW_NS_REF])
     if not compute:
-        reg[1, 1], target[1] = 1e9, 0.0  # pins 1/e_c and the per-output cost to zero
-        reg[3, 3], target[3] = 1e9, 0.0
-    x, _ = nnls(np.vstack([a, reg]), np.concatenate([w, target]))
-    over = float(np.clip(x[0] * 1e6, *BOUNDS["overhead_us"]))
-    e_c = float(np.clip(1 / x[1], *BOUNDS["eff_compute"])) if compute and x[1] > 0 else NO_COMPUTE
-    e_m = float(np.clip(1 / x[2], *BOUNDS["eff_memory"])) if x[2] > 0 else BOUNDS["eff_memory"][1]
-    return _result(over, e_c, e_m, float(x[3]) if compute else 0.0, terms, "full")
+        for i in (1, 3, 4):  # pins 1/e_c, the per-output and the per-row cost to zero
+            reg[i, i], target[i] = 1e9, 0.0
+    down = np.ones_like(t)
+    for _ in range(ROBUST_PASSES + 1):  # Cauchy reweighting: a kernel read 3x off its peers barely counts
+        ww = w * down
+        x, _ = nnls(np.vstack([design * (ww / t)[:, None], reg]), np.concatenate([ww, target]))
+        down = 1.0 / (1.0 + ((design @ x / t - 1) / ROBUST_SCALE) ** 2)
+    if not compute:
+        x[1] = 0.0
+    return _result(x, t, design, "full")
 
 
 def scale_parent(rows: pd.DataFrame, peak: float, bw: float, parent: dict[str, float], compute: bool
                  ) -> dict[str, float | int | str]:
     """A class with few rows: its parent's cost times one factor (weighted least squares on relative error)."""
-    terms = _terms(rows, peak, bw, compute)
-    t, ops, nbytes, out, w = terms
-    e_c = parent["eff_compute"] if compute else NO_COMPUTE
-    out_ns = float(parent.get("out_ns", 0.0)) if compute else 0.0
-    r = (parent["overhead_us"] * 1e-6 + ops / e_c + nbytes / parent["eff_memory"] + out * out_ns * 1e-9) / t
+    t, design, w = _terms(rows, peak, bw, compute)
+    x = _x_of(parent, compute)
+    r = design @ x / t
     s = float(np.clip((w**2 * r).sum() / (w**2 * r * r).sum(), 1e-3, 1e3))  # argmin Σ w²(s·r - 1)²
-    return _result(parent["overhead_us"] * s, e_c / s, parent["eff_memory"] / s, out_ns * s, terms, "scaled parent")
+    return _result(x * s, t, design, "scaled parent")
 
 
 def fit_factors(table: pd.DataFrame, peak: float, bw: float) -> dict[str, dict[str, float | int | str]]:

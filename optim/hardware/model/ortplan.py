@@ -286,6 +286,18 @@ def _panel_pad(df: pd.DataFrame, model: onnx.ModelProto) -> list[float]:
     return out
 
 
+def _calls_and_rows(df: pd.DataFrame, convs: dict[str, tuple[int, bool, bool, bool]]) -> tuple[list, list]:
+    """Kernel calls per row (a depthwise conv off the blocked layout runs one small conv per channel; 1 for
+    every other row) and output rows (elements / last dimension of a >= 3-d output; kernels loop over them)."""
+    calls, rows = [], []
+    for node, cls, elems, shape in zip(df["node"], df["op_class"], df["act_out_elems"], df["out_shape"], strict=True):
+        calls.append(float(convs.get(node, NOT_CONV)[0]) if cls == "dwconv_nchw" else 1.0)
+        dims = _dims(shape)
+        width = int(dims[-1]) if len(dims) >= 3 and dims[-1] else 0
+        rows.append(float(elems) / width if width else 0.0)
+    return calls, rows
+
+
 def apply_plan(df: pd.DataFrame, model: onnx.ModelProto, plan: list[Kernel], block: int) -> pd.DataFrame:
     """Per-node rows (summary + ``op_class``/``fused``/``mac_pad`` from :func:`.graphinfo.annotate`) re-classed by
     the kernels ORT runs: a node's computing kernel sets its class, nodes without a kernel become ``fused``,
@@ -300,6 +312,7 @@ def apply_plan(df: pd.DataFrame, model: onnx.ModelProto, plan: list[Kernel], blo
                       for n, c in zip(df["node"], df["op_class"], strict=True)]
     df = _split_gemv(df, model)
     df["im2col_elems"] = _im2col_elems(df, convs)
+    df["calls"], df["out_rows"] = _calls_and_rows(df, convs)
     pads = nchwc_plan(model, block).mac_pad if block > 1 else {}
     df["mac_pad"] = [pads.get(n, 1.0) if n in main and main[n].domain == NCHWC_DOMAIN else p
                      for n, p in zip(df["node"], _panel_pad(df, model), strict=True)]
@@ -315,5 +328,5 @@ def apply_plan(df: pd.DataFrame, model: onnx.ModelProto, plan: list[Kernel], blo
         cls = "reorder" if k.layout else row_class(k, 1, False, True)
         rows.append({"node": keys[k.name], "op_type": k.op_type, "op_class": cls, "macs": 0, "flops": elems,
                      "params": 0, "weight_bytes": 0, "act_in_elems": elems, "act_out_elems": elems, "fused": False,
-                     "mac_pad": 1.0})
+                     "mac_pad": 1.0, "calls": 1.0, "out_rows": 0.0})
     return pd.concat([df, pd.DataFrame(rows)], ignore_index=True)

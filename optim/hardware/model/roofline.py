@@ -22,7 +22,8 @@ COMPUTE_CLASSES = ("conv", "conv_in", "conv1x1", "conv_nchw", "conv1x1_nchw", "d
                    "gemm_int8", "conv_int8_odd", "dwconv_int8_odd", "conv_integer", "dwconv_integer",
                    "conv_integer_odd", "dwconv_integer_odd", "gemm_integer", "gemv", "gemv_int8", "gemv_integer")
 LAYER_COLUMNS = ["node", "op_type", "op_class", "macs", "ops", "weight_bytes", "act_bytes", "bytes", "out_elems",
-                 "intensity", "compute_ms", "memory_ms", "overhead_ms", "ms", "bound", "precision_path"]
+                 "intensity", "compute_ms", "memory_ms", "overhead_ms", "ms", "bound", "precision_path", "calls",
+                 "out_rows"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,11 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
     eff_m = df["op_class"].map(lambda c: device.factors(c).eff_memory).astype(float)
     over = df["op_class"].map(lambda c: device.factors(c).overhead_s).astype(float)
     per_out = df["op_class"].map(lambda c: device.factors(c).per_output_s).astype(float)
-    over = over + per_out * df["act_out_elems"].astype(float) * batch
+    per_row = df["op_class"].map(lambda c: device.factors(c).per_row_s).astype(float)
+    once = df["op_class"].map(lambda c: device.factors(c).kernel_s).astype(float)
+    calls = df["calls"].astype(float) if "calls" in df else pd.Series(1.0, index=df.index)
+    rows = df["out_rows"].astype(float) * batch if "out_rows" in df else pd.Series(0.0, index=df.index)
+    over = over * calls + once + per_out * df["act_out_elems"].astype(float) * batch + per_row * rows
     t_c = ops / (peak * eff_c)
     if sparse_2_4:
         t_c = np.where(is_compute, t_c / 2, t_c)
@@ -113,7 +118,7 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
         "compute_ms": np.where(free, 0.0, t_c * 1e3), "memory_ms": np.where(free, 0.0, t_m * 1e3),
         "overhead_ms": np.where(free, 0.0, over * 1e3), "ms": t * 1e3,
         "bound": np.where(free, np.where(df["fused"], "fused", "free"), np.where(t_c >= t_m, "compute", "memory")),
-        "precision_path": path.text,
+        "precision_path": path.text, "calls": calls.to_numpy(), "out_rows": rows.to_numpy(),
     })
     return out[LAYER_COLUMNS].reset_index(drop=True)
 
