@@ -9,7 +9,8 @@ layer alone, directly on the ONNX initializer, and measure the model on an evalu
   quantiser the ``quantize`` pass uses for simulated bit-widths.
 
 The drop is in accuracy points when the data has labels, otherwise in top-1 agreement with the
-unmodified model; the relative output error is always recorded. Own module: the perturbations are
+unmodified model — or, when its outputs are not class scores (boxes, maps, embeddings), in points of the
+worst output's cosine with the unmodified model's; the relative output error is always recorded. Own module: the perturbations are
 a few lines of numpy on initializers, and no maintained library runs them over ONNX graphs.
 """
 
@@ -107,11 +108,15 @@ def analyze(handle: ModelHandle, x: np.ndarray, y: np.ndarray | None = None,
     """One row per (layer, kind, level): ``layer, op_type, params, kind, level, metric, drop,
     agreement, rel_error``; ``metric_name`` says whether ``metric`` is accuracy or agreement."""
     from optim.measure.core import predict
+    from optim.measure.fidelity import CLASS_KINDS, output_kinds
 
     layers = weight_layers(handle.model)
     if not layers:
         raise PassUnavailableError("Sensitivity analysis found no Conv/Gemm/MatMul layer with stored "
                                    "weights in this model.")
+    kinds = output_kinds(handle.model)
+    if y is None and not all(k in CLASS_KINDS for k in kinds.values()):  # boxes, maps, embeddings: cosine
+        return _analyze_by_cosine(handle, x, kinds, layers, prune_levels, quant_bits, progress, should_cancel)
     ref = predict(handle, x, threads=2)
     base_metric, _, _ = _score(ref, ref, y)
     settings = [("prune", float(p)) for p in prune_levels] + [("quant", float(b)) for b in quant_bits]
@@ -131,6 +136,34 @@ def analyze(handle: ModelHandle, x: np.ndarray, y: np.ndarray | None = None,
     df = pd.DataFrame(rows)
     df.attrs["metric_name"] = "accuracy" if y is not None else "agreement"
     df.attrs["baseline"] = base_metric
+    return df
+
+
+def _analyze_by_cosine(handle: ModelHandle, x: np.ndarray, kinds: dict[str, str], layers: list[WeightLayer],
+                       prune_levels: tuple[float, ...], quant_bits: tuple[int, ...],
+                       progress: Callable[[float, str], None] | None,
+                       should_cancel: Callable[[], bool] | None) -> pd.DataFrame:
+    """As :func:`analyze` for models whose outputs are not class scores: the metric is the worst output's
+    cosine with the unmodified model's outputs, in % (``optim.measure.fidelity.output_fidelity``)."""
+    from optim.measure.core import predict_outputs
+    from optim.measure.fidelity import output_fidelity
+
+    ref = predict_outputs(handle, x, threads=2)
+    settings = [("prune", float(p)) for p in prune_levels] + [("quant", float(b)) for b in quant_bits]
+    rows, total = [], len(layers) * len(settings)
+    for i, layer in enumerate(layers):
+        for j, (kind, level) in enumerate(settings):
+            if should_cancel is not None and should_cancel():
+                raise CancelledError("Sensitivity analysis cancelled; nothing was stored.")
+            f = output_fidelity(ref, predict_outputs(perturb(handle.model, layer, kind, level), x, threads=2), kinds)
+            rows.append({"layer": layer.node, "op_type": layer.op_type, "params": layer.params, "kind": kind,
+                         "level": level, "metric": f.cosine * 100, "drop": 100.0 - f.cosine * 100,
+                         "agreement": np.nan, "rel_error": f.rel_error})
+            if progress is not None:
+                progress((i * len(settings) + j + 1) / total, f"{layer.node}: {kind} {level:g}")
+    df = pd.DataFrame(rows)
+    df.attrs["metric_name"] = "output cosine"
+    df.attrs["baseline"] = 100.0
     return df
 
 

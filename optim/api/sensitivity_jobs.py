@@ -39,7 +39,9 @@ def sensitivity_data(loaded: Loaded, n: int = SENSITIVITY_N) -> tuple[Dataset, s
     else:
         raise ConfigError("Measuring sensitivity needs input data: upload evaluation data on Home.")
     sub = src.subset(min(int(n), len(src)))
-    return sub, f"{len(sub)} samples of the {what}" + ("" if sub.y is not None else ", no labels: agreement")
+    judged = "" if sub.y is not None else (", no labels: agreement" if "agreement" in loaded.judged_by
+                                           else ", no labels: output cosine")
+    return sub, f"{len(sub)} samples of the {what}{judged}"
 
 
 def _sensitivity_key(loaded: Loaded, n: int, prune_levels: tuple[float, ...],

@@ -96,7 +96,7 @@ def classify_output(name: str, shape: tuple[int | str, ...], dtype: np.dtype, pr
     if rank >= 4:
         return "map"
     if rank == 3:
-        return "sequence" if _SEQ.search(lname) else "other"
+        return "sequence" if _SEQ.search(lname) or producer in _PROBS else "other"  # per-token class scores
     if producer in _NORMS or (_EMBED.search(lname) and producer not in _PROBS):
         return "embedding"
     if producer == "Sigmoid" and has_boxes:

@@ -216,3 +216,38 @@ def test_hf_bert_with_three_token_inputs_gets_labelled_accuracy_from_a_named_npz
     ds = load_data_for(handle, _npz(**toks, y=y), "bert.npz")
     acc = evaluate(handle, ds).accuracy
     assert acc.top1 == pytest.approx(0.75) and (acc.top1_lo, acc.top1_hi) == pytest.approx(wilson_interval(75, 100))
+
+
+def test_dashboard_upload_attaches_named_token_data_in_a_worker(text: ModelHandle) -> None:
+    from optim import api
+
+    loaded = api.load_upload(text.model_bytes, "text.onnx")
+    assert "agreement" in loaded.judged_by  # no labels yet, one class output
+    toks = _tokens(20)
+    with_data = api.attach_data(loaded, _npz(**toks, y=_oracle(text, toks)), "text.npz")
+    assert with_data.has_labels and with_data.judged_by.startswith("labelled samples (top-1 accuracy)")
+    assert with_data.test.x_name == "input_ids" and sorted(with_data.test.feeds) == ["attention_mask",
+                                                                                     "token_type_ids"]
+    with pytest.raises(MissingInputError, match="'input_ids'"):
+        api.attach_data(loaded, _npz(attention_mask=toks["attention_mask"]), "mask.npz")
+
+
+@pytest.mark.slow
+def test_cli_sweep_reads_named_npz_and_refuses_a_missing_input_in_one_line(
+        text: ModelHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from optim.__main__ import main
+
+    onnx.save(text.model, tmp_path / "text.onnx")
+    toks = _tokens(40)
+    np.savez(tmp_path / "text.npz", **toks, y=_oracle(text, toks))
+    argv = ["sweep", str(tmp_path / "text.onnx"), "--data", str(tmp_path / "text.npz"), "--ratios", "0",
+            "--bits", "32,8", "--kinds", "structured", "--budget", "0.02", "--store", str(tmp_path / "s"),
+            "--profile-runs", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Pareto set (top-1 accuracy" in out and "dense · FP32" in out and "100.00%" in out
+    np.savez(tmp_path / "mask.npz", attention_mask=toks["attention_mask"])
+    argv[3] = str(tmp_path / "mask.npz")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "'input_ids'" in err[0]

@@ -35,6 +35,7 @@ F32, I64 = np.dtype(np.float32), np.dtype(np.int64)
     ("pooler_output", ("batch", 64), F32, "Tanh", "embedding"),
     ("683", ("N", 512), F32, "LpNormalization", "embedding"),
     ("last_hidden_state", ("batch", "sequence", 64), F32, "Add", "sequence"),
+    ("softmax_11.tmp_0", ("N", 40, 6625), F32, "Softmax", "sequence"),
     ("value", ("N", 1), F32, "Gemm", "other"),
 ])
 def test_classify_output_names_the_kind_from_shape_dtype_name_and_producer(
@@ -203,3 +204,14 @@ def test_with_metric_keeps_agreement_for_rows_stored_before_output_kinds() -> No
     old["agreement"] = [1.0, 0.97]
     df = select.with_metric(old)
     assert (df["metric_name"] == select.AGREEMENT).all() and not df["collapsed"].any()
+
+
+def test_sensitivity_of_a_detector_is_measured_in_output_cosine() -> None:
+    from optim.analysis.sensitivity import analyze
+
+    h = _detector()
+    df = analyze(h, synthetic_dataset(h, 8).x, prune_levels=(0.75,), quant_bits=(8,))
+    assert df.attrs["metric_name"] == "output cosine" and df.attrs["baseline"] == 100.0
+    assert df["agreement"].isna().all() and (df["drop"] >= 0).all()
+    by = df.groupby("kind")["drop"].max()
+    assert by["prune"] > by["quant"] > 0  # zeroing 75 % of a layer's channels hurts more than 8-bit weights
