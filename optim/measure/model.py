@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from optim.measure.budget import runs_within
 from optim.measure.core import Evaluation, evaluate
 from optim.measure.layer_profile import profile_layers
 from optim.measure.session import ModelLike
@@ -34,10 +35,12 @@ def measure_model(handle: ModelLike, data: Any = None, reference_logits: np.ndar
     """Evaluate on ``data`` (accuracy ± Wilson interval with labels, fidelity against ``reference_logits``;
     batched, 2 threads), then, inside ``quiet`` (a context during which nothing else runs on the machine), time
     batch-1 latency with ``threads`` intra-op threads at ``opt_level`` and, when ``profile_runs`` > 0, profile
-    the runtime kernels mapped back to ONNX nodes at the same level."""
+    the runtime kernels mapped back to ONNX nodes at the same level (at most ``profile_runs`` runs; fewer when
+    they would not fit twice ``budget_s`` at the measured latency)."""
     ev = evaluate(handle, data, reference_logits=reference_logits) if data is not None else None
     with quiet if quiet is not None else nullcontext():
         lat = latency(handle, threads=threads, opt_level=opt_level, budget_s=budget_s, warmup=warmup,
                       min_runs=min_runs)
-        prof = profile_layers(handle, threads=threads, opt_level=opt_level, runs=profile_runs) if profile_runs else None
+        runs = runs_within(lat.median_ms / 1e3, 2 * budget_s, 2, profile_runs) if profile_runs else 0
+        prof = profile_layers(handle, threads=threads, opt_level=opt_level, runs=runs) if runs else None
     return Measured(ev, lat, prof)

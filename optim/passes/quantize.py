@@ -29,16 +29,18 @@ from typing import Literal, get_args
 
 import onnx
 
-from optim.errors import PassUnavailableError
+from optim.errors import ConfigError, PassUnavailableError
 from optim.handle import ModelHandle
+from optim.passes._quant import auto as quant_auto
 from optim.passes._quant import int8 as quant_int8
 from optim.passes._quant import lowbit as quant_lowbit
+from optim.passes._quant import search as quant_search
 from optim.passes._quant.core import QuantError, cpu_has_vnni, fake_quantize, quantization_error, weight_refs
 from optim.passes.base import PassContext, check_applies, check_literals, check_range, register
 
 __all__ = ["QuantizeConfig", "run", "fake_quantize", "quantization_error", "QuantError", "variant_label"]
 
-Mode = Literal["fp16", "int8_dynamic", "int8_static", "int4", "fake"]
+Mode = Literal["fp16", "int8_auto", "int8_dynamic", "int8_static", "int4", "fake"]
 IntType = Literal["uint8", "int8"]
 QuantFormat = Literal["qdq", "qoperator"]
 Calibration = Literal["minmax", "entropy", "percentile"]
@@ -50,12 +52,14 @@ INT8 = ("int8_static", "int8_dynamic")
 # other mode they are a ConfigError (e.g. bits with int8_static).
 APPLIES: dict[str, tuple[str, ...]] = {
     "bits": ("fake",), "quant_format": ("int8_static",), "activation_type": ("int8_static",),
-    "calibration": ("int8_static",), "calib_samples": ("int8_static",), "weight_type": INT8,
-    "per_channel": INT8, "reduce_range": INT8, "int4_other_layers": ("int4",),
+    "calibration": ("int8_static", "int8_auto"), "calib_samples": ("int8_static", "int8_auto"), "weight_type": INT8,
+    "per_channel": INT8, "reduce_range": INT8, "int4_other_layers": ("int4",), "keep_fp32": INT8,
+    "search_budget_s": ("int8_auto",), "probe_budget_s": ("int8_auto",), "search_only": ("int8_auto",),
 }
 DEFAULTS: dict[str, object] = {
     "bits": 4, "quant_format": "qdq", "activation_type": "uint8", "calibration": "minmax", "calib_samples": 256,
     "weight_type": "int8", "per_channel": True, "reduce_range": True, "int4_other_layers": "simulate",
+    "keep_fp32": (), "search_budget_s": 20.0, "probe_budget_s": 2.0, "search_only": (),
 }
 
 NOTES = {
@@ -63,6 +67,7 @@ NOTES = {
     "int8_dynamic": "INT8 weights, activations quantised on the fly per batch (ConvInteger/MatMulInteger): "
     "small file, but CNNs ran 6–16× slower than FP32 on this CPU; prefer int8_static for convolutions.",
     "int8_static": "INT8 weights and activations with ranges calibrated on sample data; executable by ORT.",
+    "int8_auto": "The fastest INT8 configuration on this CPU whose fidelity holds, chosen on a latency probe.",
     "int4": "4-bit block-wise weights (block 32, symmetric) in MatMulNBits, executed by ORT.",
     "fake": "Simulated: weights rounded to {bits} bits and stored as FP32. Accuracy is that of {bits}-bit "
     "weights; latency and the file are FP32's; size shown as packed bits + scales.",
@@ -80,9 +85,11 @@ class QuantizeConfig:
     mode: Mode = field(
         default="int8_static",
         metadata=_f(
-            "fp16: half-precision weights. int8_dynamic: no calibration data needed. int8_static: best INT8 "
-            "accuracy/speed, needs calibration data. int4: 4-bit weights (MatMul executable, others simulated). "
-            "fake: simulated 2–8-bit weights for teaching.",
+            "fp16: half-precision weights. int8_auto: try the INT8 configurations that apply (QDQ/QOperator, "
+            "U8S8/S8S8, per-channel/per-tensor, static/dynamic, slow or edge layers kept FP32) on a short latency "
+            "probe and keep the fastest whose fidelity holds. int8_dynamic: no calibration data needed. "
+            "int8_static: one fixed configuration, needs calibration data. int4: 4-bit weights (MatMul "
+            "executable, others simulated). fake: simulated 2–8-bit weights for teaching.",
             choices=list(MODES),
         ),
     )
@@ -138,14 +145,34 @@ class QuantizeConfig:
         ),
     )
 
+    keep_fp32: tuple[str, ...] | None = field(default=None, metadata=_f(
+        "INT8 static/dynamic: ONNX node names left in FP32 (e.g. layers whose INT8 kernels are slow)."))
+    search_budget_s: float | None = field(default=None, metadata=_f(
+        "int8_auto: seconds for building candidates beyond the first (default 20; the rest are recorded as not "
+        "tried).", min=0.0, max=600.0))
+    probe_budget_s: float | None = field(default=None, metadata=_f(
+        "int8_auto: seconds of interleaved 1-thread latency runs per comparison (default 2).", min=0.05, max=60.0))
+    search_only: tuple[str, ...] | None = field(default=None, metadata=_f(
+        "int8_auto: try only these candidate labels (a sweep's pruned variants reuse the unpruned model's choice)."))
+
     def __post_init__(self) -> None:
         check_literals(self)
         check_applies(self, "mode", APPLIES, DEFAULTS)
         check_literals(self)
         if self.mode == "fake":
             check_range("bits", self.bits, 2, 8)
-        if self.mode == "int8_static":
+        if self.mode in ("int8_static", "int8_auto"):
             check_range("calib_samples", self.calib_samples, 1, 10_000)
+        if self.mode == "int8_auto":
+            check_range("search_budget_s", self.search_budget_s, 0.0, 600.0)
+            check_range("probe_budget_s", self.probe_budget_s, 0.05, 60.0)
+        for name in ("keep_fp32", "search_only"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name}: expected a list of names, got {value!r}.")
+            object.__setattr__(self, name, tuple(value))
 
 
 def variant_label(cfg: QuantizeConfig) -> str:
@@ -156,6 +183,8 @@ def variant_label(cfg: QuantizeConfig) -> str:
         return f"INT8 static {cfg.quant_format.upper()} {t[cfg.activation_type]}{t[cfg.weight_type]}{rr}"
     if cfg.mode == "int8_dynamic":
         return f"INT8 dynamic U8{t[cfg.weight_type]}{rr}"
+    if cfg.mode == "int8_auto":
+        return "INT8 fastest (searched)"
     if cfg.mode == "fake":
         return f"fake {cfg.bits}-bit (simulated)"
     if cfg.mode == "int4" and cfg.int4_other_layers == "fp32":
@@ -186,8 +215,11 @@ def run(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext | None = N
         return _run_lowbit(handle, src, config, ctx)
     if config.mode == "fp16":
         out, bits, fmt = quant_int8.to_fp16(src), 16, "fp16"
+    elif config.mode == "int8_auto":
+        return _run_auto(handle, config, ctx)
     elif config.mode == "int8_dynamic":
-        out = quant_int8.int8_dynamic(src, config.weight_type, config.per_channel, config.reduce_range)
+        out = quant_int8.int8_dynamic(src, config.weight_type, config.per_channel, config.reduce_range,
+                                      exclude=config.keep_fp32)  # fmt: skip
         bits, fmt = 8, "qoperator"
     else:
         out = quant_int8.int8_static(
@@ -201,6 +233,8 @@ def run(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext | None = N
             reduce_range=config.reduce_range,
             calibration=config.calibration,
             tick=lambda f: (ctx.check_cancel(), ctx.report(0.1 + 0.8 * f, "calibrating")),
+            model_key=handle.content_hash,
+            exclude=config.keep_fp32,
         )
         bits, fmt = 8, config.quant_format
     ctx.report(1.0, "quantize: done")
@@ -221,6 +255,23 @@ def run(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext | None = N
         quant_mode=config.mode,
         quant_note=note,
     )
+
+
+def _run_auto(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext) -> ModelHandle:
+    """int8_auto: the search's choice, with the record of what was tried (meta ``int8_search``) and a note."""
+    out, rec = quant_auto.int8_auto(
+        handle, ctx.calib, n_samples=config.calib_samples, calibration=config.calibration,
+        budget_s=config.search_budget_s, probe_budget_s=config.probe_budget_s, only=config.search_only,
+        tick=lambda f, msg: (ctx.check_cancel(), ctx.report(f, msg)),
+    )  # fmt: skip
+    ctx.report(1.0, "quantize: done")
+    cand = rec["candidate"]
+    fmt = "qoperator" if cand["kind"] == "dynamic" else cand["quant_format"]
+    size = len(out.SerializeToString())
+    return handle.derive(out, f"quantize INT8 auto → {rec['chosen']}", bits=8, executable=True,
+                         effective_size_bytes=size, quant_format=fmt, quant_mode="int8_auto",
+                         quant_note=quant_search.note(rec), variant_note=quant_search.note(rec),
+                         int8_search=rec)  # fmt: skip
 
 
 def _run_lowbit(handle: ModelHandle, model: onnx.ModelProto, config: QuantizeConfig, ctx: PassContext) -> ModelHandle:

@@ -108,6 +108,8 @@ def add_flags(df: pd.DataFrame, vnni: bool | None = None, slow_tol: float = 1.05
                     f.append("difference not significant")
                 if pd.notna(row.get("latency_ms")) and row["latency_ms"] > base["latency_ms"] * slow_tol:
                     f.append("slower than baseline — " + _slow_reason(row, vnni))
+            if isinstance(row.get("notes"), str) and row["notes"]:
+                f.append(row["notes"])  # e.g. which INT8 configuration the search chose, why, what else it tried
         flags.append("; ".join(f))
     df["flags"] = pd.Series(flags, index=df.index, dtype=object)
     return df

@@ -168,6 +168,8 @@ def quant_settings(bits: int, has_calib: bool, quant_format: str) -> dict[str, A
     if bits == 16:
         return {"mode": "fp16"}
     if bits == 8:
+        if quant_format == "auto":
+            return {"mode": "int8_auto"}  # without calibration data it searches the dynamic configurations
         return {"mode": "int8_static", "quant_format": quant_format} if has_calib else {"mode": "int8_dynamic"}
     if bits == 4:
         return {"mode": "int4"}
@@ -189,6 +191,7 @@ class VariantBuilder:
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._lock = threading.Lock()
         self._uses: Counter[tuple[Any, ...]] | None = None
+        self._int8_choice = ""  # the INT8 search's choice on the unpruned model (pruned variants reuse it)
 
     @staticmethod
     def model_keys(v: Variant) -> list[tuple[Any, ...]]:
@@ -285,8 +288,15 @@ class VariantBuilder:
             return self.pruned(kind, ratio, distilled)
 
         def make() -> ModelHandle:
-            cfg = make_config(PASS_NAMES["quantize"], **settings)
-            return get_pass(PASS_NAMES["quantize"]).run(self.pruned(kind, ratio, distilled), cfg, self.ctx)
+            extra = {}
+            if settings.get("mode") == "int8_auto" and ratio > 0 and self._int8_choice:
+                extra["search_only"] = (self._int8_choice,)  # the unpruned model's search result, reused
+            cfg = make_config(PASS_NAMES["quantize"], **settings, **extra)
+            out = get_pass(PASS_NAMES["quantize"]).run(self.pruned(kind, ratio, distilled), cfg, self.ctx)
+            chosen = (out.meta.get("int8_search") or {}).get("chosen")
+            if ratio == 0 and chosen:
+                self._int8_choice = chosen.split(" + ")[0]  # the format/type choice; layer lists are per model
+            return out
 
         return self._once(("quant", kind, ratio, bits, distilled), make)
 

@@ -64,7 +64,8 @@ class SweepConfig:
         choices=list(KINDS)))
     opt_levels: tuple[str, ...] = field(default=("all",), metadata=_f("ONNX Runtime graph optimisation levels.", choices=list(OPT_LEVELS)))
     importance: str = field(default="l2", metadata=_f("Pruning importance criterion (passed to the pruning passes)."))
-    quant_format: str = field(default="qdq", metadata=_f("INT8 static graph format.", choices=["qdq", "qoperator"]))
+    quant_format: str = field(default="auto", metadata=_f("INT8: auto = the fastest configuration on this CPU whose "
+        "fidelity holds (searched); qdq / qoperator = static U8S8.", choices=["auto", "qdq", "qoperator"]))
     latency_threads: int = field(default=1, metadata=_f("Intra-op threads for latency.", min=1, max=64))
     latency_budget_s: float = field(default=0.3, metadata=_f("Seconds of timed runs per variant.", min=0.01, max=60.0))
     eval_limit: int | None = field(default=None, metadata=_f("Evaluate on at most this many test samples.", min=1))
@@ -95,8 +96,7 @@ class SweepConfig:
         _check_all("bits", self.bits, BITS)
         _check_all("prune_kinds", self.prune_kinds, KINDS)
         _check_all("opt_levels", self.opt_levels, OPT_LEVELS)
-        if self.quant_format not in ("qdq", "qoperator"):
-            raise ConfigError(f"quant_format must be 'qdq' or 'qoperator', got {self.quant_format!r}.")
+        _check_all("quant_format", (self.quant_format,), ("auto", "qdq", "qoperator"))
         if self.latency_threads < 1 or self.latency_budget_s <= 0 or self.profile_runs < 1:
             raise ConfigError("latency_threads and profile_runs must be ≥ 1 and latency_budget_s > 0.")
         if self.eval_limit is not None and self.eval_limit < 1:
@@ -311,9 +311,8 @@ def measure_variant(
 ) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
     """Accuracy/fidelity (2 threads, batched), latency and per-layer profile (quiet machine), size, MACs.
 
-    The profile runs at the variant's own ``opt_level`` (the level its latency is measured at); runtime
-    kernels are mapped back to ONNX nodes (``optim.measure.layer_profile``), so fused/quantized kernels count where
-    they run.
+    The profile runs at the variant's own ``opt_level`` (that of its latency), at most ``profile_runs`` runs,
+    fewer when they would not fit twice the latency budget at the measured cost (``measure.model``).
     """
     m = measure_model(handle, eval_set, ref, threads=config.latency_threads, opt_level=opt_level,
                       budget_s=config.latency_budget_s, warmup=2, min_runs=5, profile_runs=config.profile_runs,
@@ -332,7 +331,7 @@ def measure_variant(
         "latency_ms": lat.median_ms, "latency_p90_ms": lat.p90_ms, "latency_runs": lat.runs,
         "size_bytes": size, "effective_size_bytes": int(meta.get("effective_size_bytes") or size),
         "params": params, "macs": macs, "sparsity": meta.get("sparsity"),
-        "compressed_bytes": meta.get("compressed_bytes"),
+        "compressed_bytes": meta.get("compressed_bytes"), "notes": meta.get("variant_note"),
         "meta_json": json.dumps(_meta_record(meta, lat, prof), default=str),
         **node_columns(),  # the machine that measured it (latencies compare only within one node_hw)
     }  # fmt: skip

@@ -40,7 +40,7 @@ VARIANT_COLUMNS = [
     "artifact_path",
 ]  # fmt: skip
 EXTRA_VARIANT_COLUMNS = ["sweep_id", "variant_key", "seq", "n_eval", "latency_runs", "sparsity", "compressed_bytes",
-                         "build_s", "measure_s", "meta_json", "distilled",
+                         "build_s", "measure_s", "meta_json", "distilled", "notes",
                          "node", "node_hw", "node_json", "cosine_lo", "cosine_hi",
                          "fidelity_metric", "sqnr_db", "output_kinds", "worst_output", "fidelity_collapsed",
                          ]  # fmt: skip  # node*: optim.sweep.node; fidelity_*: optim.measure.fidelity

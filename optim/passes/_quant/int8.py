@@ -7,26 +7,25 @@ ModelProto with its weights embedded. Nothing here edits the caller's ModelProto
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import (
-    CalibrationDataReader,
     CalibrationMethod,
     QuantFormat,
     QuantType,
-    quant_pre_process,
     quantize_dynamic,
     quantize_static,
 )
 
 from optim.errors import ConfigError, PassUnavailableError, ShapeMismatchError
-from optim.io.shapes import synthesize_inputs
 from optim.measure.budget import activation_bytes, calibration_batch, sample_bytes
+from optim.passes._quant.calib import data_key, preprocess, ranges, write_cache
 from optim.passes._quant.core import load_embedded, save, scratch_dir
 from optim.passes._quant.opset import checked, quantizable
 
@@ -64,28 +63,6 @@ def _n_inputs(model: onnx.ModelProto) -> int:
 
 def _input_dims(vi: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in vi.type.tensor_type.shape.dim]
-
-
-class ArrayReader(CalibrationDataReader):
-    """Feeds calibration arrays to ORT's calibrator in batches (batch 1 when the model fixes it)."""
-
-    def __init__(self, name: str, x: np.ndarray, batch: int, tick: Callable[[float], None],
-                 model: onnx.ModelProto | None = None) -> None:
-        self.name, self.x, self.batch, self.tick, self.pos = name, x, batch, tick, 0
-        self.model = model  # given when the model has inputs besides ``name``: those are synthesised
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.pos >= len(self.x):
-            return None
-        chunk = self.x[self.pos : self.pos + self.batch]
-        self.pos += len(chunk)
-        self.tick(self.pos / len(self.x))
-        if self.model is None:
-            return {self.name: chunk}
-        return {**synthesize_inputs(self.model, batch=len(chunk)), self.name: chunk}
-
-    def rewind(self) -> None:
-        self.pos = 0
 
 
 def calibration_array(model: onnx.ModelProto, calib: Any, n: int) -> tuple[str, np.ndarray, int]:
@@ -126,37 +103,68 @@ def _feed_batch(n: int, cap: int = CALIB_BATCH) -> int:
     return best if best >= min(8, cap) or n < cap else cap
 
 
-def _preprocess(model: onnx.ModelProto, d: Path) -> Path:
-    """``quant_pre_process`` (shape inference + basic fusion) into ``d``; the path of the model to quantise.
-
-    Falls back to the plain model when pre-processing fails. A path, not a ModelProto, goes on to ORT:
-    ``quantize_static`` rewrites a ModelProto argument in place (external-data references into a
-    temporary directory it deletes).
-    """
-    src, dst = save(model, d / "in.onnx"), d / "pre.onnx"
-    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    for kwargs in ({}, {"skip_symbolic_shape": True}):
-        try:
-            quant_pre_process(str(src), str(dst), **kwargs)
-            return dst
-        except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ORT still works
-            continue
-    return src
-
-
-def int8_dynamic(model: onnx.ModelProto, weight_type: str, per_channel: bool, reduce_range: bool) -> onnx.ModelProto:
+def int8_dynamic(model: onnx.ModelProto, weight_type: str, per_channel: bool, reduce_range: bool,
+                 exclude: Sequence[str] = ()) -> onnx.ModelProto:  # fmt: skip
     model, per_channel, _note = quantizable(model, per_channel)
 
     def build(pc: bool) -> onnx.ModelProto:
         with scratch_dir() as d:
-            pre = _preprocess(model, d)
-            out = d / "q.onnx"
-            quantize_dynamic(
-                str(pre), str(out), weight_type=QUANT_TYPES[weight_type], per_channel=pc, reduce_range=reduce_range
-            )
-            return _compact(load_embedded(out))
+            pre = preprocess(save(model, d / "in.onnx"), d, {n.op_type for n in model.graph.node})
+            out = build_dynamic(pre, d / "q.onnx", weight_type, pc, reduce_range, exclude)
+            return compact(load_embedded(out))
 
     return checked(build, "INT8 dynamic", per_channel)
+
+
+def build_dynamic(pre: Path, out: Path, weight_type: str, per_channel: bool, reduce_range: bool,
+                  exclude: Sequence[str] = ()) -> Path:  # fmt: skip
+    quantize_dynamic(str(pre), str(out), weight_type=QUANT_TYPES[weight_type], per_channel=per_channel,
+                     reduce_range=reduce_range, nodes_to_exclude=list(exclude))  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A pre-processed FP32 file and its activation ranges in ORT's calibration-cache format."""
+
+    pre: Path
+    cache: Path
+    method: str
+
+
+def calibrate(model: onnx.ModelProto, src: Path, d: Path, calib: Any, *, n_samples: int, calibration: str,
+              model_key: str | None, tick: Callable[[float], None]) -> Calibrated:  # fmt: skip
+    """Pre-process ``src`` (the file of ``model``) and compute (or reuse) its activation ranges."""
+    name, x, batch = calibration_array(model, calib, n_samples)
+    pre = preprocess(src, d, {n.op_type for n in model.graph.node})
+    extra = {"percentile": 99.999} if calibration == "percentile" else {}
+    key = (model_key or data_key_of(src), data_key(x), calibration, batch)
+    tensors = ranges(pre, d, key=key, name=name, x=x, batch=batch, method=CALIB_METHODS[calibration], extra=extra,
+                     tick=tick, model=model if _n_inputs(model) > 1 else None)  # fmt: skip
+    return Calibrated(pre, write_cache(tensors, d / f"calib_{calibration}.json"), calibration)
+
+
+def data_key_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+
+
+def build_static(cal: Calibrated, out: Path, *, quant_format: str, activation_type: str, weight_type: str,
+                 per_channel: bool, reduce_range: bool, exclude: Sequence[str] = ()) -> Path:  # fmt: skip
+    """Quantise ``cal.pre`` with its cached ranges into ``out`` (no calibration run)."""
+    extra: dict[str, Any] = {}
+    if activation_type == "int8":
+        extra["ActivationSymmetric"] = True
+    if quant_format == "qdq":
+        # Keep Conv/Gemm biases FP32 in QDQ: ORT still fuses DQ→Conv→Q into QLinearConv (it quantises the
+        # bias itself), and the file saves the int32 copy's extra per-channel scale (mobilenetv2_digits:
+        # 0.371 → 0.328 of FP32, same kernels, same latency).
+        extra["QuantizeBias"] = False
+    quantize_static(str(cal.pre), str(out), None, quant_format=FORMATS[quant_format], per_channel=per_channel,
+                    reduce_range=reduce_range, activation_type=QUANT_TYPES[activation_type],
+                    weight_type=QUANT_TYPES[weight_type], calibrate_method=CALIB_METHODS[cal.method],
+                    nodes_to_exclude=list(exclude), extra_options=extra,
+                    calibration_cache_path=str(cal.cache))  # fmt: skip
+    return out
 
 
 def int8_static(
@@ -171,43 +179,26 @@ def int8_static(
     reduce_range: bool,
     calibration: str,
     tick: Callable[[float], None],
+    model_key: str | None = None,
+    exclude: Sequence[str] = (),
 ) -> onnx.ModelProto:
-    name, x, batch = calibration_array(model, calib, n_samples)
-    extra: dict[str, Any] = {}
-    if calibration == "percentile":
-        extra["CalibPercentile"] = 99.999
-    if activation_type == "int8":
-        extra["ActivationSymmetric"] = True
-    if quant_format == "qdq":
-        # Keep Conv/Gemm biases FP32 in QDQ: ORT still fuses DQ→Conv→Q into QLinearConv (it quantises the
-        # bias itself), and the file saves the int32 copy's extra per-channel scale (mobilenetv2_digits:
-        # 0.371 → 0.328 of FP32, same kernels, same latency).
-        extra["QuantizeBias"] = False
-    model, per_channel, _note = quantizable(model, per_channel)
+    """Static INT8 of ``model``; ranges are reused across calls with the same ``model_key`` and data."""
+    calibration_array(model, calib, n_samples)  # refuse bad data before any work
+    model, per_channel, note = quantizable(model, per_channel)
+    key = model_key if not note else None  # a converted graph is another model
 
     def build(pc: bool) -> onnx.ModelProto:
         with scratch_dir() as d:
-            pre = _preprocess(model, d)
-            out = d / "q.onnx"
-            # (ORT's histogram calibrators print progress to stdout; redirecting it is not thread-safe)
-            quantize_static(
-                str(pre),
-                str(out),
-                ArrayReader(name, x, batch, tick, model if _n_inputs(model) > 1 else None),
-                quant_format=FORMATS[quant_format],
-                per_channel=pc,
-                reduce_range=reduce_range,
-                activation_type=QUANT_TYPES[activation_type],
-                weight_type=QUANT_TYPES[weight_type],
-                calibrate_method=CALIB_METHODS[calibration],
-                extra_options=extra,
-            )
-            return _compact(load_embedded(out))
+            cal = calibrate(model, save(model, d / "in.onnx"), d, calib, n_samples=n_samples,
+                            calibration=calibration, model_key=key, tick=tick)  # fmt: skip
+            out = build_static(cal, d / "q.onnx", quant_format=quant_format, activation_type=activation_type,
+                               weight_type=weight_type, per_channel=pc, reduce_range=reduce_range, exclude=exclude)
+            return compact(load_embedded(out))
 
     return checked(build, "INT8 static", per_channel)
 
 
-def _compact(model: onnx.ModelProto) -> onnx.ModelProto:
+def compact(model: onnx.ModelProto) -> onnx.ModelProto:
     """Drop the intermediate shape annotations ``quant_pre_process`` added (ORT re-infers them on load).
 
     The FP32 input carries none, so keeping them would charge the INT8 file ~0.05 % of FP32 for

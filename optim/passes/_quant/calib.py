@@ -1,0 +1,142 @@
+"""Calibration ranges computed once and reused, and INT8 graphs built from files.
+
+Static INT8 needs each activation's range on calibration data. ``quantize_static`` recomputes them on
+every call; the INT8 configuration search quantises one model several ways (QDQ/QOperator, U8S8/S8S8,
+per-channel/per-tensor, layers left FP32), and a sweep quantises the same model again at every
+optimisation level, so ranges are computed here once per (model, calibration data, method) and handed
+to ORT through its own calibration cache (``quantize_static(calibration_cache_path=...)``, a JSON file
+of ``TensorsData``). The ranges depend only on the FP32 graph and the data: the activation type, format
+and weight settings turn the same ranges into scales.
+
+Memory: ORT's calibrator makes every intermediate tensor a graph output; the histogram methods (entropy,
+percentile) keep all of them for a whole reader pass. Data is therefore fed in calls sized by
+:func:`optim.measure.budget.calibration_batch`, one ``collect_data`` pass per call (histograms and
+min/max both accumulate across passes), and the calibrator and its session are released as soon as the
+ranges exist. Models travel as files: the pre-processed graph is written once and every candidate is
+quantised from that path (``quant_pre_process`` output), never from copies of the ModelProto.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    TensorsData,
+    create_calibrator,
+    quant_pre_process,
+    save_tensors_data,
+)
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+from optim.io.shapes import synthesize_inputs
+
+CACHE_ENTRIES = 16
+_RANGES: OrderedDict[tuple[Any, ...], TensorsData] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+class ArrayReader(CalibrationDataReader):
+    """Feeds calibration arrays to ORT's calibrator in batches (batch 1 when the model fixes it)."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int, tick: Callable[[float], None],
+                 model: onnx.ModelProto | None = None) -> None:  # fmt: skip
+        self.name, self.x, self.batch, self.tick, self.pos = name, x, batch, tick, 0
+        self.model = model  # given when the model has inputs besides ``name``: those are synthesised
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.x):
+            return None
+        chunk = self.x[self.pos : self.pos + self.batch]
+        self.pos += len(chunk)
+        self.tick(self.pos / len(self.x))
+        if self.model is None:
+            return {self.name: chunk}
+        return {**synthesize_inputs(self.model, batch=len(chunk)), self.name: chunk}
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+
+SYMBOLIC_OPS = {"Softmax", "LayerNormalization", "Attention", "MultiHeadAttention", "Einsum", "Range", "NonZero",
+                "Expand", "ConstantOfShape", "Loop", "If", "Scan"}  # fmt: skip
+
+
+def preprocess(src: Path, d: Path, ops: set[str] | None = None) -> Path:
+    """``quant_pre_process`` (shape inference + basic fusion) of the file ``src`` into ``d``.
+
+    ORT's symbolic shape inference (sympy) is what transformer graphs need, and it is slow: 11 s of a
+    12 s pre-processing of the 5 MB bundled ResNet on a loaded machine. Graphs without ops whose shapes
+    depend on values (``ops`` has none of :data:`SYMBOLIC_OPS`) try ONNX's own shape inference first.
+    Falls back to ``src`` when pre-processing fails. A path, not a ModelProto, goes on to ORT:
+    ``quantize_static`` rewrites a ModelProto argument in place (external-data references into a
+    temporary directory it deletes).
+    """
+    dst = d / "pre.onnx"
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    order: list[dict[str, bool]] = [{}, {"skip_symbolic_shape": True}]
+    if ops is not None and not ops & SYMBOLIC_OPS:
+        order.reverse()
+    for kwargs in order:
+        try:
+            quant_pre_process(str(src), str(dst), **kwargs)
+            return dst
+        except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ORT still works
+            continue
+    return src
+
+
+def data_key(x: np.ndarray) -> str:
+    """A short digest of a calibration array (shape, dtype and bytes)."""
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    h.update(np.ascontiguousarray(x).data)
+    return h.hexdigest()[:24]
+
+
+def ranges(
+    pre: Path, d: Path, *, key: tuple[Any, ...], name: str, x: np.ndarray, batch: int, method: Any,
+    extra: dict[str, Any], tick: Callable[[float], None], model: onnx.ModelProto | None = None,
+) -> TensorsData:  # fmt: skip
+    """Activation ranges of the pre-processed model ``pre`` on ``x`` (cached under ``key``)."""
+    with _LOCK:
+        if key in _RANGES:
+            _RANGES.move_to_end(key)
+            tick(1.0)
+            return _RANGES[key]
+    calibrator = create_calibrator(
+        pre, list(set(QLinearOpsRegistry) | set(QDQRegistry)), augmented_model_path=str(d / "augmented.onnx"),
+        calibrate_method=method, extra_options=extra,
+    )
+    try:
+        for start in range(0, len(x), batch):  # one pass per call: histograms would keep a whole pass
+            done = min(len(x), start + batch) / len(x)
+            calibrator.collect_data(ArrayReader(name, x[start : start + batch], batch,
+                                                lambda _f, done=done: tick(done), model))  # fmt: skip
+        result = calibrator.compute_data()
+    finally:
+        del calibrator  # its session holds the augmented model
+    (d / "augmented.onnx").unlink(missing_ok=True)
+    with _LOCK:
+        _RANGES[key] = result
+        while len(_RANGES) > CACHE_ENTRIES:
+            _RANGES.popitem(last=False)
+    return result
+
+
+def write_cache(tensors: TensorsData, path: Path) -> Path:
+    """The JSON calibration cache ``quantize_static(calibration_cache_path=...)`` reads."""
+    save_tensors_data(tensors, path)
+    return path
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _RANGES.clear()

@@ -1,0 +1,316 @@
+"""The fastest honest INT8: try the configurations that apply, keep the fastest whose fidelity holds.
+
+Which INT8 graph runs fastest depends on the CPU and the model: on x86 without VNNI, U8S8 kernels are
+the fast ones and S8S8 ran 1.6× slower than FP32 (QDQ), a small classifier's INT8 ran 1.45× FP32, and
+dynamic quantisation (ConvInteger) ran CNNs 6–16× slower while it is the usual winner on transformer
+MatMuls. So nothing is assumed: the candidates that apply are built from one pre-processed file with
+activation ranges computed once (:mod:`optim.passes._quant.calib`), and each is
+
+* timed on a short latency probe beside FP32 — one intra-op thread, ORT_ENABLE_ALL, batch 1, interleaved
+  rounds (every candidate runs in every round, so background load hits all alike), median over runs;
+* checked for fidelity on calibration samples (never the test set): relative error ``‖ref − out‖/‖ref‖``
+  and top-1 agreement with FP32. A candidate *holds* when it is no worse than the standard configuration
+  (QDQ U8S8 per-channel, first in the list) by more than a tolerance: relative error ≤ max(1.5 × the
+  standard's, the standard's + 0.02), agreement ≥ the standard's − max(0.02, 1/n).
+
+Candidates, in the order built (the time budget stops the list; what was skipped and why is recorded):
+QDQ U8S8 per-channel (``reduce_range`` unless the CPU has VNNI), dynamic U8S8 (only for graphs whose MACs
+are mostly MatMul/Gemm), QDQ S8S8, QOperator U8S8, QDQ U8S8 per-tensor, then from the fastest so far:
+its slowest quantised kernels kept FP32 (layers whose INT8 time in a per-layer profile exceeds their FP32
+time) and its first and last weight layers kept FP32. The record says which was chosen and why, and, when
+even the fastest INT8 is slower than FP32, that every configuration tried was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from optim.errors import OptimError, runtime_reason
+from optim.measure.budget import runs_within
+from optim.measure.layer_profile import profile_layers
+from optim.measure.session import make_session
+from optim.passes._quant.core import cpu_has_vnni, weight_refs
+from optim.passes._quant.int8 import Calibrated, build_dynamic, build_static
+
+ROUNDS = 3
+PROBE_SAMPLES = 16
+MATMUL_SHARE = 0.5  # dynamic INT8 is tried when MatMul/Gemm carry at least this share of the MACs
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str
+    kind: str = "static"  # "static" | "dynamic"
+    quant_format: str = "qdq"
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    per_channel: bool = True
+    reduce_range: bool = True
+    exclude: tuple[str, ...] = ()
+    why: str = ""
+
+
+@dataclass
+class Trial:
+    candidate: Candidate
+    path: Path | None = None
+    error: str | None = None
+    times: list[float] = field(default_factory=list)
+    rel_error: float | None = None
+    agreement: float | None = None
+    holds: bool = False
+
+    @property
+    def ms(self) -> float | None:
+        return float(np.median(self.times)) if self.times else None
+
+
+def base_candidates(vnni: bool | None, matmul_share: float, static: bool) -> tuple[list[Candidate], list[dict[str, str]]]:
+    """(candidates to try in order, skipped ones with the reason)."""
+    rr = vnni is not True
+    rr_why = "reduce_range: 7-bit weights avoid U8S8 saturation without VNNI" if rr else "VNNI: full 8-bit weights"
+    dyn = Candidate("INT8 dynamic U8S8 per-channel", kind="dynamic", reduce_range=rr,
+                    why="MatMul-heavy graph: activations quantised on the fly (no calibration error)")
+    skipped: list[dict[str, str]] = []
+    out: list[Candidate] = []
+    if static:
+        out.append(Candidate("INT8 static QDQ U8S8 per-channel", reduce_range=rr, why=f"the standard x86 kernel; {rr_why}"))
+    if matmul_share >= MATMUL_SHARE or not static:
+        out.append(dyn)
+    else:
+        skipped.append({"label": dyn.label, "why": f"MatMul/Gemm carry {matmul_share:.0%} of the MACs: convolutions "
+                        "would run as ConvInteger, 6–16× slower than FP32 on CNNs"})
+    if static:
+        out += [
+            Candidate("INT8 static QDQ S8S8 per-channel", activation_type="int8", reduce_range=rr,
+                      why="signed activations: the fast kernel on ARM and some x86 builds"),
+            Candidate("INT8 static QOperator U8S8 per-channel", quant_format="qoperator", reduce_range=rr,
+                      why="explicit QLinear* nodes instead of Q/DQ pairs ORT must fuse"),
+            Candidate("INT8 static QDQ U8S8 per-tensor", per_channel=False, reduce_range=rr,
+                      why="one weight scale per layer: simpler requantisation"),
+        ]
+    return out, skipped
+
+
+def matmul_share(summary_layers: Any) -> float:
+    macs = summary_layers["macs"].fillna(0)
+    total = float(macs.sum())
+    mm = float(macs[summary_layers["op_type"].isin(["MatMul", "Gemm"])].sum())
+    return mm / total if total > 0 else 0.0
+
+
+class Probe:
+    """Interleaved 1-thread latency and fidelity of candidate files against the FP32 file."""
+
+    def __init__(self, fp32: Path, px: np.ndarray, input_name: str, budget_s: float,
+                 extra: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
+        self.px, self.name, self.budget_s, self.extra = px, input_name, budget_s, extra or {}
+        self.fp32 = self._open(fp32)
+        self.fp32_times: list[float] = []
+        self.ref = self._outputs(self.fp32)
+        self.cost_s = max(1e-4, self._time(self.fp32, 2)[-1] / 1e3)
+
+    @staticmethod
+    def _open(path: Path) -> ort.InferenceSession:
+        return make_session(path, threads=1, opt_level="all")
+
+    def _outputs(self, sess: ort.InferenceSession) -> np.ndarray:
+        out = [sess.run([sess.get_outputs()[0].name], {**self.extra, self.name: self.px[i : i + 1]})[0]
+               for i in range(len(self.px))]  # fmt: skip
+        return np.concatenate(out).reshape(len(self.px), -1).astype(np.float64)
+
+    def _time(self, sess: ort.InferenceSession, runs: int) -> list[float]:
+        feed = {**self.extra, self.name: self.px[:1]}
+        sess.run(None, feed)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter_ns()
+            sess.run(None, feed)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        return times
+
+    def fidelity(self, trial: Trial, sess: ort.InferenceSession) -> None:
+        out = self._outputs(sess)
+        ref_norm = float(np.linalg.norm(self.ref))
+        trial.rel_error = float(np.linalg.norm(self.ref - out) / ref_norm) if ref_norm > 0 else 0.0
+        if self.ref.shape[1] > 1:
+            trial.agreement = float(np.mean(np.argmax(self.ref, 1) == np.argmax(out, 1)))
+
+    def race(self, trials: list[Trial], sessions: list[ort.InferenceSession]) -> int:
+        """ROUNDS interleaved rounds over FP32 and every session; returns the runs per round."""
+        per_round = self.budget_s / ROUNDS / max(1, len(sessions) + 1)
+        runs = runs_within(self.cost_s, per_round, min_runs=3, max_runs=50)
+        for _ in range(ROUNDS):
+            self.fp32_times += self._time(self.fp32, runs)
+            for trial, sess in zip(trials, sessions, strict=True):
+                trial.times += self._time(sess, runs)
+        return runs
+
+    @property
+    def fp32_ms(self) -> float:
+        return float(np.median(self.fp32_times))
+
+
+def judge(trials: list[Trial], n: int) -> None:
+    """Mark which built candidates hold fidelity relative to the standard one (the first that built)."""
+    built = [t for t in trials if t.error is None and t.rel_error is not None]
+    if not built:
+        return
+    ref = built[0]
+    for t in built:
+        rel_ok = t.rel_error <= max(1.5 * ref.rel_error, ref.rel_error + 0.02)
+        agree_ok = t.agreement is None or ref.agreement is None or t.agreement >= ref.agreement - max(0.02, 1 / n)
+        t.holds = bool(rel_ok and agree_ok)
+
+
+def slow_layers(fp32: Path, best: Path, cost_s: float, names: set[str]) -> list[str]:
+    """Weight layers whose time in the INT8 file's per-layer profile exceeds their FP32 time."""
+    runs = runs_within(cost_s, 0.5, min_runs=2, max_runs=20)
+    a = profile_layers(fp32, threads=1, opt_level="all", runs=runs).table.set_index("node")["ms"]
+    b = profile_layers(best, threads=1, opt_level="all", runs=runs).table.set_index("node")["ms"]
+    total = float(a.sum())
+    return [n for n in b.index if n in names and n in a.index and b[n] > 1.05 * a[n] and b[n] - a[n] > 0.005 * total]
+
+
+def record(trials: list[Trial], skipped: list[dict[str, str]], chosen: Trial | None, fp32_ms: float, runs: int,
+           n: int, vnni: bool | None, spent_s: float) -> dict[str, Any]:  # fmt: skip
+    tried = []
+    for t in trials:
+        row = {"label": t.candidate.label, "why": t.candidate.why, "error": t.error, "ms": t.ms,
+               "vs_fp32": (t.ms / fp32_ms) if t.ms else None, "rel_error": t.rel_error, "agreement": t.agreement,
+               "holds": t.holds, "kept_fp32": list(t.candidate.exclude)}  # fmt: skip
+        tried.append(row)
+    return {"chosen": chosen.candidate.label if chosen else None, "fp32_ms": fp32_ms, "vnni": vnni, "tried": tried,
+            "skipped": skipped, "probe": {"threads": 1, "opt_level": "all", "batch": 1, "rounds": ROUNDS,
+                                          "runs_per_round": runs, "fidelity_samples": n},
+            "search_s": spent_s, "candidate": asdict(chosen.candidate) if chosen else None}  # fmt: skip
+
+
+def note(rec: dict[str, Any]) -> str:
+    """One paragraph for the variant: what was chosen, why, and what else was tried."""
+    rows = [r for r in rec["tried"] if r["ms"]]
+    chosen = next((r for r in rows if r["label"] == rec["chosen"]), None)
+    others = "; ".join(f"{r['label'].removeprefix('INT8 ')} {r['vs_fp32']:.2f}×" + ("" if r["holds"] else " (fidelity)")
+                       for r in rows if r is not chosen)  # fmt: skip
+    failed = [r["label"] for r in rec["tried"] if r["error"]]
+    if chosen is None:
+        return "INT8 search: no configuration built. " + "; ".join(f"{r['label']}: {r['error']}" for r in rec["tried"])
+    if rec.get("restricted_to"):
+        head = (f"INT8 {chosen['label']}, the configuration the search chose for the unpruned model "
+                f"({chosen['vs_fp32']:.2f}× FP32 latency here in a 1-thread probe)")
+    else:
+        head = (f"INT8 search chose {chosen['label']} ({chosen['vs_fp32']:.2f}× FP32 latency in a 1-thread probe, "
+                f"fidelity within tolerance of the standard QDQ U8S8)")
+    if chosen["vs_fp32"] >= 1.0:
+        cpu = {False: "this CPU has no VNNI (8-bit dot products)", True: "even with VNNI",
+               None: "VNNI not detected"}[rec["vnni"]]
+        head += f"; every INT8 configuration tried was slower than FP32 here ({cpu})"
+    tail = f". Also tried: {others}" if others else ""
+    if failed:
+        tail += f". Failed to build: {', '.join(failed)}"
+    if rec["skipped"]:
+        tail += ". Not tried: " + "; ".join(f"{s['label']} ({s['why']})" for s in rec["skipped"])
+    return head + tail + "."
+
+
+def build(cand: Candidate, cal: Calibrated | None, pre: Path, out: Path) -> Path:
+    if cand.kind == "dynamic":
+        return build_dynamic(pre, out, cand.weight_type, cand.per_channel, cand.reduce_range, cand.exclude)
+    assert cal is not None
+    return build_static(cal, out, quant_format=cand.quant_format, activation_type=cand.activation_type,
+                        weight_type=cand.weight_type, per_channel=cand.per_channel, reduce_range=cand.reduce_range,
+                        exclude=cand.exclude)  # fmt: skip
+
+
+def search(src: Path, pre: Path, cal: Calibrated | None, px: np.ndarray, input_name: str, d: Path, *,
+           share: float, budget_s: float, probe_budget_s: float, only: tuple[str, ...] = (), per_channel: bool = True,
+           extra: dict[str, np.ndarray] | None = None,
+           tick: Callable[[float, str], None] = lambda f, m: None) -> tuple[Path | None, dict[str, Any]]:  # fmt: skip
+    """Build, probe and judge the candidates against the FP32 file ``src`` (``pre``: its pre-processed form,
+    which the candidates quantise); (path of the chosen file or None, record)."""
+    t0 = time.perf_counter()
+    vnni = cpu_has_vnni()
+    cands, skipped = base_candidates(vnni, share, cal is not None)
+    if not per_channel:  # opset 10-12 that onnx could not convert: per-tensor only
+        cands = list({c.label.replace("per-channel", "per-tensor"): replace(
+            c, per_channel=False, label=c.label.replace("per-channel", "per-tensor")) for c in cands}.values())
+    if only:
+        cands = [c for c in cands if c.label in only] or cands[:1]
+    probe = Probe(src, px, input_name, probe_budget_s, extra)
+    trials: list[Trial] = []
+    sessions: list[ort.InferenceSession] = []
+
+    def attempt(cand: Candidate) -> Trial:
+        trial = Trial(cand)
+        try:
+            trial.path = build(cand, cal, pre, d / f"cand{len(trials)}.onnx")
+            sess = make_session(trial.path, threads=1, opt_level="all")
+            probe.fidelity(trial, sess)
+            sessions.append(sess)
+        except Exception as exc:  # noqa: BLE001 - a candidate that fails to build or open is recorded, not fatal
+            trial.error = str(exc) if isinstance(exc, OptimError) else runtime_reason(exc, 160)
+        trials.append(trial)
+        tick(min(0.9, (time.perf_counter() - t0) / budget_s), f"INT8 search: {cand.label}")
+        return trial
+
+    for i, cand in enumerate(cands):
+        if i and time.perf_counter() - t0 > budget_s:
+            skipped.append({"label": cand.label, "why": f"search time budget ({budget_s:g} s) spent"})
+            continue
+        attempt(cand)
+    live = [t for t in trials if t.error is None]
+    runs = probe.race(live, sessions) if live else 0
+    judge(trials, len(px))
+    derived = _derived(trials, pre, probe, only)
+    for cand in derived:
+        if time.perf_counter() - t0 > budget_s:
+            skipped.append({"label": cand.label, "why": f"search time budget ({budget_s:g} s) spent"})
+            continue
+        t = attempt(cand)
+        if t.error is None:
+            for tr in live:  # re-time alongside this one, so the comparison stays side by side
+                tr.times.clear()
+            probe.fp32_times.clear()
+            live.append(t)
+            runs = probe.race(live, sessions)
+            judge(trials, len(px))
+    ok = [t for t in trials if t.error is None and t.holds and t.ms is not None]
+    chosen = min(ok, key=lambda t: t.ms) if ok else None
+    rec = record(trials, skipped, chosen, probe.fp32_ms if probe.fp32_times else 0.0, runs, len(px), vnni,
+                 time.perf_counter() - t0)  # fmt: skip
+    rec["restricted_to"] = list(only)
+    return (chosen.path if chosen else None), rec
+
+
+def _derived(trials: list[Trial], pre: Path, probe: Probe, only: tuple[str, ...]) -> list[Candidate]:
+    """Candidates built from the fastest holding one: slow quantised layers and first/last layers in FP32."""
+    ok = [t for t in trials if t.error is None and t.holds and t.ms is not None]
+    if not ok or only:
+        return []
+    best = min(ok, key=lambda t: t.ms)
+    model = onnx.load_model(str(pre), load_external_data=False)
+    refs = weight_refs(model)
+    del model
+    names = {r.node for r in refs}
+    out = []
+    try:
+        slow = slow_layers(pre, best.path, probe.cost_s, names) if best.candidate.quant_format == "qdq" else []
+    except Exception:  # noqa: BLE001 - no per-layer profile: this candidate is simply not built
+        slow = []
+    base = best.candidate.label
+    if slow:
+        out.append(replace(best.candidate, label=f"{base} + {len(slow)} slow layer(s) FP32", exclude=tuple(slow),
+                           why="layers whose INT8 kernels ran slower than FP32 in a per-layer profile"))
+    if len(refs) >= 3:
+        ends = (refs[0].node, refs[-1].node)
+        out.append(replace(best.candidate, label=f"{base} + first/last layers FP32", exclude=ends,
+                           why="the first layer (few input channels) and the classifier often gain least from INT8"))
+    return out
