@@ -7,6 +7,7 @@ Accuracy uses the sample's own test set, or ``--data FILE`` (npz / csv / zip of 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from optim.analysis.labels import collapse_note
 from optim.cli.common import load_data_file, open_model
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
+from optim.measure.budget import runs_within
 from optim.measure.core import (
     OPT_LEVELS,
     Accuracy,
@@ -53,7 +55,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--opt-level", default="all", choices=list(OPT_LEVELS),
                    help="ONNX Runtime graph optimisation level for latency (default all)")
     p.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per latency (default 1)")
-    p.add_argument("--profile-runs", type=int, default=20, help="runs averaged in the layer profile")
+    p.add_argument("--profile-runs", type=int, default=20, help="most runs averaged in the layer profile "
+                   "(fewer when the model is slow: as many as fit twice --budget)")
+    p.add_argument("--eval-budget", type=float, default=20.0,
+                   help="seconds for accuracy; a slow model is evaluated on a seeded subset (default 20)")
     p.set_defaults(func=run)
 
 
@@ -156,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
     logits = None
     if test is not None:
+        test = _within_budget(handle, test, args)
         logits = predict(handle, test.x, opt_level=args.opt_level, feeds=test.feeds)
         if test.y is not None:
             print(format_accuracy(accuracy(logits, test.y), test.name))
@@ -175,9 +181,40 @@ def run(args: argparse.Namespace) -> int:
         print(f"fidelity vs {args.reference} on {src}: {judged}cosine {f.cosine:.5f}, relative error {f.rel_error:.3g}"
               + (f"; {collapse_note(f.cosine, f.worst_output)}" if f.collapsed else ""))
 
-    for b in dict.fromkeys((1, args.batch)):
-        print(format_latency(latency(handle, batch=b, threads=args.threads, opt_level=args.opt_level,
-                                     budget_s=args.budget)))
-    print(format_profile(profile_layers(handle, threads=args.threads, opt_level=args.opt_level,
-                                        runs=args.profile_runs)))
+    one = latency(handle, batch=1, threads=args.threads, opt_level=args.opt_level, budget_s=args.budget)
+    print(format_latency(one))
+    cost = one.median_ms / 1e3
+    batch = second_batch(args.batch, cost, args.budget)
+    if batch != args.batch:
+        print(f"         batch {args.batch} → {batch}: one batch-{args.batch} run would take ≈ "
+              f"{args.batch * cost:.1f} s (time budget {args.budget:g} s per latency)")
+    if batch > 1:
+        print(format_latency(latency(handle, batch=batch, threads=args.threads, opt_level=args.opt_level,
+                                     budget_s=args.budget, warmup=1, min_runs=3)))
+    runs = runs_within(cost, 2 * args.budget, 3, args.profile_runs)
+    print(format_profile(profile_layers(handle, threads=args.threads, opt_level=args.opt_level, runs=runs)))
     return 0
+
+
+def second_batch(requested: int, cost_s: float, budget_s: float) -> int:
+    """The batch for the second latency: ``requested``, or smaller when 3 runs of it would overrun the budget
+    at the measured batch-1 cost (never below 2)."""
+    if requested <= 1 or cost_s <= 0:
+        return requested
+    return max(2, min(requested, int(budget_s / (3 * cost_s))))
+
+
+def _within_budget(handle: ModelHandle, test: Any, args: argparse.Namespace) -> Any:
+    """The test set, or a seeded subset of it when evaluating all of it would overrun ``--eval-budget``."""
+    n = len(test)
+    probe = min(n, 8)
+    t0 = time.perf_counter()
+    feeds = {k: v[:probe] for k, v in test.feeds.items()} if test.feeds else None
+    predict(handle, test.x[:probe], opt_level=args.opt_level, feeds=feeds)
+    per = (time.perf_counter() - t0) / max(probe, 1)
+    keep = max(probe, int(args.eval_budget / per)) if per > 0 else n
+    if keep >= n:
+        return test
+    print(f"evaluating {keep} of {n} samples: all of them would take ≈ {n * per:.0f} s "
+          f"(--eval-budget {args.eval_budget:g} s); the interval below is for n={keep}")
+    return test.subset(keep)

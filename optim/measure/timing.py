@@ -142,11 +142,22 @@ def _check_loop(budget_s: float, warmup: int, min_runs: int, max_runs: int, cloc
 def timed_runs(run_once: Callable[[], object], budget_s: float = 1.0, warmup: int = 3, min_runs: int = 10,
                max_runs: int = 10_000, clock: str = "wall") -> np.ndarray:
     """The one latency loop: ``warmup`` untimed calls, then timed calls (ms each, on ``clock``) until at least
-    ``min_runs`` are done and ``budget_s`` of wall time has passed, or ``max_runs`` are done."""
+    ``min_runs`` are done and ``budget_s`` of wall time has passed, or ``max_runs`` are done.
+
+    Budgeted by the measured cost: warm-up stops after a call longer than a tenth of ``budget_s``, and
+    ``min_runs`` shrinks (to no fewer than 3) so the guaranteed calls fit about twice ``budget_s`` — a 400 ms
+    encoder at batch 32 no longer spends minutes on 3 + 10 calls."""
     _check_loop(budget_s, warmup, min_runs, max_runs, clock)
     timer = CLOCKS[clock]
+    cost = 0.0
     for _ in range(warmup):
+        t0 = time.perf_counter()
         run_once()
+        cost = time.perf_counter() - t0
+        if cost > budget_s / 10:
+            break
+    if cost > 0:
+        min_runs = min(min_runs, max(3, int(2 * budget_s / cost)))
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < max_runs:

@@ -204,7 +204,7 @@ def note(rec: dict[str, Any]) -> str:
     if chosen is None:
         return "INT8 search: no configuration built. " + "; ".join(f"{r['label']}: {r['error']}" for r in rec["tried"])
     if rec.get("restricted_to"):
-        head = (f"INT8 {chosen['label']}, the configuration the search chose for the unpruned model "
+        head = (f"{chosen['label']}, the INT8 configuration the search chose for the unpruned model "
                 f"({chosen['vs_fp32']:.2f}× FP32 latency here in a 1-thread probe)")
     else:
         head = (f"INT8 search chose {chosen['label']} ({chosen['vs_fp32']:.2f}× FP32 latency in a 1-thread probe, "
@@ -216,7 +216,7 @@ def note(rec: dict[str, Any]) -> str:
     tail = f". Also tried: {others}" if others else ""
     if failed:
         tail += f". Failed to build: {', '.join(failed)}"
-    if rec["skipped"]:
+    if rec["skipped"] and not rec.get("restricted_to"):
         tail += ". Not tried: " + "; ".join(f"{s['label']} ({s['why']})" for s in rec["skipped"])
     return head + tail + "."
 
