@@ -5,7 +5,9 @@ ResNet-style CNN trained here on scikit-learn's offline digits) it prints: file 
 batch-1 latency / FP32 (1 thread, ORT_ENABLE_ALL, best median of several interleaved rounds so
 background load hits every variant alike), top-1 accuracy on the test split with its 95 % interval,
 and top-1 agreement with FP32. If ``nncf`` is importable its ONNX post-training quantization of the
-same model (same calibration samples) is measured in the same loop.
+same model (same calibration samples) is measured in the same loop, beside our searched INT8 (mode
+``int8_auto``, what sweeps use); the last line is ``nncf: worst ours/NNCF latency R (model), accuracy
+equal or better on k/n`` (equal: inside each other's 95 % interval).
 
 Usage: ``.venv/bin/python benchmarks/quantization.py [--samples NAME ...] [--budget 0.4] [--rounds 3]
 [--eval-limit N] [--no-nncf]``.
@@ -23,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from optim import measure  # noqa: E402
 from optim.handle import ModelHandle  # noqa: E402
+from optim.measure import core as measure  # noqa: E402
 from optim.passes.base import PassContext  # noqa: E402
 from optim.passes.quantize import QuantizeConfig, run, variant_label  # noqa: E402
 
@@ -39,6 +41,7 @@ def variants() -> list[QuantizeConfig]:
                 QuantizeConfig(quant_format=fmt, activation_type=act, weight_type=wt, reduce_range=False)
             )
     out.append(QuantizeConfig())  # the pass default: QDQ U8S8 reduce_range
+    out.append(QuantizeConfig(mode="int8_auto"))  # the configuration search a sweep uses (quant_format auto)
     out.append(QuantizeConfig(mode="int4"))
     out.append(QuantizeConfig(mode="int4", int4_other_layers="fp32"))
     return out
@@ -182,12 +185,25 @@ def report(handle: ModelHandle, rows: list[Row], n_test: int) -> None:
         )
     int8 = [r for r in rows if r.handle is not None and r.label.startswith("INT8 static")]
     nn_row = next((r for r in rows if r.label.startswith("NNCF") and r.handle is not None), None)
+    ours = next((r for r in rows if r.label == "INT8 fastest (searched)" and r.handle is not None), None)
     if int8:
         best = min(int8, key=lambda r: r.latency_ms)
         print(f"best INT8 static by latency: {best.label} ({best.latency_ms:.3f} ms)")
-        if nn_row is not None:
-            print(f"ours/NNCF latency: {best.latency_ms / nn_row.latency_ms:.2f}; "
-                  f"top-1 ours {100 * best.top1:.2f} % vs NNCF {100 * nn_row.top1:.2f} %")
+    if ours is not None:
+        print(f"searched INT8: {ours.handle.meta['int8_search']['chosen']}")
+    if ours is not None and nn_row is not None:
+        print(f"ours(searched)/NNCF latency: {ours.latency_ms / nn_row.latency_ms:.2f}; "
+              f"top-1 ours {100 * ours.top1:.2f} % vs NNCF {100 * nn_row.top1:.2f} %")
+        SUMMARY.append((handle.name, ours.latency_ms / nn_row.latency_ms, ours.top1 - nn_row.top1,
+                        _same_within_interval(ours, nn_row)))  # fmt: skip
+
+
+SUMMARY: list[tuple[str, float, float, bool]] = []
+
+
+def _same_within_interval(a: Row, b: Row) -> bool:
+    """Accuracy equal or better: higher, or inside each other's 95 % interval."""
+    return a.top1 >= b.top1 or (a.lo <= b.top1 <= a.hi) or (b.lo <= a.top1 <= b.hi)
 
 
 def prune_and_fuse(handle: ModelHandle, test, budget: float, rounds: int, limit: int | None) -> None:
@@ -233,6 +249,11 @@ def main() -> None:
         report(handle, rows, len(test.x) if args.eval_limit is None else min(args.eval_limit, len(test.x)))
         if not args.no_extras:
             prune_and_fuse(handle, test, args.budget, args.rounds, args.eval_limit)
+    if SUMMARY:
+        worst = max(SUMMARY, key=lambda t: t[1])
+        ok = sum(1 for t in SUMMARY if t[3])
+        print("\n" + "; ".join(f"{n} {r:.2f} (Δtop-1 {100 * d:+.2f})" for n, r, d, _ in SUMMARY))
+        print(f"nncf: worst ours/NNCF latency {worst[1]:.2f} ({worst[0]}), accuracy equal or better on {ok}/{len(SUMMARY)}")
 
 
 if __name__ == "__main__":

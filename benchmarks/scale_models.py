@@ -11,7 +11,9 @@ BERT-base-shaped encoder (``optim.reference``, random weights) — each measured
   interleaved rounds (every model runs in every round), median of the per-round medians; plus the
   ratio the search's own probe saw and the configuration it chose.
 
-The last line is ``scale: worst peak RSS / (1 GB + 8x model) R, ResNet-50 4-variant sweep T s, INT8 slower
+Wall times on a shared machine include waiting for the CPU: each row also prints the child's CPU
+seconds (user + system over all its threads), which on an idle machine bound the wall time from above
+(evaluation uses 2 threads). The last line is ``scale: worst peak RSS / (1 GB + 8x model) R, ResNet-50 4-variant sweep T s, INT8 slower
 than FP32 without a reason K`` — K counts dense INT8 variants measured slower than FP32 here whose note
 does not say why (the search says so when every configuration it tried was slower).
 
@@ -99,17 +101,18 @@ def _child_sweep(name: str, path: str, n_eval: int, n_calib: int, rounds: int, s
 
 # ------------------------------------------------------------------------------------- parent ----
 def _run_child(args: list[str], timeout: float) -> tuple[dict | None, float, float, str]:
-    """(RESULT json or None, wall s, peak RSS bytes of that child, tail of its output)."""
+    """(RESULT json or None, wall s, peak RSS bytes of that child, tail of its output); the child's CPU
+    seconds (user + system, all threads) go into the result as ``cpu_s``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
-            _pid, _status, usage = os.wait4(proc.pid, 0)
+            _pid, status, usage = os.wait4(proc.pid, 0)
         except KeyboardInterrupt:
             proc.kill()
             raise
-        proc.returncode = 0
+        proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
         out.seek(0)
         text = out.read()
@@ -117,7 +120,10 @@ def _run_child(args: list[str], timeout: float) -> tuple[dict | None, float, flo
     for line in text.splitlines():
         if line.startswith("RESULT "):
             result = json.loads(line[7:])
-    return result, wall, usage.ru_maxrss * 1024.0, "\n".join(text.splitlines()[-6:])
+    if result is not None:
+        result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    tail = "\n".join(text.splitlines()[-6:]) if os.waitstatus_to_exitcode(status) else ""
+    return result, wall, usage.ru_maxrss * 1024.0, tail
 
 
 def main() -> None:
@@ -161,8 +167,8 @@ def main() -> None:
             if not args.no_profile:
                 _pr, p_wall, p_rss, p_tail = _run_child(["-m", "optim", "profile", str(path)], 1800)
                 prof = (p_wall, p_rss)
-                if "slowest layers" not in p_tail:
-                    print(f"[{name}] profile output:\n{p_tail}")
+                if p_tail:
+                    print(f"[{name}] profile failed:\n{p_tail}")
             table.append((name, size, wall, rss, res, prof))
             _print_model(name, size, res, rss, prof)
     _summary(table)
@@ -173,7 +179,7 @@ def _bound(size: float) -> float:
 
 
 def _print_model(name: str, size: int, res: dict, rss: float, prof: tuple[float, float] | None) -> None:
-    print(f"\n== {name}: {size / 1e6:.1f} MB; sweep {res['sweep_s']:.1f} s, peak RSS {rss / 1e9:.2f} GB = "
+    print(f"\n== {name}: {size / 1e6:.1f} MB; sweep {res['sweep_s']:.1f} s (child CPU {res['cpu_s']:.0f} s), peak RSS {rss / 1e9:.2f} GB = "
           f"{rss / size:.1f}× model = {rss / _bound(size):.2f} of (1 GB + 8× model)")
     if prof:
         print(f"   profile: {prof[0]:.1f} s, peak RSS {prof[1] / 1e9:.2f} GB = {prof[1] / _bound(size):.2f} of the bound")
@@ -191,7 +197,7 @@ def _print_model(name: str, size: int, res: dict, rss: float, prof: tuple[float,
 
 
 def _summary(table: list) -> None:  # noqa: ANN001
-    print(f"\n{'model':14s} {'MB':>7s} {'sweep s':>8s} {'RSS/model':>9s} {'RSS/bound':>9s} {'prof s':>7s} "
+    print(f"\n{'model':14s} {'MB':>7s} {'sweep s':>8s} {'CPU s':>6s} {'RSS/model':>9s} {'RSS/bound':>9s} {'prof s':>7s} "
           f"{'prof RSS/bound':>14s} {'INT8/FP32':>9s} {'probe':>6s}  chosen")
     worst, r50, unexplained = 0.0, float("nan"), 0
     for name, size, _wall, rss, res, prof in table:
@@ -206,9 +212,11 @@ def _summary(table: list) -> None:  # noqa: ANN001
             r50 = res["sweep_s"]
         if side and ratio > 1.0 and "slower than FP32" not in (dense.get("notes") or ""):
             unexplained += 1
-        print(f"{name:14s} {size / 1e6:7.1f} {res['sweep_s']:8.1f} {rss / size:9.1f} {rss / _bound(size):9.2f} "
+        print(f"{name:14s} {size / 1e6:7.1f} {res['sweep_s']:8.1f} {res['cpu_s']:6.0f} {rss / size:9.1f} {rss / _bound(size):9.2f} "
               f"{(prof[0] if prof else float('nan')):7.1f} {(prof[1] / _bound(size) if prof else float('nan')):14.2f} "
               f"{ratio:9.2f} {(probe or float('nan')):6.2f}  {chosen}")
+    print(f"(machine load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: wall times above include "
+          "waiting for the CPU; the child's CPU seconds do not)")
     print(f"scale: worst peak RSS / (1 GB + 8x model) {worst:.2f}, ResNet-50 4-variant sweep {r50:.1f} s, "
           f"INT8 slower than FP32 without a reason {unexplained}")
 

@@ -173,3 +173,12 @@ def test_sweep_int8_variant_carries_the_search_note_into_its_flags(cnn: ModelHan
     assert int8["status"] == "ok" and "INT8 search chose" in int8["notes"]
     assert int8["notes"] in int8["flags"]
     assert not isinstance(df[df["bits"] == 32].iloc[0]["notes"], str)
+
+
+def test_profile_second_batch_shrinks_for_slow_models() -> None:
+    from optim.cli.profile import second_batch
+
+    assert second_batch(32, cost_s=0.001, budget_s=1.0) == 32
+    assert second_batch(32, cost_s=0.02, budget_s=1.0) == 16  # 3 runs of batch 16 ≈ 1 s
+    assert second_batch(32, cost_s=0.4, budget_s=1.0) == 2  # BERT-base at 128 tokens: never below 2
+    assert second_batch(1, cost_s=0.4, budget_s=1.0) == 1

@@ -18,6 +18,8 @@ model is timed a few times and a small one many times, in about the same wall ti
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 from typing import Any
 
@@ -51,6 +53,19 @@ def activation_bytes(model: Any) -> int:
 def calibration_batch(in_bytes: int, act_bytes: int, budget: int = EVAL_BYTES, max_batch: int = 32) -> int:
     """Samples per calibration call: ORT keeps ≈ 2 × all activations of each sample of a call alive."""
     return int(max(1, min(max_batch, budget // max(1, in_bytes + 2 * act_bytes))))
+
+
+def trim_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    Between sweep variants: models, sessions and torch tensors of the last variant are freed, but glibc
+    keeps the pages, so the next variant's peak would stack on the last one's fragments.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def runs_within(cost_s: float, budget_s: float, min_runs: int = 1, max_runs: int = 10_000) -> int:

@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 from optim.analysis.labels import variant_label
 from optim.errors import CancelledError, ConfigError, OptimError, runtime_reason
 from optim.handle import ModelHandle
+from optim.measure.budget import trim_memory
 from optim.passes.base import PassContext, get_pass
 
 T = TypeVar("T")
@@ -222,6 +223,7 @@ class VariantBuilder:
                 self._uses[k] -= 1
                 if self._uses[k] <= 0:
                     self._memo.pop(k, None)
+        trim_memory()
 
     def _once(self, key: tuple[Any, ...], make: Callable[[], ModelHandle]) -> ModelHandle:
         with self._lock:

@@ -146,7 +146,7 @@ def test_a_worker_that_dies_is_retried_once_then_its_variant_fails_with_the_reas
     (fake_passes.parent / "crash-fp16.always").touch()
     # latency_threads=2: each task reserves both CPUs, so tasks run one at a time and a dying worker takes
     # no other variant's attempt with it
-    cfg = SweepConfig(ratios=(0,), bits=(32, 16, 8), latency_threads=2, **FAST)
+    cfg = SweepConfig(ratios=(0,), bits=(32, 16, 8), latency_threads=2, quant_format="qdq", **FAST)
     df = store.variants(run_sweep(tiny_mlp, test, calib, cfg, store, executor=RayExecutor())).set_index("bits")
     assert df.loc[8, "status"] == "ok", df.loc[8, "error"]
     assert len(_calls(fake_passes, "quantize int8_static")) == 2
