@@ -59,7 +59,7 @@ APPLIES: dict[str, tuple[str, ...]] = {
 DEFAULTS: dict[str, object] = {
     "bits": 4, "quant_format": "qdq", "activation_type": "uint8", "calibration": "minmax", "calib_samples": 256,
     "weight_type": "int8", "per_channel": True, "reduce_range": True, "int4_other_layers": "simulate",
-    "keep_fp32": (), "search_budget_s": 20.0, "probe_budget_s": 2.0, "search_only": (),
+    "keep_fp32": (), "search_budget_s": 10.0, "probe_budget_s": 2.0, "search_only": (),
 }
 
 NOTES = {
@@ -148,7 +148,7 @@ class QuantizeConfig:
     keep_fp32: tuple[str, ...] | None = field(default=None, metadata=_f(
         "INT8 static/dynamic: ONNX node names left in FP32 (e.g. layers whose INT8 kernels are slow)."))
     search_budget_s: float | None = field(default=None, metadata=_f(
-        "int8_auto: seconds for building candidates beyond the first (default 20; the rest are recorded as not "
+        "int8_auto: seconds for building candidates beyond the first (default 10; the rest are recorded as not "
         "tried).", min=0.0, max=600.0))
     probe_budget_s: float | None = field(default=None, metadata=_f(
         "int8_auto: seconds of interleaved 1-thread latency runs per comparison (default 2).", min=0.05, max=60.0))

@@ -26,17 +26,19 @@ from optim.passes._quant.opset import opens, quantizable
 from optim.passes._quant.search import PROBE_SAMPLES, matmul_share, note, search
 
 
-def _probe_inputs(model: onnx.ModelProto, calib: Any, n_samples: int) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
-    """(first input name, probe samples, feeds for the other inputs at batch 1)."""
+def _probe_inputs(model: onnx.ModelProto, calib: Any, n_samples: int, cost: tuple[int, int]
+                  ) -> tuple[str, np.ndarray, dict[str, np.ndarray], int]:  # fmt: skip
+    """(first input name, probe samples, feeds for the other inputs at batch 1, calibration samples used)."""
+    used = 0
     if calib is not None:
-        name, x, _batch = calibration_array(model, calib, n_samples)
-        px = x[:PROBE_SAMPLES]
+        name, x, _batch = calibration_array(model, calib, n_samples, cost)
+        px, used = x[:PROBE_SAMPLES], len(x)
     else:
         feeds = synthesize_inputs(model, batch=PROBE_SAMPLES, seed=1)
         name = next(iter(feeds))
         px = feeds[name]
     rest = {k: v for k, v in synthesize_inputs(model, batch=1).items() if k != name}
-    return name, np.ascontiguousarray(px), rest
+    return name, np.ascontiguousarray(px), rest, used
 
 
 def int8_auto(
@@ -45,8 +47,10 @@ def int8_auto(
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:  # fmt: skip
     """The fastest INT8 configuration of ``handle`` whose fidelity holds, and the search record."""
     model, per_channel, conv_note = quantizable(handle.model, True)
-    share = matmul_share(summarize(handle).layers)
-    name, px, rest = _probe_inputs(model, calib, n_samples)
+    summary = summarize(handle)
+    share = matmul_share(summary.layers)
+    cost = (int(summary.layers["act_out_elems"].fillna(0).sum()) * 4, int(summary.macs))
+    name, px, rest, used = _probe_inputs(model, calib, n_samples, cost)
     with scratch_dir() as d:
         src = d / "in.onnx"
         if model is handle.model:
@@ -55,7 +59,7 @@ def int8_auto(
             save(model, src)
         cal = None
         if calib is not None:
-            cal = calibrate(model, src, d, calib, n_samples=n_samples, calibration=calibration,
+            cal = calibrate(model, src, d, calib, n_samples=n_samples, calibration=calibration, cost=cost,
                             model_key=None if conv_note else handle.content_hash,
                             tick=lambda f: tick(0.3 * f, "INT8 search: calibrating"))  # fmt: skip
             pre = cal.pre
@@ -69,6 +73,7 @@ def int8_auto(
         out = compact(load_embedded(Path(path)))
     opens(out)
     rec["matmul_share"] = share
+    rec["calibration_samples"] = used
     if conv_note:
         rec["opset_note"] = conv_note
     return out, rec

@@ -24,7 +24,7 @@ from onnxruntime.quantization import (
 )
 
 from optim.errors import ConfigError, PassUnavailableError, ShapeMismatchError
-from optim.measure.budget import activation_bytes, calibration_batch, sample_bytes
+from optim.measure.budget import calibration_batch, calibration_samples, per_sample_cost, sample_bytes
 from optim.passes._quant.calib import data_key, preprocess, ranges, write_cache
 from optim.passes._quant.core import load_embedded, save, scratch_dir
 from optim.passes._quant.opset import checked, quantizable
@@ -65,8 +65,13 @@ def _input_dims(vi: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in vi.type.tensor_type.shape.dim]
 
 
-def calibration_array(model: onnx.ModelProto, calib: Any, n: int) -> tuple[str, np.ndarray, int]:
-    """(input name, float32 array of ≤ n samples, feed batch) checked against the model's input shape."""
+def calibration_array(model: onnx.ModelProto, calib: Any, n: int,
+                      cost: tuple[int, int] | None = None) -> tuple[str, np.ndarray, int]:  # fmt: skip
+    """(input name, float32 array of ≤ n samples, feed batch) checked against the model's input shape.
+
+    Fewer than ``n`` samples when ``n`` would exceed the calibration compute budget
+    (:func:`optim.measure.budget.calibration_samples`); ``cost``: the model's (activation bytes, MACs) per
+    sample when already known."""
     if calib is None:
         raise ConfigError(
             "mode 'int8_static' needs calibration data: pick a dataset (a few hundred samples of the "
@@ -85,10 +90,12 @@ def calibration_array(model: onnx.ModelProto, calib: Any, n: int) -> tuple[str, 
         )
     if len(x) == 0:
         raise ConfigError("calibration data is empty: give at least one sample.")
+    act, macs = cost or per_sample_cost(model)
+    n = calibration_samples(n, macs)
     if len(x) > n:
         idx = np.sort(np.random.default_rng(0).choice(len(x), n, replace=False))
         x = x[idx]
-    cap = calibration_batch(sample_bytes(x), activation_bytes(model), max_batch=CALIB_BATCH)
+    cap = calibration_batch(sample_bytes(x), act, max_batch=CALIB_BATCH)
     batch = _feed_batch(len(x), cap) if not isinstance(dims[0], int) else max(int(dims[0]), 1)
     if len(x) < batch:
         raise ConfigError(f"calibration data has {len(x)} samples but the model's fixed batch is {batch}: give more.")
@@ -133,9 +140,10 @@ class Calibrated:
 
 
 def calibrate(model: onnx.ModelProto, src: Path, d: Path, calib: Any, *, n_samples: int, calibration: str,
-              model_key: str | None, tick: Callable[[float], None]) -> Calibrated:  # fmt: skip
+              model_key: str | None, tick: Callable[[float], None],
+              cost: tuple[int, int] | None = None) -> Calibrated:  # fmt: skip
     """Pre-process ``src`` (the file of ``model``) and compute (or reuse) its activation ranges."""
-    name, x, batch = calibration_array(model, calib, n_samples)
+    name, x, batch = calibration_array(model, calib, n_samples, cost)
     pre = preprocess(src, d, {n.op_type for n in model.graph.node})
     extra = {"percentile": 99.999} if calibration == "percentile" else {}
     key = (model_key or data_key_of(src), data_key(x), calibration, batch)
@@ -183,14 +191,15 @@ def int8_static(
     exclude: Sequence[str] = (),
 ) -> onnx.ModelProto:
     """Static INT8 of ``model``; ranges are reused across calls with the same ``model_key`` and data."""
-    calibration_array(model, calib, n_samples)  # refuse bad data before any work
+    cost = per_sample_cost(model)
+    calibration_array(model, calib, n_samples, cost)  # refuse bad data before any work
     model, per_channel, note = quantizable(model, per_channel)
     key = model_key if not note else None  # a converted graph is another model
 
     def build(pc: bool) -> onnx.ModelProto:
         with scratch_dir() as d:
             cal = calibrate(model, save(model, d / "in.onnx"), d, calib, n_samples=n_samples,
-                            calibration=calibration, model_key=key, tick=tick)  # fmt: skip
+                            calibration=calibration, model_key=key, tick=tick, cost=cost)  # fmt: skip
             out = build_static(cal, d / "q.onnx", quant_format=quant_format, activation_type=activation_type,
                                weight_type=weight_type, per_channel=pc, reduce_range=reduce_range, exclude=exclude)
             return compact(load_embedded(out))

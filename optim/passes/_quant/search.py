@@ -14,11 +14,13 @@ activation ranges computed once (:mod:`optim.passes._quant.calib`), and each is
   standard's, the standard's + 0.02), agreement ≥ the standard's − max(0.02, 1/n).
 
 Candidates, in the order built (the time budget stops the list; what was skipped and why is recorded):
-QDQ U8S8 per-channel (``reduce_range`` unless the CPU has VNNI), dynamic U8S8 (only for graphs whose MACs
-are mostly MatMul/Gemm), QDQ S8S8, QOperator U8S8, QDQ U8S8 per-tensor, then from the fastest so far:
-its slowest quantised kernels kept FP32 (layers whose INT8 time in a per-layer profile exceeds their FP32
-time) and its first and last weight layers kept FP32. The record says which was chosen and why, and, when
-even the fastest INT8 is slower than FP32, that every configuration tried was.
+QDQ U8S8 per-channel, the standard (``reduce_range`` unless the CPU has VNNI); dynamic U8S8 (only for graphs
+whose MACs are mostly MatMul/Gemm); the standard with its slow quantised layers kept FP32 (layers whose INT8
+time in a per-layer profile exceeds their FP32 time); QDQ S8S8; QOperator U8S8; QDQ U8S8 per-tensor; the
+standard with its first and last weight layers kept FP32. All are then raced once, interleaved. The fastest
+that holds is kept — the standard unless another is at least 5 % faster (near-ties are noise on a shared
+machine, and the standard is the most accurate). The record says which was chosen and why, and, when even
+the fastest INT8 is slower than FP32, that every configuration tried was.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from optim.passes._quant.int8 import Calibrated, build_dynamic, build_static
 ROUNDS = 3
 PROBE_SAMPLES = 16
 MATMUL_SHARE = 0.5  # dynamic INT8 is tried when MatMul/Gemm carry at least this share of the MACs
+FIDELITY_S = 1.0  # fidelity samples per candidate: as many as run in this time (at least 8, at most PROBE_SAMPLES)
+MARGIN = 0.05  # another candidate replaces the standard one only when at least this much faster
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,9 @@ class Probe:
         self.px, self.name, self.budget_s, self.extra = px, input_name, budget_s, extra or {}
         self.fp32 = self._open(fp32)
         self.fp32_times: list[float] = []
-        self.ref = self._outputs(self.fp32)
         self.cost_s = max(1e-4, self._time(self.fp32, 2)[-1] / 1e3)
+        self.px = px[: max(min(8, len(px)), min(len(px), int(FIDELITY_S / self.cost_s)))]  # ≈ 1 s per candidate
+        self.ref = self._outputs(self.fp32)
 
     @staticmethod
     def _open(path: Path) -> ort.InferenceSession:
@@ -169,6 +174,19 @@ def judge(trials: list[Trial], n: int) -> None:
         rel_ok = t.rel_error <= max(1.5 * ref.rel_error, ref.rel_error + 0.02)
         agree_ok = t.agreement is None or ref.agreement is None or t.agreement >= ref.agreement - max(0.02, 1 / n)
         t.holds = bool(rel_ok and agree_ok)
+
+
+def pick(trials: list[Trial]) -> Trial | None:
+    """The fastest candidate that holds fidelity; the standard one (first built) unless another is at least
+    ``MARGIN`` faster — near-ties are noise on a shared machine and the standard is the most accurate."""
+    ok = [t for t in trials if t.error is None and t.holds and t.ms is not None]
+    if not ok:
+        return None
+    best = min(ok, key=lambda t: t.ms)
+    std = next((t for t in trials if t.error is None and t.ms is not None), None)
+    if std is not None and std.holds and best.ms > (1 - MARGIN) * std.ms:
+        return std
+    return best
 
 
 def slow_layers(fp32: Path, best: Path, cost_s: float, names: set[str]) -> list[str]:
@@ -261,56 +279,50 @@ def search(src: Path, pre: Path, cal: Calibrated | None, px: np.ndarray, input_n
         tick(min(0.9, (time.perf_counter() - t0) / budget_s), f"INT8 search: {cand.label}")
         return trial
 
-    for i, cand in enumerate(cands):
-        if i and time.perf_counter() - t0 > budget_s:
+    def within_budget(cand: Candidate) -> bool:
+        if trials and time.perf_counter() - t0 > budget_s:
             skipped.append({"label": cand.label, "why": f"search time budget ({budget_s:g} s) spent"})
-            continue
-        attempt(cand)
+            return False
+        return True
+
+    # the standard (and dynamic, where it applies) first, then the standard's slow layers kept FP32, then the
+    # other formats/types, then the standard's first/last layers kept FP32; every one raced once, at the end
+    head = [c for c in cands if c is cands[0] or c.kind == "dynamic"]
+    rest = [c for c in cands if c not in head]
+    for cand in head:
+        if within_budget(cand):
+            attempt(cand)
+    slow, ends = _derived(trials[0] if trials else None, pre, probe, only)
+    for cand in [*slow, *rest, *ends]:
+        if within_budget(cand):
+            attempt(cand)
     live = [t for t in trials if t.error is None]
     runs = probe.race(live, sessions) if live else 0
-    judge(trials, len(px))
-    derived = _derived(trials, pre, probe, only)
-    for cand in derived:
-        if time.perf_counter() - t0 > budget_s:
-            skipped.append({"label": cand.label, "why": f"search time budget ({budget_s:g} s) spent"})
-            continue
-        t = attempt(cand)
-        if t.error is None:
-            for tr in live:  # re-time alongside this one, so the comparison stays side by side
-                tr.times.clear()
-            probe.fp32_times.clear()
-            live.append(t)
-            runs = probe.race(live, sessions)
-            judge(trials, len(px))
-    ok = [t for t in trials if t.error is None and t.holds and t.ms is not None]
-    chosen = min(ok, key=lambda t: t.ms) if ok else None
-    rec = record(trials, skipped, chosen, probe.fp32_ms if probe.fp32_times else 0.0, runs, len(px), vnni,
+    judge(trials, len(probe.px))
+    chosen = pick(trials)
+    rec = record(trials, skipped, chosen, probe.fp32_ms if probe.fp32_times else 0.0, runs, len(probe.px), vnni,
                  time.perf_counter() - t0)  # fmt: skip
     rec["restricted_to"] = list(only)
     return (chosen.path if chosen else None), rec
 
 
-def _derived(trials: list[Trial], pre: Path, probe: Probe, only: tuple[str, ...]) -> list[Candidate]:
-    """Candidates built from the fastest holding one: slow quantised layers and first/last layers in FP32."""
-    ok = [t for t in trials if t.error is None and t.holds and t.ms is not None]
-    if not ok or only:
-        return []
-    best = min(ok, key=lambda t: t.ms)
+def _derived(std: Trial | None, pre: Path, probe: Probe, only: tuple[str, ...]
+             ) -> tuple[list[Candidate], list[Candidate]]:  # fmt: skip
+    """From the standard candidate: (its slow quantised layers kept FP32, its first/last layers kept FP32)."""
+    if std is None or std.error is not None or only:
+        return [], []
     model = onnx.load_model(str(pre), load_external_data=False)
     refs = weight_refs(model)
     del model
     names = {r.node for r in refs}
-    out = []
     try:
-        slow = slow_layers(pre, best.path, probe.cost_s, names) if best.candidate.quant_format == "qdq" else []
+        slow = slow_layers(pre, std.path, probe.cost_s, names) if std.candidate.quant_format == "qdq" else []
     except Exception:  # noqa: BLE001 - no per-layer profile: this candidate is simply not built
         slow = []
-    base = best.candidate.label
-    if slow:
-        out.append(replace(best.candidate, label=f"{base} + {len(slow)} slow layer(s) FP32", exclude=tuple(slow),
-                           why="layers whose INT8 kernels ran slower than FP32 in a per-layer profile"))
-    if len(refs) >= 3:
-        ends = (refs[0].node, refs[-1].node)
-        out.append(replace(best.candidate, label=f"{base} + first/last layers FP32", exclude=ends,
-                           why="the first layer (few input channels) and the classifier often gain least from INT8"))
-    return out
+    base = std.candidate.label
+    first = [replace(std.candidate, label=f"{base} + {len(slow)} slow layer(s) FP32", exclude=tuple(slow),
+                     why="layers whose INT8 kernels ran slower than FP32 in a per-layer profile")] if slow else []
+    last = [replace(std.candidate, label=f"{base} + first/last layers FP32", exclude=(refs[0].node, refs[-1].node),
+                    why="the first layer (few input channels) and the classifier often gain least from INT8")
+            ] if len(refs) >= 3 else []  # fmt: skip
+    return first, last
