@@ -51,6 +51,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--kinds", default="structured,unstructured", help="pruning kinds (default both)")
     p.add_argument("--opt-levels", default="all", help="ORT optimisation levels: disable,basic,extended,all")
     p.add_argument("--importance", default="l2", help="pruning importance criterion (default l2)")
+    p.add_argument("--quant-format", choices=("auto", "qdq", "qoperator"), default="auto",
+                   help="INT8: auto = the fastest configuration on this CPU whose fidelity holds (default); "
+                        "qdq/qoperator = static U8S8 in that format")
     p.add_argument("--eval-limit", type=int, help="evaluate on at most N test samples")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
     p.add_argument("--budget", type=float, default=0.3, help="seconds of timed runs per variant (default 0.3)")
@@ -199,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     config = SweepConfig(
         ratios=_split(args.ratios, float, "ratios"), bits=_split(args.bits, int, "bits"),
         prune_kinds=_split(args.kinds, str, "kinds"), opt_levels=_split(args.opt_levels, str, "opt-levels"),
-        importance=args.importance, latency_threads=args.threads, latency_budget_s=args.budget,
+        importance=args.importance, quant_format=args.quant_format, latency_threads=args.threads, latency_budget_s=args.budget,
         eval_limit=args.eval_limit, distill=args.distill, distill_budget_s=args.distill_seconds,
         auto_bits=args.auto_bits, target_device=None if targets.is_measured(args.target) else args.target,
         profile_runs=args.profile_runs,

@@ -23,7 +23,8 @@ SAME = ["label", "status", "top1", "top1_lo", "top1_hi", "top5", "agreement", "c
 def _sweep(tmp_path: Path, name: str, *extra: str) -> pd.DataFrame:
     csv = tmp_path / f"{name}.csv"
     argv = [sys.executable, "-m", "optim", "sweep", "resnet_digits", "--ratios", "0,0.5", "--bits", "32,8",
-            "--kinds", "structured", "--eval-limit", "300", "--budget", "0.05", "--store", str(tmp_path / name),
+            "--kinds", "structured", "--eval-limit", "300", "--budget", "0.05", "--quant-format", "qdq",  # the search times: pinned
+            "--store", str(tmp_path / name),
             "--csv", str(csv), *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("OPTIM_RAY_ADDRESS", None)
@@ -132,7 +133,8 @@ d = np.load({data!r})
 handle = ModelHandle(onnx.load({model!r}), "tiny_cnn")
 test, train = Dataset(d["x"][:150], d["y"][:150], "t"), Dataset(d["x"][150:], d["y"][150:], "tr")
 cfg = SweepConfig(ratios=(0, 0.5), bits=(32, 8), prune_kinds=("auto",), opt_levels=("all", "basic"), distill=True,
-                  distill_budget_s=60, distill_epochs=1, auto_bits=True, latency_budget_s=0.02, profile_runs=2)
+                  distill_budget_s=60, distill_epochs=1, auto_bits=True, latency_budget_s=0.02, profile_runs=2,
+                  quant_format="qdq")  # the INT8 search's choice depends on timing: pinned to compare runs
 out = {{}}
 for name, ex in (("local", LocalExecutor()), ("ray", RayExecutor(workers=2, object_store_mb=200))):
     store = Store({store!r} + "/" + name)
