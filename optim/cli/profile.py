@@ -25,9 +25,9 @@ from optim.measure.core import (
     NodeProfile,
     accuracy,
     latency,
+    make_session,
     output_fidelity,
     output_kinds,
-    make_session,
     predict,
     predict_outputs,
 )
