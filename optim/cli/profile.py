@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         x = test.x if test is not None else _synthetic_x(handle)
         feeds = test.feeds if test is not None else None
         f = output_fidelity(predict_outputs(ref, x, feeds=feeds), predict_outputs(handle, x, feeds=feeds),
-                            output_kinds(handle.model))
+                            output_kinds(ref.model))
         src = test.name if test is not None else f"{len(x)} synthetic inputs"
         judged = (f"top-1 agreement {_pct(f.top1_agreement)}, " if f.metric == "agreement" else
                   f"judged by output cosine (outputs {f.kinds}; worst {f.worst_output!r}), SQNR {f.sqnr_db:.1f} dB, ")

@@ -215,7 +215,8 @@ def evaluate(
         outputs = predict_outputs(handle, dataset.x, session=sess, feeds=feeds)
         first = sess.get_outputs()[0].name
         logits = outputs[first] if first in outputs else predict(handle, dataset.x, session=sess, feeds=feeds)
-        fid = output_fidelity(reference_logits, outputs, output_kinds(model_proto(handle)))
+        kinds = getattr(reference_logits, "kinds", None) or output_kinds(model_proto(handle))  # the original's
+        fid = output_fidelity(reference_logits, outputs, kinds)
     else:
         logits = predict(handle, dataset.x, opt_level=opt_level, feeds=feeds)
         fid = fidelity(reference_logits, logits) if reference_logits is not None else None

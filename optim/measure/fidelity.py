@@ -25,7 +25,7 @@ import onnx
 from optim.errors import ShapeMismatchError
 
 __all__ = [
-    "AGREEMENT_METRIC", "CLASS_KINDS", "COLLAPSE_COSINE", "COLLAPSE_REL_ERROR", "COSINE_METRIC", "KIND_LABELS", "Fidelity", "as_rows",
+    "AGREEMENT_METRIC", "CLASS_KINDS", "COLLAPSE_COSINE", "COLLAPSE_REL_ERROR", "COSINE_METRIC", "KIND_LABELS", "Fidelity", "Reference", "as_rows",
     "RECORD_COLUMNS", "bootstrap_mean_interval", "classify_output", "fidelity", "fidelity_record",
     "output_fidelity", "output_kinds",
 ]
@@ -75,6 +75,15 @@ class Fidelity:
     collapsed: bool = False
 
 
+class Reference(dict):
+    """The original model's per-sample outputs by name, with their kinds (``.kinds``, :func:`output_kinds` of the
+    original): what a sweep compares every variant with. A dict, so it pickles to workers as it is."""
+
+    def __init__(self, outputs: Mapping[str, np.ndarray], kinds: Mapping[str, str]) -> None:
+        super().__init__(outputs)
+        self.kinds = dict(kinds)
+
+
 def _producers(model: onnx.ModelProto) -> dict[str, str]:
     return {o: n.op_type for n in model.graph.node for o in n.output}
 
@@ -120,7 +129,13 @@ def output_kinds(model: onnx.ModelProto) -> dict[str, str]:
         shapes[vi.name] = (dims, dtype)
     names = list(shapes)
     has_boxes = any(classify_output(n, *shapes[n], prod.get(n, "")) == "boxes" for n in names)
-    return {n: classify_output(n, *shapes[n], prod.get(n, ""), has_boxes=has_boxes) for n in names}
+    kinds = {n: classify_output(n, *shapes[n], prod.get(n, ""), has_boxes=has_boxes) for n in names}
+    probs = {n for n in names if prod.get(n) in _PROBS and kinds[n] == "class_logits"}
+    if probs:  # beside a softmax head, raw rank-2 outputs that do not feed it are regressions (MTCNN boxes)
+        fed = {i for node in model.graph.node if node.op_type in _PROBS and set(node.output) & probs
+               for i in node.input}
+        kinds.update({n: "other" for n in names if kinds[n] == "class_logits" and n not in probs and n not in fed})
+    return kinds
 
 
 def bootstrap_mean_interval(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -188,7 +203,8 @@ def _paired(ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) -> lis
 def output_fidelity(ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray],
                     kinds: Mapping[str, str]) -> Fidelity:
     """Fidelity over every compared output (``ref``: the original's outputs by name, N samples each; ``kinds``
-    from :func:`output_kinds` of the variant, by its output names). Per sample the worst output's cosine counts; the mean of those over samples is
+    from :func:`output_kinds` of the original — a variant's graph may end in Casts or QDQ nodes that hide what
+    produced an output). Per sample the worst output's cosine counts; the mean of those over samples is
     ``cosine`` with its bootstrap interval. Agreement: the smallest argmax (or label) agreement of the class
     outputs; it judges the variant only when all compared outputs are class outputs."""
     pairs = _paired(ref, out)
@@ -197,7 +213,7 @@ def output_fidelity(ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]
     cos_rows, agree, rels, sqnrs, worst = None, [], [], [], (math.inf, None)
     described = []
     for rname, vname in pairs:
-        kind = kinds.get(vname, kinds.get(rname, "other"))
+        kind = kinds.get(rname, kinds.get(vname, "other"))
         described.append(f"{rname}:{kind}")
         a, b = np.asarray(ref[rname]), np.asarray(out[vname])
         if a.shape != b.shape:
@@ -216,7 +232,7 @@ def output_fidelity(ref: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]
         if mean_cos < worst[0]:
             worst = (mean_cos, rname)
         cos_rows = cos if cos_rows is None else np.minimum(cos_rows, cos)
-    classes_only = all(kinds.get(v, kinds.get(r, "other")) in CLASS_KINDS for r, v in pairs)
+    classes_only = all(kinds.get(r, kinds.get(v, "other")) in CLASS_KINDS for r, v in pairs)
     cosine = float(np.mean(cos_rows)) if cos_rows is not None and cos_rows.size else 1.0
     lo, hi = bootstrap_mean_interval(cos_rows if cos_rows is not None else np.ones(0))
     metric = AGREEMENT_METRIC if classes_only and agree else COSINE_METRIC

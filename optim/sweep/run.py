@@ -28,7 +28,7 @@ from optim.graph.summary import summarize
 from optim.handle import ModelHandle
 from optim.io.model_data import check_compatible
 from optim.measure import core as measure
-from optim.measure.fidelity import fidelity_record
+from optim.measure.fidelity import Reference, fidelity_record, output_kinds
 from optim.measure.model import measure_model
 from optim.measure.session import OPT_LEVELS as SESSION_LEVELS
 from optim.sweep.executors import (
@@ -231,7 +231,7 @@ class SweepWork:
     calib: Any
     train: Any
     eval_set: Any
-    ref: dict[str, np.ndarray]  # the baseline's outputs by name
+    ref: dict[str, np.ndarray]  # the baseline's outputs by name (a measure.fidelity.Reference: with kinds)
     config: SweepConfig
 
 
@@ -274,8 +274,9 @@ def _reference_logits(store: Store, sid: str, handle: ModelHandle, eval_set: Any
     if marker is not None:
         kept = {names[int(i)]: store.get_array(keys[int(i)]) for i in marker if int(i) < len(names)}
         if all(v is not None for v in kept.values()):
-            return kept
-    ref = measure.predict_outputs(handle, eval_set.x, feeds=getattr(eval_set, "feeds", None))
+            return Reference(kept, output_kinds(handle.model))
+    ref = Reference(measure.predict_outputs(handle, eval_set.x, feeds=getattr(eval_set, "feeds", None)),
+                    output_kinds(handle.model))
     for i, name in enumerate(names):
         if name in ref:
             store.put_array(keys[i], ref[name])

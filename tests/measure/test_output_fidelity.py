@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 import torch
@@ -15,7 +16,7 @@ from optim.handle import ModelHandle
 from optim.io.export import torch_to_onnx
 from optim.io.model_data import synthetic_dataset
 from optim.measure.core import evaluate, predict_outputs
-from optim.measure.fidelity import classify_output, fidelity, output_fidelity, output_kinds
+from optim.measure.fidelity import Reference, classify_output, fidelity, output_fidelity, output_kinds
 from optim.present.views import add_flags
 from optim.sweep.run import SweepConfig, run_sweep
 from optim.sweep.store import Store
@@ -46,6 +47,21 @@ def test_classify_output_names_the_kind_from_shape_dtype_name_and_producer(
 def test_classify_output_reads_rank2_scores_as_detector_scores_only_beside_boxes() -> None:
     assert classify_output("scores", ("N", 100), F32, "Sigmoid", has_boxes=True) == "scores"
     assert classify_output("scores", ("N", 100), F32, "Gemm", has_boxes=False) == "class_logits"
+
+
+def test_output_kinds_reads_raw_heads_beside_a_softmax_head_as_regressions() -> None:
+    from onnx import TensorProto, helper
+
+    def out(name: str, n: int) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", n])
+
+    nodes = [helper.make_node("Identity", ["x"], ["box"]), helper.make_node("Identity", ["x"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["prob"])]
+    graph = helper.make_graph(nodes, "cascade", [out("x", 4)], [out("box", 4), out("logits", 4), out("prob", 4)])
+    kinds = output_kinds(helper.make_model(graph))  # an MTCNN stage: box regression beside face/no-face
+    assert kinds == {"box": "boxes", "logits": "class_logits", "prob": "class_logits"}
+    graph.output[0].name = nodes[0].output[0] = "dense_2"
+    assert output_kinds(helper.make_model(graph))["dense_2"] == "other"
 
 
 def _detector_outputs(n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
@@ -133,6 +149,18 @@ def _detector(scale: float = 1.0) -> ModelHandle:
     model = torch_to_onnx(_Detector(scale).eval(), (torch.randn(1, 3, 16, 16),), ["images"], ["boxes", "scores"],
                           dynamic_batch=True)
     return ModelHandle(model, f"detector-{scale:g}")
+
+
+def test_evaluate_judges_by_the_originals_output_kinds_which_travel_with_the_reference() -> None:
+    import pickle
+
+    h = _detector()
+    ds = synthetic_dataset(h, 6)
+    ref = Reference(predict_outputs(h, ds.x), {"boxes": "class_logits", "scores": "class_logits"})
+    back = pickle.loads(pickle.dumps(ref))  # as it travels to a Ray worker
+    assert back.kinds == ref.kinds and set(back) == {"boxes", "scores"}
+    assert evaluate(h, ds, reference_logits=back).fidelity.metric == "agreement"  # the reference's kinds, not h's
+    assert evaluate(h, ds, reference_logits=dict(ref)).fidelity.metric == "cosine"
 
 
 def test_evaluate_covers_every_output_of_a_detector() -> None:
