@@ -26,7 +26,8 @@ s = state.settings()
 eval_max = max(50, n_test)
 for key, value in {"ratio_mode": MODES[s.ratio_mode], "ratio_one": s.ratio_one, "ratio_range": (s.ratio_lo, s.ratio_hi),
                    "ratio_steps": s.steps, "kinds": list(s.kinds), "bits": list(s.bits), "distill": s.distill,
-                   "distill_budget": int(s.distill_budget), "auto_bits": s.auto_bits,
+                   "distill_budget": int(s.distill_budget), "distill_seed": int(s.distill_seed),
+                   "auto_bits": s.auto_bits,
                    "eval_limit": int(min(max(s.eval_limit, 50), eval_max)), "lat_budget": s.lat_budget}.items():
     if key not in st.session_state or state.just_entered():  # the form shows the settings, also after a page
         st.session_state[key] = value  # change (Streamlit drops or keeps stale widget values of unshown pages)
@@ -59,14 +60,22 @@ with right.container(border=True):
     widgets.device_picker("Target hardware", "target", s.target, reset=state.just_entered(),
                           help="Latency on catalog devices is *estimated*; 'This CPU' is measured")
     if api.distill_supported():
-        no_train = loaded.train is None
-        st.toggle("Distillation (recover accuracy from the original model)", key="distill", disabled=no_train,
-                  help="Needs a training split kept apart from the evaluation data (bundled samples have one; "
-                       "uploads do not yet)" if no_train else None)
+        can_distill = loaded.train is not None or loaded.own_data
+        st.toggle("Distillation (recover accuracy from the original model)", key="distill", disabled=not can_distill,
+                  help=None if can_distill else "Needs data of your own: upload evaluation data (labelled or not) "
+                                                "or a training file on Home")
         st.slider("Distillation budget (s per variant)", 5, 300, step=5, key="distill_budget",
                   disabled=not st.session_state["distill"])
-        st.caption("Adds a distilled copy of every pruned variant, fine-tuned on the training split to mimic "
-                   "the original model; marked *distilled* on the Pareto page.")
+        if st.session_state["distill"] and can_distill:
+            if loaded.train is None:
+                st.number_input("Split seed", 0, 2**31 - 1, key="distill_seed",
+                                help="Seeds the split of your data into rows to distil on and held-out rows")
+            try:
+                st.caption(f"Data: {api.distill_split(loaded, int(st.session_state['distill_seed']))}")
+            except api.OptimError as err:
+                st.warning(str(err))
+        st.caption("Adds a distilled copy of every pruned variant, fine-tuned to mimic the original model on data "
+                   "kept apart from the evaluation data; marked *distilled* on the Pareto page.")
     elif api.pass_available("distill"):
         st.caption("Distillation is installed as a pass; sweeps do not schedule it yet.")
     st.toggle("Automatic per-layer mixed precision", key="auto_bits",
@@ -91,8 +100,9 @@ new = OptimizeSettings(
     ratio_mode="one" if ss["ratio_mode"] == MODES["one"] else "range", ratio_one=float(ss["ratio_one"]),
     ratio_lo=float(lo), ratio_hi=float(hi), steps=int(ss["ratio_steps"]), kinds=tuple(ss["kinds"]),
     importance=ss["importance"], bits=tuple(ss["bits"]), target=ss["target"],
-    distill=bool(ss.get("distill", False)) and loaded.train is not None,
-    distill_budget=float(ss.get("distill_budget", s.distill_budget)), auto_bits=bool(ss["auto_bits"]),
+    distill=bool(ss.get("distill", False)) and (loaded.train is not None or loaded.own_data),
+    distill_budget=float(ss.get("distill_budget", s.distill_budget)),
+    distill_seed=int(ss.get("distill_seed", s.distill_seed)), auto_bits=bool(ss["auto_bits"]),
     eval_limit=int(ss["eval_limit"]), lat_budget=float(ss["lat_budget"]),
     run_on=str(ss.get("run_on", "")) if len(run_on_names) > 1 else s.run_on)
 if new != s:

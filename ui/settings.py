@@ -33,6 +33,7 @@ class OptimizeSettings:
     target: str = api.MEASURED_DEVICE
     distill: bool = False
     distill_budget: float = 30.0
+    distill_seed: int = 0  # seeds the split of uploaded data into distillation and held-out rows
     auto_bits: bool = False
     eval_limit: int = 300
     lat_budget: float = 0.3
@@ -50,8 +51,8 @@ class OptimizeSettings:
                                 prune_kinds=tuple(self.kinds) or ("structured",), importance=self.importance,
                                 target_device=self.target, eval_limit=int(self.eval_limit),
                                 latency_budget_s=float(self.lat_budget), distill=self.distill,
-                                distill_budget_s=float(self.distill_budget), auto_bits=self.auto_bits,
-                                run_on=self.run_on)
+                                distill_budget_s=float(self.distill_budget), distill_seed=int(self.distill_seed),
+                                auto_bits=self.auto_bits, run_on=self.run_on)
 
     def one_request(self) -> api.SweepRequest:
         """'Run one variant': the last ratio, the lowest bit-width, the first kind (plus the baseline)."""
@@ -67,7 +68,7 @@ class OptimizeSettings:
             ratio_mode="range", ratio_lo=min(r), ratio_hi=max(r), steps=len(r))
         return cls(**spread, kinds=tuple(req.prune_kinds), importance=req.importance, bits=tuple(req.bits),
                    target=req.target_device or api.MEASURED_DEVICE, distill=req.distill,
-                   distill_budget=req.distill_budget_s, auto_bits=req.auto_bits,
+                   distill_budget=req.distill_budget_s, distill_seed=req.distill_seed, auto_bits=req.auto_bits,
                    eval_limit=int(req.eval_limit or cls.eval_limit), lat_budget=req.latency_budget_s).clamped()
 
     def encode(self) -> str:
@@ -108,6 +109,7 @@ class OptimizeSettings:
             self, ratio_mode=self.ratio_mode if self.ratio_mode in ("one", "range") else "one",
             ratio_one=_clip(self.ratio_one, 0.0, 0.9), ratio_lo=lo, ratio_hi=hi, steps=int(_clip(self.steps, 2, 8)),
             kinds=kinds, bits=bits, distill_budget=_clip(self.distill_budget, 5, 300),
+            distill_seed=int(_clip(self.distill_seed, 0, 2**31 - 1)),
             eval_limit=int(_clip(self.eval_limit, 50, 100_000)), lat_budget=_clip(self.lat_budget, 0.1, 2.0))
 
 

@@ -9,18 +9,18 @@ from typing import Any
 
 import pandas as pd
 
-from optim.errors import OptimError
+from optim.errors import ConfigError, OptimError
 from optim.handle import ModelHandle
 from optim.io import load as model_io
-from optim.io import model_data, samples
+from optim.io import model_data, samples, splits
 from optim.io.data import Dataset
 from optim.io.sources import CALIB_SAMPLES, calibration_subset
 from optim.jobs import client as jobrun
 from optim.jobs import codec
 from optim.measure.fidelity import CLASS_KINDS, KIND_LABELS, output_kinds
 
-__all__ = ["DEMO_SAMPLE", "Loaded", "attach_data", "baseline", "list_samples", "load_sample", "load_upload",
-           "parse_shapes", "summarize", "synthetic_dataset"]
+__all__ = ["DEMO_SAMPLE", "Loaded", "attach_data", "baseline", "for_distillation", "list_samples", "load_sample",
+           "load_upload", "parse_shapes", "summarize", "synthetic_dataset"]
 
 DEMO_SAMPLE = "resnet_digits"
 
@@ -34,11 +34,17 @@ class Loaded:
     calib: Dataset | None
     origin: str  # "sample" or "upload"
     label: str
-    train: Dataset | None = None  # a training split separate from ``test`` (samples): feeds distillation
+    train: Dataset | None = None  # a training split separate from ``test`` (samples, a training file): distillation
+    split: str = ""  # how ``train`` and ``test`` were made apart (:func:`for_distillation`), stated on the page
 
     @property
     def key(self) -> str:
         return f"{self.handle.content_hash}:{getattr(self.test, 'content_hash', 'none')}"
+
+    @property
+    def own_data(self) -> bool:
+        """True when the evaluation data is the user's (or a sample's), not synthesised inputs."""
+        return self.test is not None and self.test.name != model_data.SYNTHETIC_NAME
 
     @property
     def has_labels(self) -> bool:
@@ -111,6 +117,25 @@ def attach_data(loaded: Loaded, data: bytes, filename: str) -> Loaded:
     ds = codec.dataset_from(res.value["data"], res.blobs, "data")
     calib = calibration_subset(ds)
     return Loaded(handle=loaded.handle, test=ds, calib=calib, origin=loaded.origin, label=loaded.label)
+
+
+def for_distillation(loaded: Loaded, seed: int = splits.DEFAULT_SEED,
+                     held_out: float = splits.HELD_OUT_FRACTION) -> Loaded:
+    """The data a distillation sweep runs on, the student never seeing the evaluation rows: a separate training
+    split (a sample's, or an uploaded training file) against the whole evaluation data, else the uploaded data
+    split (seeded) into a distillation split and a held-out split (:mod:`optim.io.splits`). Calibration then
+    comes from the distillation side. ``.split`` states it ("N for distillation, M held out, seed S")."""
+    if not loaded.own_data:
+        raise ConfigError("Distillation needs data of your own: upload evaluation data (labelled or not; it is "
+                          "split into a distillation part and a held-out part) or a training file on Home, or "
+                          "switch distillation off.")
+    if loaded.train is not None:
+        part = splits.separate_training(loaded.train, loaded.test, loaded.train.name)
+        calib = loaded.calib if part.dropped == 0 and loaded.calib is not None else calibration_subset(part.train)
+    else:
+        part = splits.split_for_distillation(loaded.test, seed, held_out)
+        calib = calibration_subset(part.train)
+    return dataclasses.replace(loaded, test=part.test, train=part.train, calib=calib, split=part.sentence)
 
 
 def summarize(loaded: Loaded) -> dict[str, Any]:

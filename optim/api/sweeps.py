@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from optim.analysis.targets import MEASURED_DEVICE, is_measured
-from optim.api.models import Loaded
+from optim.api.models import Loaded, for_distillation
 from optim.api.store import open_store
 from optim.errors import ConfigError
 from optim.hardware import targets as hardware
@@ -21,7 +21,7 @@ from optim.sweep import run as sweep
 from optim.sweep.jobs import SweepJob, job_for_sweep, start_job
 from optim.sweep.ray_executor import default_run_on, run_on_label
 
-__all__ = ["MEASURED_DEVICE", "SweepRequest", "demo_request", "distill_supported", "list_devices",
+__all__ = ["MEASURED_DEVICE", "SweepRequest", "demo_request", "distill_split", "distill_supported", "list_devices",
            "pass_available", "pass_choices", "run_on_choices", "start_sweep", "sweep_config"]
 
 
@@ -70,6 +70,7 @@ class SweepRequest:
     latency_budget_s: float = 0.3
     distill: bool = False
     distill_budget_s: float = 30.0
+    distill_seed: int = 0  # seeds the distillation/held-out split of uploaded data (optim.io.splits)
     auto_bits: bool = False
     run_on: str = ""  # "" = default ($OPTIM_RAY_ADDRESS or this machine), "local", or a Ray address: run_on_choices()
 
@@ -102,9 +103,8 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
     if loaded.test is None:
         raise ConfigError("This model has no evaluation data and several inputs: upload evaluation data first.")
     config = sweep_config(req)
-    if req.distill and loaded.train is None:
-        raise ConfigError("Distillation needs training inputs kept apart from the evaluation data, so that "
-                          "accuracy stays honest: use a bundled sample, or switch distillation off.")
+    if req.distill:  # evaluation on rows the student never saw: a separate training split, or a seeded split
+        loaded = for_distillation(loaded, req.distill_seed)
 
     store_path = str(open_store().path)
     limits = default_limits("sweep").scaled(max(1.0, len(config.variants()) / 10))
@@ -117,7 +117,7 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
                          limits=limits, progress=lambda d: progress(SimpleNamespace(**d)), cancel=cancel)
         return str(res.value["sweep_id"])
 
-    sid = sweep.sweep_id_for(loaded.handle, loaded.test, loaded.calib, config)
+    sid = sweep.sweep_id_for(loaded.handle, loaded.test, loaded.calib, config, loaded.train)
     running = job_for_sweep(sid)
     if running is not None and running.state == "running":
         return running  # the same sweep is already running (another tab): follow it
@@ -125,6 +125,12 @@ def start_sweep(loaded: Loaded, req: SweepRequest) -> SweepJob:
     reused = len(grid & open_store().finished_keys(sid))  # counted from the start: "6 reused from the store"
     return start_job(work, label=f"{loaded.label}: {len(grid)} variants", total=len(grid), sweep_id=sid,
                      reused=reused)
+
+
+def distill_split(loaded: Loaded, seed: int = 0) -> str:
+    """The sentence stating what a distillation sweep of ``loaded`` distils on and holds out ("N for
+    distillation, M held out, seed S: ..."); raises ConfigError (one sentence) when there is not enough data."""
+    return for_distillation(loaded, seed).split
 
 
 def run_on_choices() -> list[tuple[str, str]]:

@@ -28,8 +28,10 @@ from optim.analysis.pareto import group_keys, hardware_count
 from optim.cli.common import load_data_file, open_model
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
+from optim.io.model_data import SYNTHETIC_NAME
 from optim.io.shapes import parse_input_shape
 from optim.io.sources import calibration_subset
+from optim.io.splits import separate_training, split_for_distillation
 from optim.jobs import client, default_limits, limits_enabled
 from optim.sweep.node import hardware_label
 
@@ -67,7 +69,13 @@ def register(subparsers: Any) -> None:
                    help="Ray cluster to run on (host:6379 or ray://host:10001; default $OPTIM_RAY_ADDRESS, "
                         "else a local Ray instance)")
     p.add_argument("--distill", action="store_true",
-                   help="also build a distilled copy of every pruned variant (uses the training split)")
+                   help="also build a distilled copy of every pruned variant: on the sample's training split, on "
+                        "--train-data, or on a seeded split of --data (the student never sees the held-out rows)")
+    p.add_argument("--train-data", type=Path, help="with --distill: a separate training file to distil on "
+                                                   "(labels optional); --data stays whole for evaluation")
+    p.add_argument("--distill-seed", type=int, default=0, help="seed of the distillation/held-out split of --data")
+    p.add_argument("--held-out", type=float, default=0.3,
+                   help="share of --data held out for evaluation when it is split for distillation (default 0.3)")
     p.add_argument("--distill-seconds", type=float, default=30.0, help="distillation budget per pruned model")
     p.add_argument("--auto-bits", action="store_true",
                    help="add a sensitivity-based per-layer mixed-precision variant (size of uniform INT4)")
@@ -106,9 +114,30 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
         calib = test
         print(f"no --data: comparing variants on {len(test)} synthesised inputs (fidelity to the original model "
               "only; no accuracy). Pass --data FILE for accuracy.", file=sys.stderr)
+    train = src.train
+    if args.train_data:
+        if not args.distill:
+            raise ConfigError("--train-data feeds distillation: add --distill, or leave it out.")
+        train = _load_data(args.train_data, handle, args.label_column)
+    if args.distill:
+        test, train, calib = _distill_split(args, test, train, calib)
     if args.calib:
         calib = calibration_subset(_load_data(args.calib, handle, args.label_column))
-    return handle, test, None if args.no_calib else calib, src.train
+    return handle, test, None if args.no_calib else calib, train
+
+
+def _distill_split(args: argparse.Namespace, test: Any, train: Any, calib: Any) -> tuple[Any, Any, Any]:
+    """(held-out test, distillation data, calibration) for ``--distill``; prints the split."""
+    if train is None and test.name == SYNTHETIC_NAME:
+        raise ConfigError("--distill needs data: pass --data FILE (labelled or not; it is split into a "
+                          "distillation part and a held-out part) or --train-data FILE.")
+    if train is not None:
+        part = separate_training(train, test, args.train_data.name if args.train_data else train.name)
+    else:
+        part = split_for_distillation(test, args.distill_seed, args.held_out)
+        calib = calibration_subset(part.train)  # the held-out rows calibrate nothing either
+    print(f"distillation data: {part.sentence}")
+    return part.test, part.train, calib
 
 
 class ProgressBar:

@@ -87,9 +87,14 @@ class Dataset:
         if n >= len(self):
             return self
         idx = np.sort(np.random.default_rng(seed).choice(len(self), size=max(n, 0), replace=False))
+        return self.take(idx, f"{self.name}[{n}]")
+
+    def take(self, idx: np.ndarray, name: str | None = None) -> Dataset:
+        """The samples at integer positions ``idx`` (every per-sample array indexed alike)."""
+        idx = np.asarray(idx, dtype=np.int64)
         y = None if self.y is None else self.y[idx]
         feeds = None if self.feeds is None else {k: v[idx] for k, v in self.feeds.items()}
-        return Dataset(x=self.x[idx], y=y, name=f"{self.name}[{n}]", class_names=self.class_names,
+        return Dataset(x=self.x[idx], y=y, name=name or self.name, class_names=self.class_names,
                        x_name=self.x_name, feeds=feeds)
 
 

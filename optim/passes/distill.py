@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 
 from optim.errors import ConfigError, ShapeMismatchError
 from optim.handle import ModelHandle
-from optim.passes._prune.onnx2torch import to_torch
+from optim.passes._prune.onnx2torch import example_inputs, to_torch
 from optim.passes.base import PassContext, check_range, register
 
 _WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
@@ -111,7 +111,11 @@ def _teacher_logits(ctx: PassContext, x: np.ndarray) -> np.ndarray:
 
 
 def _forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = module(x)
+    """The student's first output (N × values) for ``x`` on its first input; further inputs (masks, type ids,
+    states) are synthesised as for the teacher (:func:`optim.measure.core.predict`)."""
+    model = getattr(module, "source_model", None)
+    rest = example_inputs(model, batch=len(x))[1:] if len(getattr(module, "input_names", ())) > 1 else []
+    out = module(x, *rest)
     out = out[0] if isinstance(out, tuple | list) else out
     return out.reshape(out.shape[0], -1)
 
@@ -136,7 +140,7 @@ def _prepare(handle: ModelHandle, cfg: DistillConfig, ctx: PassContext) -> dict[
         raise ConfigError("Distillation needs the original model as teacher; pass it in the context.")
     data = ctx.train if len(ctx.train) <= cfg.max_train_samples else ctx.train.subset(cfg.max_train_samples,
                                                                                        cfg.seed)
-    x = np.ascontiguousarray(data.x, dtype=np.float32)
+    x = np.ascontiguousarray(data.x, dtype=np.float32 if data.x.dtype.kind == "f" else np.int64)  # token ids stay ints
     teacher = _teacher_logits(ctx, x).reshape(len(x), -1)
     labels = None
     if cfg.use_labels and data.y is not None and cfg.alpha > 0:
@@ -211,6 +215,7 @@ def run(handle: ModelHandle, config: DistillConfig, ctx: PassContext | None = No
     ctx.report(0.0, "computing teacher outputs")
     d = _prepare(handle, config, ctx)
     module = to_torch(handle.model)
+    module.source_model = handle.model  # _forward synthesises its further inputs (masks, type ids) from it
     with torch.no_grad():
         out = _forward(module.eval(), d["xv"][:2])
     if out.shape[1] != d["tv"].shape[1]:

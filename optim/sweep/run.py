@@ -27,6 +27,7 @@ from optim.errors import ConfigError
 from optim.graph.summary import summarize
 from optim.handle import ModelHandle
 from optim.io.model_data import check_compatible
+from optim.io.splits import apart
 from optim.measure import core as measure
 from optim.measure.fidelity import Reference, fidelity_record, output_kinds
 from optim.measure.model import measure_model
@@ -148,15 +149,17 @@ class SweepProgress:
 ProgressFn = Callable[[SweepProgress], None]
 
 
-def sweep_id_for(handle: ModelHandle, test: Any, calib: Any, config: SweepConfig) -> str:
-    """Stable id of (model content, test data, calibration data, configuration, engine code).
+def sweep_id_for(handle: ModelHandle, test: Any, calib: Any, config: SweepConfig, train: Any = None) -> str:
+    """Stable id of (model content, test data, calibration data, configuration, engine code; with
+    distillation also the training data).
 
     The engine fingerprint (source of the passes and of the measurement code) is part of the id so
     that changing, say, the INT8 activation type starts a new sweep instead of returning results built
     the old way.
     """
+    kd = (train.content_hash,) if config.distill and train is not None else ()
     return stable_id(handle.content_hash, test.content_hash, calib.content_hash if calib is not None else None,
-                     config.identity(), engine_fingerprint())  # fmt: skip
+                     config.identity(), engine_fingerprint(), *kd)  # fmt: skip
 
 
 def run_sweep(
@@ -172,13 +175,19 @@ def run_sweep(
 ) -> str:
     """Build, measure and store every variant of ``config``; returns the sweep id.
 
-    ``train`` (inputs, labels optional) feeds distillation when ``config.distill`` is on (else calib).
+    ``train`` (inputs, labels optional) feeds distillation when ``config.distill`` is on; it is required then,
+    and its rows whose input is also a test input are dropped (the student never sees evaluation rows).
     Variants already in the store for the same (model, data, config) are not recomputed. ``cancel``
     returning True stops after the current variant (the sweep is marked "cancelled"; finished variants
     stay). A variant that fails is stored with status "failed" and its error; the sweep goes on.
     """
     _check_data(handle, test)
-    sid = sweep_id_for(handle, test, calib, config)
+    if config.distill:
+        if train is None or not len(train):
+            raise ConfigError("Distillation needs training inputs kept apart from the evaluation data: split the "
+                              "data (optim.io.splits) or give a separate training file.")
+        train, _ = apart(train, test)
+    sid = sweep_id_for(handle, test, calib, config, train)
     grid = config.variants()
     with_level = len(config.opt_levels) > 1
     store.put_model(handle)

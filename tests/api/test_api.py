@@ -233,10 +233,34 @@ def test_front_2d_keeps_only_non_dominated_points_of_the_view() -> None:
     assert sorted(map(id, naive)) == sorted(map(id, front))
 
 
-def test_start_sweep_refuses_distillation_without_separate_training_split(loaded: api.Loaded) -> None:
+def test_start_sweep_refuses_distillation_on_synthesised_inputs(loaded: api.Loaded) -> None:
+    synthetic = api.Loaded(handle=loaded.handle, test=api.synthetic_dataset(loaded.handle, 200), calib=None,
+                           origin="upload", label="no data")
     req = api.SweepRequest(ratios=(0.0, 0.5), bits=(32,), distill=True)
-    with pytest.raises(OptimError, match="training inputs"):
-        api.start_sweep(loaded, req)
+    with pytest.raises(OptimError, match="data of your own"):
+        api.start_sweep(synthetic, req)
+    small = api.Loaded(handle=loaded.handle, test=loaded.test.subset(50), calib=None, origin="upload", label="50")
+    with pytest.raises(OptimError, match="at least 96 samples"):
+        api.start_sweep(small, req)
+
+
+@pytest.mark.slow
+def test_upload_sweep_with_distillation_evaluates_a_distilled_variant_on_held_out_rows(
+        loaded: api.Loaded, store_dir: str) -> None:
+    req = api.SweepRequest(ratios=(0.0, 0.5), bits=(32,), prune_kinds=("structured",), distill=True,
+                           distill_budget_s=5, distill_seed=4, latency_budget_s=0.02)
+    assert loaded.train is None and loaded.origin == "upload"
+    split = api.distill_split(loaded, 4)
+    assert split.startswith("140 for distillation, 60 held out, seed 4")
+    job = api.start_sweep(loaded, req)
+    assert job.wait(300), "distillation sweep did not finish"
+    assert job.state == "done", job.error
+    df = api.variants(job.sweep_id).set_index("variant_key")
+    kd = df.loc["structured:0.5:32:all:kd"]
+    assert kd["status"] == "ok", kd["error"]
+    assert kd["distilled"] == 1 and int(kd["n_eval"]) == 60  # judged on the 60 held-out rows only
+    assert '"train_samples": 126' in kd["meta_json"]  # 140 minus the pass's own early-stopping tenth
+    assert api.start_sweep(loaded, req).sweep_id == job.sweep_id  # the same seed: the same split, reused
 
 
 def test_sweep_request_counts_distilled_and_auto_variants() -> None:

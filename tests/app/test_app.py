@@ -259,12 +259,20 @@ def test_export_shows_selected_variant_numbers_and_builds_offline_report(tiny_cn
     assert any(b.label == "Download report.html" for b in at.get("download_button"))
 
 
-def test_optimize_disables_distillation_when_upload_has_no_training_split(tiny_cnn, tiny_images) -> None:
+def test_optimize_states_the_distillation_split_of_uploaded_data(tiny_cnn, tiny_images) -> None:
     at = with_model(tiny_ref(tiny_cnn, tiny_images)).run()
     at.switch_page("app_pages/optimize.py").run()
     clean(at)
-    if api.distill_supported():
-        assert at.toggle(key="distill").disabled
+    assert not at.toggle(key="distill").disabled
+    at.toggle(key="distill").set_value(True).run()
+    clean(at)
+    assert any(c.value.startswith("Data: 140 for distillation, 60 held out, seed 0") for c in at.caption)
+    at.number_input(key="distill_seed").set_value(5).run()
+    assert any("60 held out, seed 5" in c.value for c in at.caption)
+    no_data = with_model(api.save_upload(tiny_cnn.model_bytes, "tiny_cnn.onnx")).run()
+    no_data.switch_page("app_pages/optimize.py").run()
+    clean(no_data)
+    assert no_data.toggle(key="distill").disabled  # synthesised inputs are no data to distil on
     labels = list(at.multiselect(key="bits").options)
     assert "FP32" in labels and "INT8" in labels  # bit-widths named, not bare numbers
 
