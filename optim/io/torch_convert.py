@@ -12,11 +12,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import sys
 import warnings
 from typing import Any
 
+_INT_NAME = re.compile(r"(^|_)(ids?|mask|indices|index|tokens?|positions?)($|_)|mask", re.IGNORECASE)
+_WANTS_INT = re.compile(r"Long|Int\b|indices|integer", re.IGNORECASE)
 MAX_EXAMPLE_ELEMS = 64 * 2**20  # elements of one synthetic example input (256 MiB of float32)
 _MSG = 400
 
@@ -53,13 +56,21 @@ def _torchscript(data: bytes, input_shapes: dict[str, list[int]]) -> dict[str, A
             return {"ok": False, "error": "too_large",
                     "message": f"input {n[:60]!r} shape {list(shapes[n])[:8]} has {elems:,} elements, over the "
                                f"{MAX_EXAMPLE_ELEMS:,} limit for an example input"}
-    examples = [torch.randn(*shapes[n]) for n in names]
-    try:
-        proto = torch_to_onnx(module, examples, input_names=names, output_names=["logits"])
-    except Exception as exc:  # noqa: BLE001
-        return {"ok": False, "error": "malformed", "message": f"Exporting the TorchScript model to ONNX failed: "
-                                                              f"{_short(exc)}"}
-    return {"ok": True, "onnx": proto.SerializeToString()}
+    # a TorchScript schema says "Tensor", not its dtype: token ids and masks (by name) get integer examples
+    # (ids 0, masks 1), the rest random floats; where that still fails on an integer-only op, all integers
+    err: BaseException | None = None
+    for integer in ({n for n in names if _INT_NAME.search(n)}, set(names)):
+        examples = [(torch.ones if "mask" in n.lower() else torch.zeros)(*shapes[n], dtype=torch.long)
+                    if n in integer else torch.randn(*shapes[n]) for n in names]
+        try:
+            proto = torch_to_onnx(module, examples, input_names=names, output_names=["logits"])
+            return {"ok": True, "onnx": proto.SerializeToString()}
+        except Exception as exc:  # noqa: BLE001
+            err = err or exc
+            if not _WANTS_INT.search(str(exc)) or integer == set(names):
+                break
+    return {"ok": False, "error": "malformed", "message": f"Exporting the TorchScript model to ONNX failed: "
+                                                          f"{_short(err or RuntimeError('unknown'))}"}
 
 
 def _pt2(data: bytes) -> dict[str, Any]:

@@ -214,6 +214,28 @@ def test_load_converts_torchscript_when_input_shapes_given(tiny_cnn_module):
     np.testing.assert_allclose(_run(handle.model, {"x": x.numpy()})[0], expected, rtol=1e-4, atol=1e-5)
 
 
+class _TokenNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 8)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return (self.emb(input_ids) * attention_mask.unsqueeze(-1)).sum(1)
+
+
+def test_load_converts_torchscript_with_token_id_and_mask_inputs_as_integers():
+    torch.manual_seed(0)
+    net = _TokenNet().eval()
+    handle = load(_torchscript_bytes(net), "tok.pt", input_shapes={"input_ids": (1, 6), "attention_mask": (1, 6)})
+    specs = {s.name: s for s in input_specs(handle.model)}
+    assert specs["input_ids"].dtype == np.int64 and specs["attention_mask"].dtype == np.int64
+    ids, mask = np.array([[3, 7, 49, 0, 1, 2]]), np.array([[1, 1, 1, 0, 0, 1]])
+    with torch.no_grad():
+        expected = net(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    got = _run(handle.model, {"input_ids": ids, "attention_mask": mask})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_load_raises_shapes_required_when_torchscript_has_no_input_shapes(tiny_cnn_module):
     with pytest.raises(TorchScriptShapesRequiredError, match="do not record input shapes.*--input-shape x="):
         load(_torchscript_bytes(tiny_cnn_module), "net.pt")
