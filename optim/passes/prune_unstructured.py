@@ -22,9 +22,10 @@ from onnx import numpy_helper
 
 from optim.errors import PassUnavailableError
 from optim.handle import ModelHandle
-from optim.passes._quant.core import replace_initializers, weight_refs
+from optim.passes._quant.core import WEIGHT_OPS, replace_initializers, weight_refs
 from optim.passes.base import PassContext, check_literals, check_range, register
 
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 NOTE = (
     "Unstructured sparsity: weights are zeroed but the tensors stay dense, so the file size and the latency "
     "on dense CPU kernels do not change; only the compressed (zip) size shrinks."
@@ -57,12 +58,57 @@ def compressed_size(model_bytes: bytes) -> int:
 
 
 def prunable_weights(model: onnx.ModelProto, include_classifier: bool = False) -> dict[str, np.ndarray]:
-    """Conv/Gemm/MatMul weight tensors (not biases) by initializer name; the last layer only if asked."""
+    """Conv/Gemm/MatMul weight tensors (not biases) by name; the last layer only if asked. Layers inside
+    ``If``/``Loop``/``Scan`` bodies count too, with a graph initializer or one of the body's ``Constant`` nodes as
+    weight (each body's last layer is its classifier); :func:`write_weights` puts them back."""
     refs = weight_refs(model)
-    if refs and not include_classifier:
-        refs = refs[:-1]
     inits = {t.name: t for t in model.graph.initializer}
-    return {r.name: numpy_helper.to_array(inits[r.name]) for r in refs}
+    out = {r.name: numpy_helper.to_array(inits[r.name]) for r in refs[: None if include_classifier or not refs else -1]}
+    for body in subgraph_weights(model):
+        out.update({k: v for k, v in list(body.items())[: None if include_classifier else -1] if k not in out})
+    return out
+
+
+def _bodies(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """Every control-flow body below ``graph``, nested ones too."""
+    subs = [a.g if a.type == onnx.AttributeProto.GRAPH else g for n in graph.node for a in n.attribute
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
+    return [b for sub in subs for b in (sub, *_bodies(sub))]
+
+
+def _float_2d(t: onnx.TensorProto) -> bool:
+    return t.data_type in FLOAT_TYPES and len(t.dims) >= 2
+
+
+def subgraph_weights(model: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
+    """Per control-flow body, the weights of its Conv/Gemm/MatMul nodes: graph initializers or its own constants."""
+    inits = {t.name: t for t in model.graph.initializer if _float_2d(t)}
+    bodies = []
+    for body in _bodies(model.graph):
+        local = {t.name for t in body.initializer}
+        consts = {n.output[0]: a.t for n in body.node if n.op_type == "Constant" for a in n.attribute
+                  if a.name == "value" and _float_2d(a.t)}
+        found: dict[str, np.ndarray] = {}
+        for n in body.node:
+            w = n.input[1] if n.op_type in WEIGHT_OPS and len(n.input) > 1 else ""
+            t = consts.get(w) if w in consts else (inits.get(w) if w not in local else None)
+            if t is not None and w not in found:
+                found[w] = numpy_helper.to_array(t)
+        if found:
+            bodies.append(found)
+    return bodies
+
+
+def write_weights(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> None:
+    """Overwrite named initializers and body ``Constant`` values (keeping each stored dtype)."""
+    replace_initializers(model, arrays)
+    for body in _bodies(model.graph):
+        for n in body.node:
+            if n.op_type == "Constant" and n.output[0] in arrays:
+                for a in n.attribute:
+                    if a.name == "value":
+                        dtype = onnx.helper.tensor_dtype_to_np_dtype(a.t.data_type)
+                        a.t.CopyFrom(numpy_helper.from_array(np.asarray(arrays[n.output[0]]).astype(dtype)))
 
 
 def magnitude_masks(weights: dict[str, np.ndarray], ratio: float, scope: str) -> dict[str, np.ndarray]:
@@ -104,7 +150,7 @@ def run(handle: ModelHandle, config: PruneUnstructuredConfig, ctx: PassContext |
     ctx.report(0.1, f"unstructured pruning {config.ratio:.0%} ({config.scope})")
     masks = magnitude_masks(weights, config.ratio, config.scope)
     pruned = {k: np.where(masks[k], w, 0).astype(w.dtype) for k, w in weights.items()}
-    replace_initializers(model, pruned)
+    write_weights(model, pruned)
     ctx.check_cancel()
     total = sum(w.size for w in pruned.values())
     zeros = sum(int((w == 0).sum()) for w in pruned.values())

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 from quant_helpers import run_model, wide_cnn
@@ -97,3 +99,50 @@ def test_run_raises_when_only_classifier_has_weights() -> None:
 def test_config_rejects_ratio_out_of_range() -> None:
     with pytest.raises(ConfigError, match="ratio"):
         PruneUnstructuredConfig(ratio=1.0)
+
+
+def _if_model() -> ModelHandle:
+    """``If(flag)``: both branches MatMul x by a weight and then by a classifier; the then-branch's weight is a
+    graph initializer, the else-branch's a Constant node inside it (as in silero-vad's exports)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w_outer, w_const = rng.standard_normal((8, 16)).astype(np.float32), rng.standard_normal((8, 16)).astype(np.float32)
+    heads = [rng.standard_normal((16, 3)).astype(np.float32) for _ in range(2)]
+
+    def branch(tag: str, weight: str, extra: list) -> onnx.GraphProto:
+        nodes = [*extra, helper.make_node("MatMul", ["x", weight], [f"h_{tag}"]),
+                 helper.make_node("MatMul", [f"h_{tag}", f"head_{tag}"], [f"y_{tag}"])]
+        return helper.make_graph(nodes, tag, [], [helper.make_tensor_value_info(f"y_{tag}", TensorProto.FLOAT,
+                                                                                [1, 3])])
+
+    const = helper.make_node("Constant", [], ["w_const"], value=numpy_helper.from_array(w_const, "w_const"))
+    node = helper.make_node("If", ["flag"], ["y"], then_branch=branch("a", "w_outer", []),
+                            else_branch=branch("b", "w_const", [const]))
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]),
+                      helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(w_outer, "w_outer"), numpy_helper.from_array(heads[0], "head_a"),
+         numpy_helper.from_array(heads[1], "head_b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return ModelHandle(model=model, name="if_model")
+
+
+def test_run_prunes_weights_inside_if_branches_but_not_their_classifiers() -> None:
+    handle = _if_model()
+    assert not weight_refs(handle.model)  # nothing at the top level
+    assert set(prunable_weights(handle.model)) == {"w_outer", "w_const"}
+    out = run(handle, PruneUnstructuredConfig(ratio=0.5))
+    arrays = _arrays(out)
+    assert (arrays["w_outer"] == 0).mean() == 0.5 and not (arrays["head_a"] == 0).any()
+    else_branch = next(a.g for a in out.model.graph.node[0].attribute if a.name == "else_branch")
+    w_const = numpy_helper.to_array(else_branch.node[0].attribute[0].t)
+    assert (w_const == 0).mean() == 0.5 and out.meta["sparsity"] == 0.5
+    x = np.random.default_rng(1).standard_normal((1, 8)).astype(np.float32)
+    for flag, weight in ((True, arrays["w_outer"]), (False, w_const)):
+        sess = ort.InferenceSession(out.model_bytes, providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"x": x, "flag": np.array(flag)})[0]
+        head = arrays["head_a" if flag else "head_b"]
+        np.testing.assert_allclose(got, x @ weight @ head, rtol=1e-5, atol=1e-5)

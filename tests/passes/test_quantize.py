@@ -220,3 +220,33 @@ def test_int8_note_warns_about_u8s8_when_cpu_lacks_vnni(tiny_cnn: ModelHandle, t
     risky = run(tiny_cnn, QuantizeConfig(activation_type="uint8", reduce_range=False), ctx)
     safe = run(tiny_cnn, QuantizeConfig(activation_type="uint8", reduce_range=True), ctx)
     assert "VNNI" in risky.meta["quant_note"] and "VNNI" not in safe.meta["quant_note"]
+
+
+def _sklearn_style_mlp() -> ModelHandle:
+    """MatMul + Add with (1, C) intercepts, as skl2onnx writes an MLPClassifier."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i, (a, b) in enumerate(((20, 64), (64, 3))):
+        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]), helper.make_node("Add", [f"m{i}", f"b{i}"],
+                                                                                          [f"h{i}"])]
+        inits += [numpy_helper.from_array(rng.standard_normal((a, b)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(rng.standard_normal((1, b)).astype(np.float32), f"b{i}")]
+        if i == 0:
+            nodes.append(helper.make_node("Relu", ["h0"], ["r0"]))
+            x = "r0"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 20])],
+                              [helper.make_tensor_value_info("h1", TensorProto.FLOAT, ["N", 3])], inits)
+    return ModelHandle(model=helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+                       name="sk_mlp")
+
+
+def test_int8_static_falls_back_per_tensor_where_ort_quantiser_fails_per_channel() -> None:
+    handle = _sklearn_style_mlp()
+    x = np.random.default_rng(1).standard_normal((64, 20)).astype(np.float32)
+    out = run(handle, QuantizeConfig(mode="int8_static", per_channel=True), PassContext(calib=dataset(x)))
+    ops = {n.op_type for n in out.model.graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    ref, got = run_model(handle, x), run_model(out, x)
+    assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.99

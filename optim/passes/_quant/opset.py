@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 from onnx import version_converter
 
-from optim.errors import PassUnavailableError, runtime_reason
+from optim.errors import OptimError, PassUnavailableError, runtime_reason
 from optim.io.load import opens
 
 PER_CHANNEL_OPSET = 13
@@ -45,14 +45,20 @@ def quantizable(model: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelPr
 
 
 def checked(build: object, what: str, per_channel: bool) -> onnx.ModelProto:
-    """Run ``build(per_channel)``; if ORT cannot open the result, once more per tensor; else refuse in one line."""
-    first = None
+    """Run ``build(per_channel)``; if ORT's quantiser fails on the graph or ORT cannot open the result, once more
+    per tensor; else refuse in one line."""
+    first, stage = None, ""
     for pc in dict.fromkeys((per_channel, False)):
-        model = build(pc)  # type: ignore[operator]
+        try:
+            model = build(pc)  # type: ignore[operator]
+        except (OptimError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a ValueError in ORT's per-channel int32-bias scale check
+            first, stage = first or exc, stage or "ONNX Runtime's quantiser failed on this graph"
+            continue
         try:
             opens(model)
             return model
         except Exception as exc:  # noqa: BLE001 - ORT raises Fail/InvalidGraph/NotImplemented
-            first = first or exc
-    raise PassUnavailableError(f"{what} built a graph ONNX Runtime cannot open ({runtime_reason(first, 200)}); "
-                               "this variant is skipped.")
+            first, stage = first or exc, stage or "built a graph ONNX Runtime cannot open"
+    raise PassUnavailableError(f"{what}: {stage} ({runtime_reason(first, 200)}); this variant is skipped.")
