@@ -68,13 +68,19 @@ with st.expander("…or upload your own model (ONNX, ONNX zip, TorchScript, .pt2
     data = st.file_uploader("Evaluation data (optional: .npz with x/y or one array per input name plus y, .csv, "
                             "or a .zip of class folders)",
                             type=["npz", "csv", "zip"], key="upload_data")
+    train = st.file_uploader("Training data for distillation (optional, same formats; labels optional)",
+                             type=["npz", "csv", "zip"], key="upload_train",
+                             help="Without it, distillation splits the evaluation data (seeded) into rows to distil "
+                                  "on and held-out rows; with it, the evaluation data stays whole")
     st.caption("Without labelled data, variants are compared with the original model on random inputs: by "
                "top-1 agreement for class outputs, by output cosine for boxes, maps, embeddings and sequences. Uploads are kept on this server by content hash (within a size quota) so a "
                "reload or a shared link finds them; 'Forget this upload' deletes them.")
     if up is not None and st.button("Load upload", type="primary", key="load_upload"):
         with guard("Loading the upload"):
             ref = api.save_upload(up.getvalue(), up.name, data.getvalue() if data is not None else None,
-                                  data.name if data is not None else None, shapes or "")
+                                  data.name if data is not None else None, shapes or "",
+                                  train.getvalue() if train is not None else None,
+                                  train.name if train is not None else None)
             try:
                 cache.model(ref)
             except Exception:

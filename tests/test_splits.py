@@ -140,3 +140,29 @@ def test_cli_sweep_distils_on_a_stated_split_of_the_data(tiny_cnn: ModelHandle, 
     assert main([*common, "--data", str(data), "--train-data", str(train), "--distill", "--distill-seconds", "2"]) == 0
     out = capsys.readouterr().out
     assert "90 for distillation (from train.npz), 200 held out" in out and "10 distillation rows" in out
+
+
+def test_stored_upload_with_a_training_file_distils_on_it_and_keeps_the_evaluation_data_whole(
+        tiny_cnn: ModelHandle, tiny_images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import io
+
+    from optim import api
+
+    monkeypatch.setenv("OPTIM_DATA_DIR", str(tmp_path))
+
+    def npz(**arrays: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    x, y = tiny_images
+    extra = np.random.default_rng(3).standard_normal((120, 3, 16, 16)).astype(np.float32)
+    train = npz(x=np.concatenate([extra, x[:7]]))  # 7 rows also in the evaluation data
+    ref = api.save_upload(tiny_cnn.model_bytes, "cnn.onnx", npz(x=x, y=y), "eval.npz", "", train, "train.npz")
+    assert ref != api.save_upload(tiny_cnn.model_bytes, "cnn.onnx", npz(x=x, y=y), "eval.npz")  # other upload
+    loaded = api.open_model(ref)
+    assert loaded.train is not None and len(loaded.train) == 127 and len(loaded.test) == 200
+    prepared = api.for_distillation(loaded)
+    assert prepared.test is loaded.test and len(prepared.train) == 120
+    assert prepared.split.startswith("120 for distillation (from train.npz), 200 held out (the evaluation data); "
+                                     "7 distillation rows equal to held-out rows dropped")

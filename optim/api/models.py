@@ -19,7 +19,7 @@ from optim.jobs import client as jobrun
 from optim.jobs import codec
 from optim.measure.fidelity import CLASS_KINDS, KIND_LABELS, output_kinds
 
-__all__ = ["DEMO_SAMPLE", "Loaded", "attach_data", "baseline", "for_distillation", "list_samples", "load_sample",
+__all__ = ["DEMO_SAMPLE", "Loaded", "attach_data", "attach_training", "baseline", "for_distillation", "list_samples", "load_sample",
            "load_upload", "parse_shapes", "summarize", "synthetic_dataset"]
 
 DEMO_SAMPLE = "resnet_digits"
@@ -136,6 +136,15 @@ def for_distillation(loaded: Loaded, seed: int = splits.DEFAULT_SEED,
         part = splits.split_for_distillation(loaded.test, seed, held_out)
         calib = calibration_subset(part.train)
     return dataclasses.replace(loaded, test=part.test, train=part.train, calib=calib, split=part.sentence)
+
+
+def attach_training(loaded: Loaded, data: bytes, filename: str) -> Loaded:
+    """A separate training file for distillation (labels optional), read and checked in a worker like evaluation
+    data; the evaluation data stays whole and held out (:func:`for_distillation`)."""
+    res = jobrun.run("load_data", f"reading {filename[:80]}", {"filename": filename}, {"data": data},
+                     handle=loaded.handle)
+    ds = codec.dataset_from(res.value["data"], res.blobs, "data")
+    return dataclasses.replace(loaded, train=dataclasses.replace(ds, name=filename[:120]) if ds is not None else None)
 
 
 def summarize(loaded: Loaded) -> dict[str, Any]:

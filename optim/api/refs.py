@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from optim.api.models import Loaded, attach_data, list_samples, load_sample, load_upload
+from optim.api.models import Loaded, attach_data, attach_training, list_samples, load_sample, load_upload
 from optim.api.store import data_dir, open_store
 from optim.errors import OptimError
 from optim.io.uploads import UploadEntry, UploadLibrary
@@ -36,9 +36,10 @@ def upload_library(path: str | None = None) -> UploadLibrary:
 
 
 def save_upload(model: bytes, model_name: str, data: bytes | None = None, data_name: str | None = None,
-                shapes: str = "") -> str:
-    """Store an upload by content hash (within the quota); returns its model reference ``upload:<id>``."""
-    entry = upload_library().put(model, model_name, data, data_name, shapes)
+                shapes: str = "", train: bytes | None = None, train_name: str | None = None) -> str:
+    """Store an upload by content hash (within the quota); returns its model reference ``upload:<id>``.
+    ``train``: a separate training file for distillation (the evaluation data then stays whole)."""
+    entry = upload_library().put(model, model_name, data, data_name, shapes, train, train_name)
     return str(ModelRef("upload", entry.id))
 
 
@@ -63,6 +64,9 @@ def open_model(ref: str) -> Loaded:
     loaded = load_upload(model, entry.model_name, entry.shapes)
     if data is not None:
         loaded = attach_data(loaded, data, entry.data_name or "data")
+    train = lib.read_train(r.key)
+    if train is not None:
+        loaded = attach_training(loaded, train, entry.train_name or "train")
     lib.remember_hash(r.key, loaded.handle.content_hash)
     return loaded
 

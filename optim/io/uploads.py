@@ -1,8 +1,9 @@
 """Uploaded files kept on disk, by content hash, so an upload survives a reload and a shared link.
 
-Layout under ``<data dir>/uploads/<id>/``: ``model.bin``, optional ``data.bin`` and ``entry.json``
-(original file names, input-shapes text, sizes, times). The id hashes the model bytes, the data bytes
-and the shapes text, so the same upload is stored once. Bytes are only stored and read back here,
+Layout under ``<data dir>/uploads/<id>/``: ``model.bin``, optional ``data.bin`` (evaluation data) and
+``train.bin`` (training data for distillation) and ``entry.json`` (original file names, input-shapes text,
+sizes, times). The id hashes the model bytes, the data bytes, the shapes text (and the training bytes when
+given), so the same upload is stored once. Bytes are only stored and read back here,
 never parsed or executed: loading stays in :mod:`optim.io.load` with all its checks.
 
 A size quota (``OPTIM_UPLOAD_QUOTA_MB``, default 2048) bounds the folder: storing an upload first
@@ -38,6 +39,7 @@ class UploadEntry:
     created: float
     used: float
     model_hash: str | None = None  # the loaded (ONNX) model's content hash, once it was loaded
+    train_name: str | None = None  # a separate training file for distillation
 
 
 def quota_bytes() -> int:
@@ -49,9 +51,9 @@ def quota_bytes() -> int:
     return int(max(mb, 1) * 1e6)
 
 
-def upload_id(model: bytes, data: bytes | None, shapes: str) -> str:
+def upload_id(model: bytes, data: bytes | None, shapes: str, train: bytes | None = None) -> str:
     h = hashlib.sha256()
-    for part in (model, data or b"", shapes.strip().encode()):
+    for part in (model, data or b"", shapes.strip().encode(), *(() if train is None else (b"train", train))):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:24]
 
@@ -80,14 +82,14 @@ class UploadLibrary:
         return self.root / entry_id
 
     def put(self, model: bytes, model_name: str, data: bytes | None = None, data_name: str | None = None,
-            shapes: str = "") -> UploadEntry:
+            shapes: str = "", train: bytes | None = None, train_name: str | None = None) -> UploadEntry:
         """Store an upload (or touch the identical one already stored) and return its entry."""
-        size = len(model) + len(data or b"")
+        size = len(model) + len(data or b"") + len(train or b"")
         if size > self.quota:
             raise FileTooLargeError(
                 f"This upload is {size / 1e6:.0f} MB, more than the {self.quota / 1e6:.0f} MB kept for uploads: "
                 "upload a smaller model, or raise OPTIM_UPLOAD_QUOTA_MB.")
-        eid = upload_id(model, data, shapes)
+        eid = upload_id(model, data, shapes, train)
         old = self.get(eid)
         if old is not None:
             return old
@@ -99,9 +101,11 @@ class UploadLibrary:
         (tmp / "model.bin").write_bytes(model)
         if data is not None:
             (tmp / "data.bin").write_bytes(data)
+        if train is not None:
+            (tmp / "train.bin").write_bytes(train)
         now = time.time()
         entry = UploadEntry(eid, _safe_name(model_name) or "model", _safe_name(data_name), shapes.strip()[:2000],
-                            size, now, now)
+                            size, now, now, train_name=_safe_name(train_name or "train") if train is not None else None)
         (tmp / "entry.json").write_text(json.dumps(entry.__dict__))
         try:
             tmp.rename(final)
@@ -119,7 +123,8 @@ class UploadLibrary:
                                 data_name=_opt_str(raw.get("data_name")),
                                 shapes=str(raw.get("shapes", "")), size_bytes=int(raw["size_bytes"]),
                                 created=float(raw["created"]), used=time.time(),
-                                model_hash=_opt_str(raw.get("model_hash")))
+                                model_hash=_opt_str(raw.get("model_hash")),
+                                train_name=_opt_str(raw.get("train_name")))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         try:
@@ -138,6 +143,11 @@ class UploadLibrary:
         data = (d / "data.bin").read_bytes() if (d / "data.bin").exists() else None
         return entry, (d / "model.bin").read_bytes(), data
 
+    def read_train(self, entry_id: str) -> bytes | None:
+        """The upload's separate training data (bytes), or None when it has none."""
+        path = self._dir(entry_id) / "train.bin"
+        return path.read_bytes() if path.exists() else None
+
     def entries(self) -> list[UploadEntry]:
         """Stored uploads, most recently used first."""
         if not self.root.exists():
@@ -151,7 +161,7 @@ class UploadLibrary:
                     out.append(UploadEntry(d.name, str(raw["model_name"]), _opt_str(raw.get("data_name")),
                                            str(raw.get("shapes", "")), int(raw["size_bytes"]),
                                            float(raw["created"]), meta.stat().st_mtime,
-                                           _opt_str(raw.get("model_hash"))))
+                                           _opt_str(raw.get("model_hash")), _opt_str(raw.get("train_name"))))
                 except (OSError, ValueError, KeyError, TypeError):
                     continue
         return sorted(out, key=lambda e: -e.used)
