@@ -19,7 +19,7 @@ from optim.errors import ConfigError
 from optim.io.data import Dataset
 
 __all__ = ["DEFAULT_SEED", "HELD_OUT_FRACTION", "MAX_DISTILL", "MIN_DISTILL", "MIN_HELD_OUT", "DistillSplit",
-           "apart", "row_keys", "separate_training", "split_for_distillation"]
+           "apart", "distillation_data", "row_keys", "separate_training", "split_for_distillation"]
 
 HELD_OUT_FRACTION = 0.3  # share of the uploaded data kept for evaluation
 MIN_DISTILL = 64  # rows to distil on (the pass keeps a tenth of them for early stopping)
@@ -66,6 +66,14 @@ def apart(train: Dataset, test: Dataset) -> tuple[Dataset, int]:
     if keep.all():
         return train, 0
     return train.take(np.flatnonzero(keep)), int((~keep).sum())
+
+
+def distillation_data(train: Dataset | None, test: Dataset) -> Dataset:
+    """What a distillation sweep trains on: ``train`` without the rows also in ``test``; ConfigError without it."""
+    if train is None or not len(train):
+        raise ConfigError("Distillation needs training inputs kept apart from the evaluation data: split the data "
+                          "(optim.io.splits) or give a separate training file.")
+    return apart(train, test)[0]
 
 
 def _too_little(n: int) -> ConfigError:

@@ -27,7 +27,7 @@ from optim.errors import ConfigError
 from optim.graph.summary import summarize
 from optim.handle import ModelHandle
 from optim.io.model_data import check_compatible
-from optim.io.splits import apart
+from optim.io.splits import distillation_data
 from optim.measure import core as measure
 from optim.measure.fidelity import Reference, fidelity_record, output_kinds
 from optim.measure.model import measure_model
@@ -183,10 +183,7 @@ def run_sweep(
     """
     _check_data(handle, test)
     if config.distill:
-        if train is None or not len(train):
-            raise ConfigError("Distillation needs training inputs kept apart from the evaluation data: split the "
-                              "data (optim.io.splits) or give a separate training file.")
-        train, _ = apart(train, test)
+        train = distillation_data(train, test)
     sid = sweep_id_for(handle, test, calib, config, train)
     grid = config.variants()
     with_level = len(config.opt_levels) > 1
