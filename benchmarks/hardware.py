@@ -71,6 +71,9 @@ def host_rows(quick: bool) -> tuple[pd.DataFrame, dict]:
     profile = calibrate.calibrate(save=False)
     print(f"\n== calibration on this CPU: {profile['calibration_s']} s (wall {time.perf_counter() - t0:.0f} s), "
           f"fitted on {', '.join(profile['calibration_models'])}")
+    print(f"peak {profile['peak_fp32']['value']} GFLOPS, copy bandwidth {profile['bandwidth']['value']} GB/s, "
+          f"run overhead {profile['run_overhead_us']} us, per-kernel cost {profile['kernel_cost_us']} us, "
+          f"family scales {profile['kernel_scale']}")
     h = profile["holdout"]
     print(f"its own held-out check: {h['n']} models, within ±15 %: {100 * (h['within_15_pct'] or 0):.0f} %, "
           f"median |error| {h['median_abs_pct']} %")

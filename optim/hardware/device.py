@@ -88,6 +88,7 @@ class ClassFactors:
     per_output_s: float = 0.0  # cost per output element (calibrated host): small-K convs pay it per pixel
     per_row_s: float = 0.0  # cost per output row (calibrated host): kernels loop over rows, a narrow plane pays
     kernel_s: float = 0.0  # cost once per kernel on top of ``overhead_s`` per call (calibrated host)
+    bcast: float = 0.0  # blocked convs: cost of their input broadcasts, x broadcast ops at peak (calibrated host)
 
 
 @dataclass(frozen=True)

@@ -59,3 +59,14 @@ def test_nodes_no_kernel_runs_cost_nothing() -> None:
     assert "weight_identity" not in {k.node for k in plan}  # ORT folds it into the weight
     assert rows.loc["weight_identity", "op_class"] == "shape" and rows.loc["weight_identity", "fused"]
     assert not rows.loc["conv", "fused"]
+
+
+def test_blocked_convs_with_fewer_output_blocks_pay_more_input_broadcasts() -> None:
+    narrow, wide = _net(8, 8), _net(8, 32)  # second conv: 8 -> 8 (one NCHWc block) vs 32 -> 32 (four)
+    per_mac = []
+    for handle in (narrow, wide):
+        _, rows = _rows(handle)
+        conv = [n.name for n in handle.model.graph.node if n.op_type == "Conv"][1]
+        assert rows.loc[conv, "op_class"] == "conv"
+        per_mac.append(rows.loc[conv, "bcast_ops"] / (2 * rows.loc[conv, "macs"] * rows.loc[conv, "mac_pad"]))
+    assert per_mac == [1.0, 0.25]  # every input broadcast serves 1 block vs 4 blocks

@@ -24,12 +24,13 @@ import pandas as pd
 from optim.hardware.device import parent_class
 from optim.hardware.model.roofline import COMPUTE_CLASSES
 
-PRIORS = {"eff_compute": 0.3, "eff_memory": 1.0, "overhead_us": 2.0, "out_ns": 0.0, "row_ns": 0.0}
+PRIORS = {"eff_compute": 0.3, "eff_memory": 1.0, "overhead_us": 2.0, "out_ns": 0.0, "row_ns": 0.0, "bcast": 0.0}
 BOUNDS = {"eff_compute": (1e-3, 3.0), "eff_memory": (1e-3, 50.0), "overhead_us": (0.05, 2000.0)}
 PRIOR_WEIGHT = 0.02
 FULL_FIT_ROWS = 6
 OUT_NS_REF = 1.0  # ridge scale of the per-output cost (ns per element)
 ROW_NS_REF = 30.0  # ridge scale of the per-output-row cost (ns per row)
+BCAST_REF = 1.0  # ridge scale of the input-broadcast cost (x its ops at peak)
 ROBUST_PASSES = 2  # reweighted refits of a class (one outlying kernel reading must not set a class's cost)
 ROBUST_SCALE = 0.3  # relative residual at which a row's weight halves
 NO_COMPUTE = 1e3  # eff_compute of a memory class: its element count is not priced as arithmetic
@@ -48,11 +49,13 @@ def _col(rows: pd.DataFrame, name: str, default: float, on: bool = True) -> np.n
 
 
 def _terms(rows: pd.DataFrame, peak: float, bw: float, compute: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(time s, design matrix [calls, ops/peak, bytes/bw, out elems x 1e-9, out rows x 1e-9], weights)."""
+    """(time s, design matrix [calls, ops/peak, bytes/bw, out elems x 1e-9, out rows x 1e-9, bcast ops/peak],
+    weights)."""
     t = np.maximum(rows["ms"].to_numpy(float) * 1e-3, 1e-9)
     ops = rows["ops"].to_numpy(float) / peak if compute else np.zeros(len(t))
     design = np.stack([_col(rows, "calls", 1.0), ops, rows["bytes"].to_numpy(float) / bw,
-                       _col(rows, "out_elems", 0.0, compute) * 1e-9, _col(rows, "out_rows", 0.0, compute) * 1e-9],
+                       _col(rows, "out_elems", 0.0, compute) * 1e-9, _col(rows, "out_rows", 0.0, compute) * 1e-9,
+                       _col(rows, "bcast_ops", 0.0, compute) / peak],
                       axis=1)
     return t, design, np.sqrt(t / t.mean())
 
@@ -63,13 +66,14 @@ def _result(x: np.ndarray, t: np.ndarray, design: np.ndarray, how: str) -> dict[
     e_c = float(np.clip(1 / x[1], *BOUNDS["eff_compute"])) if x[1] > 0 else NO_COMPUTE
     e_m = float(np.clip(1 / x[2], *BOUNDS["eff_memory"])) if x[2] > 0 else BOUNDS["eff_memory"][1]
     return {"eff_compute": e_c, "eff_memory": e_m, "overhead_us": float(np.clip(x[0] * 1e6, *BOUNDS["overhead_us"])),
-            "out_ns": float(x[3]), "row_ns": float(x[4]), "nodes": int(len(t)),
+            "out_ns": float(x[3]), "row_ns": float(x[4]), "bcast": float(x[5]), "nodes": int(len(t)),
             "fit_median_pct": round(float(np.median(np.abs(pred / t - 1)) * 100), 2), "fit": how}
 
 
 def _x_of(f: dict[str, float], compute: bool) -> np.ndarray:
     return np.array([f["overhead_us"] * 1e-6, 1 / f["eff_compute"] if compute else 0.0, 1 / f["eff_memory"],
-                     float(f.get("out_ns", 0.0)) if compute else 0.0, float(f.get("row_ns", 0.0)) if compute else 0.0])
+                     float(f.get("out_ns", 0.0)) if compute else 0.0, float(f.get("row_ns", 0.0)) if compute else 0.0,
+                     float(f.get("bcast", 0.0)) if compute else 0.0])
 
 
 def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = PRIOR_WEIGHT,
@@ -84,12 +88,13 @@ def fit_class(rows: pd.DataFrame, peak: float, bw: float, prior_weight: float = 
     t, design, w = _terms(rows, peak, bw, compute)
     lam = prior_weight * np.sqrt(w @ w)
     prior_x = np.array([p["overhead_us"] * 1e-6, 1 / p["eff_compute"] if compute else 1.0, 1 / p["eff_memory"]])
-    reg = np.zeros((5, 5))
+    reg = np.zeros((6, 6))
     reg[np.arange(3), np.arange(3)] = lam / prior_x
-    reg[3, 3], reg[4, 4] = lam / OUT_NS_REF, lam / ROW_NS_REF
-    target = np.array([lam, lam, lam, lam * p["out_ns"] / OUT_NS_REF, lam * p.get("row_ns", 0.0) / ROW_NS_REF])
+    reg[3, 3], reg[4, 4], reg[5, 5] = lam / OUT_NS_REF, lam / ROW_NS_REF, lam / BCAST_REF
+    target = np.array([lam, lam, lam, lam * p["out_ns"] / OUT_NS_REF, lam * p.get("row_ns", 0.0) / ROW_NS_REF,
+                       lam * p.get("bcast", 0.0) / BCAST_REF])
     if not compute:
-        for i in (1, 3, 4):  # pins 1/e_c, the per-output and the per-row cost to zero
+        for i in (1, 3, 4, 5):  # pins 1/e_c, the per-output and the per-row cost to zero
             reg[i, i], target[i] = 1e9, 0.0
     down = np.ones_like(t)
     for _ in range(ROBUST_PASSES + 1):  # Cauchy reweighting: a kernel read 3x off its peers barely counts

@@ -76,7 +76,7 @@ def class_factors(profile: dict[str, Any] | None) -> dict[str, ClassFactors]:
         return {}
     return {name: ClassFactors(float(c["eff_compute"]), float(c["eff_memory"]), float(c["overhead_us"]) * 1e-6,
                                float(c.get("out_ns", 0.0)) * 1e-9, float(c.get("row_ns", 0.0)) * 1e-9,
-                               float(c.get("kernel_us", 0.0)) * 1e-6)
+                               float(c.get("kernel_us", 0.0)) * 1e-6, float(c.get("bcast", 0.0)))
             for name, c in profile.get("classes", {}).items()}
 
 

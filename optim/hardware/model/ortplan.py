@@ -298,6 +298,24 @@ def _calls_and_rows(df: pd.DataFrame, convs: dict[str, tuple[int, bool, bool, bo
     return calls, rows
 
 
+FILTER_BLOCKS = 4  # MLAS's NCHWc conv kernels compute up to 4 output-channel blocks per input broadcast
+BROADCAST = ("conv", "conv1x1", "conv_in")
+
+
+def _bcast_ops(df: pd.DataFrame, block: int) -> list[float]:
+    """Input broadcasts of a blocked conv, in ops: ``2·MACs / F`` with F the output-channel blocks computed per
+    pass (B blocks in ceil(B/4) passes): an 8-channel conv (one block) broadcasts every input for one block
+    only, a 32-channel one for four; 0 for every other row."""
+    out = []
+    for cls, macs, pad, shape in zip(df["op_class"], df["macs"], df["mac_pad"], df["out_shape"], strict=True):
+        dims = _dims(shape)
+        cout = int(dims[1]) if len(dims) > 1 and dims[1] else 0
+        blocks = -(-cout // max(block, 1))
+        per_pass = blocks / -(-blocks // FILTER_BLOCKS) if blocks else 0.0
+        out.append(2.0 * float(macs) * float(pad) / per_pass if cls in BROADCAST and per_pass else 0.0)
+    return out
+
+
 def apply_plan(df: pd.DataFrame, model: onnx.ModelProto, plan: list[Kernel], block: int) -> pd.DataFrame:
     """Per-node rows (summary + ``op_class``/``fused``/``mac_pad`` from :func:`.graphinfo.annotate`) re-classed by
     the kernels ORT runs: a node's computing kernel sets its class, nodes without a kernel become ``fused``,
@@ -316,6 +334,7 @@ def apply_plan(df: pd.DataFrame, model: onnx.ModelProto, plan: list[Kernel], blo
     pads = nchwc_plan(model, block).mac_pad if block > 1 else {}
     df["mac_pad"] = [pads.get(n, 1.0) if n in main and main[n].domain == NCHWC_DOMAIN else p
                      for n, p in zip(df["node"], _panel_pad(df, model), strict=True)]
+    df["bcast_ops"] = _bcast_ops(df, block)
     extra = [k for k in plan if keys[k.name] != k.node]
     if not extra:
         return df
@@ -328,5 +347,5 @@ def apply_plan(df: pd.DataFrame, model: onnx.ModelProto, plan: list[Kernel], blo
         cls = "reorder" if k.layout else row_class(k, 1, False, True)
         rows.append({"node": keys[k.name], "op_type": k.op_type, "op_class": cls, "macs": 0, "flops": elems,
                      "params": 0, "weight_bytes": 0, "act_in_elems": elems, "act_out_elems": elems, "fused": False,
-                     "mac_pad": 1.0, "calls": 1.0, "out_rows": 0.0})
+                     "mac_pad": 1.0, "calls": 1.0, "out_rows": 0.0, "bcast_ops": 0.0})
     return pd.concat([df, pd.DataFrame(rows)], ignore_index=True)

@@ -23,7 +23,7 @@ COMPUTE_CLASSES = ("conv", "conv_in", "conv1x1", "conv_nchw", "conv1x1_nchw", "d
                    "conv_integer_odd", "dwconv_integer_odd", "gemm_integer", "gemv", "gemv_int8", "gemv_integer")
 LAYER_COLUMNS = ["node", "op_type", "op_class", "macs", "ops", "weight_bytes", "act_bytes", "bytes", "out_elems",
                  "intensity", "compute_ms", "memory_ms", "overhead_ms", "ms", "bound", "precision_path", "calls",
-                 "out_rows"]
+                 "out_rows", "bcast_ops"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
     rows = df["out_rows"].astype(float) * batch if "out_rows" in df else pd.Series(0.0, index=df.index)
     over = over * calls + once + per_out * df["act_out_elems"].astype(float) * batch + per_row * rows
     t_c = ops / (peak * eff_c)
+    if "bcast_ops" in df:  # blocked convs with few output blocks reuse each input broadcast less
+        t_c = t_c + df["bcast_ops"].astype(float) * batch / peak * df["op_class"].map(lambda c: device.factors(c).bcast)
     if sparse_2_4:
         t_c = np.where(is_compute, t_c / 2, t_c)
     t_m = total_bytes / (bw * eff_m)
@@ -119,6 +121,7 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
         "overhead_ms": np.where(free, 0.0, over * 1e3), "ms": t * 1e3,
         "bound": np.where(free, np.where(df["fused"], "fused", "free"), np.where(t_c >= t_m, "compute", "memory")),
         "precision_path": path.text, "calls": calls.to_numpy(), "out_rows": rows.to_numpy(),
+        "bcast_ops": (df["bcast_ops"].astype(float) * batch).to_numpy() if "bcast_ops" in df else np.zeros(len(df)),
     })
     return out[LAYER_COLUMNS].reset_index(drop=True)
 
