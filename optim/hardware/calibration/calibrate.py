@@ -4,7 +4,8 @@ them on held-out models and write the CPU's profile (:mod:`optim.hardware.profil
 1. Micro-benchmarks (one thread): peak FP32 from an ORT MatMul, memory bandwidth from a large copy.
 2. Per-kernel profiles (``measure.profile_nodes`` at ORT_ENABLE_ALL, the level latency is measured at)
    of the calibration models; fused kernels are mapped back to the conv/gemm they compute
-   (:func:`optim.hardware.model.kernelmap.map_fused_nodes`) and joined with the summary's per-node MACs and bytes.
+   (:func:`optim.hardware.model.ortplan.row_keys`, on :func:`optim.measure.layer_profile.map_kernels`)
+   and joined with the summary's per-node MACs and bytes.
    ONNX Runtime's layout reorders (named only ``ReorderOutput_token_N``) are shared among the reorders
    :mod:`optim.hardware.model.ortcpu` predicts; odd-width calibration models cover the non-NCHWc conv paths.
 3. Per op class (conv, conv_nchw, conv1x1_nchw, dwconv, dwconv_nchw, gemm, elementwise, reorder, shape)
@@ -152,6 +153,7 @@ def profile_from_tables(handles: Sequence[ModelHandle], tables: Sequence[pd.Data
         c["kernel_us"] = round(max(delta * 1e3, BOUNDS["overhead_us"][0] - c["overhead_us"]), 3)
         c["out_ns"] = round(float(c.get("out_ns", 0.0)) * s, 5)
         c["row_ns"] = round(float(c.get("row_ns", 0.0)) * s, 5)
+        c["bcast"] = round(float(c.get("bcast", 0.0)) * s, 5)
     profile["kernel_scale"] = {g: round(float(s), 4) for g, s in zip(GROUPS, scales, strict=True)}
     profile["kernel_cost_us"] = round(delta * 1e3, 3)
     profile["run_overhead_us"] = round(run_over * 1e3, 2)

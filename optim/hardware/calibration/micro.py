@@ -1,4 +1,5 @@
-"""Micro-benchmarks of this CPU for the host profile (one thread, thread CPU time).
+"""Micro-benchmarks of this CPU for the host profile (one thread, thread CPU time; every loop is
+:func:`optim.measure.timing.timed_runs`, the project's one timing loop, on its ``cpu`` clock).
 
 Peak FP32 from an ONNX Runtime MatMul, copy bandwidth, the fixed cost of one ``session.run``, and the
 whole-model latency every calibration and validation number is compared with. Thread CPU time, not wall
@@ -8,13 +9,12 @@ machine the two agree, and on this project's shared cores only CPU time is immun
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from optim.handle import ModelHandle
 from optim.io.load import synthesize_inputs
 from optim.measure import core as measure
+from optim.measure.timing import timed_runs
 
 
 def measure_peak_gflops(n: int = 256, budget_s: float = 0.4) -> float:
@@ -31,29 +31,24 @@ def measure_peak_gflops(n: int = 256, budget_s: float = 0.4) -> float:
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     x = rng.random((n, n), dtype=np.float32)
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < budget_s:
-        t0 = time.thread_time()
-        sess.run(None, {"x": x})
-        best = min(best, time.thread_time() - t0)
-    return 2.0 * n**3 / best / 1e9
+    times = timed_runs(lambda: sess.run(None, {"x": x}), budget_s=budget_s, warmup=1, min_runs=3, clock="cpu")
+    return 2.0 * n**3 / (float(times.min()) * 1e-3) / 1e9
 
 
 def measure_bandwidth_gbs(mbytes: int = 64, repeats: int = 5) -> float:
     """Best single-thread copy bandwidth (GB/s, read + write bytes) of a buffer far larger than caches."""
     src = np.ones(mbytes * 2**20 // 8)
     dst = np.empty_like(src)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.thread_time()
-        np.copyto(dst, src)
-        best = min(best, time.thread_time() - t0)
-    return 2 * src.nbytes / best / 1e9
+    times = timed_runs(lambda: np.copyto(dst, src), budget_s=0.0, warmup=0, min_runs=repeats, max_runs=repeats,
+                       clock="cpu")
+    return 2 * src.nbytes / (float(times.min()) * 1e-3) / 1e9
 
 
 def measure_run_overhead_ms(runs: int = 300) -> float:
-    """Median thread-CPU time of one ``session.run`` of a one-element Identity graph: the fixed cost
-    of a call (binding inputs, executor start, output allocation) that every model pays once."""
+    """Fastest thread-CPU time of one ``session.run`` of a one-element Identity graph: the fixed cost
+    of a call (binding inputs, executor start, output allocation) that every model pays once. The minimum,
+    like every whole-model latency it is subtracted from: under load the median read ~2x the quiet cost and
+    put +70 % on a 13 us model."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -64,12 +59,8 @@ def measure_run_overhead_ms(runs: int = 300) -> float:
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feed = {"x": np.zeros(1, np.float32)}
-    times = []
-    for _ in range(runs):
-        t0 = time.thread_time()
-        sess.run(None, feed)
-        times.append(time.thread_time() - t0)
-    return float(np.median(times)) * 1e3
+    times = timed_runs(lambda: sess.run(None, feed), budget_s=0.0, warmup=0, min_runs=runs, max_runs=runs, clock="cpu")
+    return float(np.min(times))
 
 
 def measured_latency_ms(handle: ModelHandle, budget_s: float = 0.3, min_runs: int = 10,
@@ -86,15 +77,7 @@ def measured_latency_ms(handle: ModelHandle, budget_s: float = 0.3, min_runs: in
     time it is not inflated when other jobs preempt us (this project's 2 shared cores: ResNet-18 read
     ~50 ms wall vs 16.4 ms CPU under load, 16.4 ms being the sum of its per-kernel minima).
     ``clock="wall"`` gives the wall-clock median, what ``measure.latency`` reports."""
-    timer = time.thread_time if clock == "cpu" else time.perf_counter
     sess = measure.make_session(handle, threads=1, opt_level="all")
     feeds = synthesize_inputs(handle.model, batch=1)
-    for _ in range(3):
-        sess.run(None, feeds)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < budget_s:
-        t0 = timer()
-        sess.run(None, feeds)
-        times.append(timer() - t0)
-    return float(np.min(times) if stat == "min" else np.median(times)) * 1e3
+    times = timed_runs(lambda: sess.run(None, feeds), budget_s=budget_s, warmup=3, min_runs=min_runs, clock=clock)
+    return float(np.min(times) if stat == "min" else np.median(times))

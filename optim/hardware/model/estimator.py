@@ -21,7 +21,6 @@ from optim.handle import ModelHandle
 from optim.hardware.device import Device
 from optim.hardware.model import graphinfo
 from optim.hardware.model.band import Band, measured_band, residual_band
-from optim.hardware.model.kernelmap import map_fused_nodes
 from optim.hardware.model.ortplan import Kernel, apply_plan, ort_plan
 from optim.hardware.model.roofline import (
     PrecisionPath,
@@ -31,6 +30,7 @@ from optim.hardware.model.roofline import (
     ridge_intensity,
     roof_curve,
 )
+from optim.measure.layer_profile import profile_layers
 
 FIT_COLUMNS = ["weights_bytes", "peak_act_bytes", "memory_bytes", "onchip_bytes"]
 
@@ -173,12 +173,9 @@ def priced_layers(handle: ModelHandle, device: Device, batch: int = 1, plan: lis
 
 
 def _measured_layers(handle: ModelHandle, layers: pd.DataFrame) -> pd.DataFrame:
-    """Add ``measured_ms``: this machine's per-kernel profile (ORT_ENABLE_ALL) mapped to graph nodes."""
-    from optim.measure import core as measure
-
-    prof = measure.profile_nodes(handle, threads=1, opt_level="all", runs=10).table
-    mapping = map_fused_nodes(handle.model, prof["node"].tolist())
-    per_node = prof.assign(graph_node=prof["node"].map(mapping)).groupby("graph_node")["ms"].sum()
+    """Add ``measured_ms``: this machine's per-kernel profile (ORT_ENABLE_ALL) mapped to graph nodes by the
+    project's one kernel→node mapper (:func:`optim.measure.layer_profile.profile_layers`)."""
+    per_node = profile_layers(handle, threads=1, opt_level="all", runs=10).table.set_index("node")["ms"]
     out = layers.copy()
     out["measured_ms"] = out["node"].map(per_node).fillna(0.0)
     return out
