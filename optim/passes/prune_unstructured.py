@@ -80,6 +80,26 @@ def _float_2d(t: onnx.TensorProto) -> bool:
     return t.data_type in FLOAT_TYPES and len(t.dims) >= 2
 
 
+_QUANTISED = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "MatMulNBits", "DequantizeLinear",
+              "DynamicQuantizeLSTM", "QGemm")
+
+
+def why_no_weights(model: onnx.ModelProto) -> str:
+    """Why a graph has no FP32 Conv/Gemm/MatMul weight initializers, in words (for a one-sentence refusal)."""
+    ops = {n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in model.graph.node}
+    if subgraph_weights(model):
+        return ("its layers sit inside If/Loop/Scan bodies, which ONNX Runtime's quantiser does not reach "
+                "(unstructured pruning does)")
+    quantised = sorted(o for o in ops if o.split(".")[-1] in _QUANTISED)
+    if quantised:
+        return f"it is already quantised ({', '.join(quantised[:4])}): start from the FP32 model"
+    ml = sorted(o for o in ops if o.startswith("ai.onnx.ml."))
+    if ml:
+        return (f"its model is held in classic-ML operators ({', '.join(o[len('ai.onnx.ml.'):] for o in ml[:4])}), "
+                "whose parameters are attributes, not weight tensors")
+    return "it has no weight tensors feeding such layers"
+
+
 def subgraph_weights(model: onnx.ModelProto) -> list[dict[str, np.ndarray]]:
     """Per control-flow body, the weights of its Conv/Gemm/MatMul nodes: graph initializers or its own constants."""
     inits = {t.name: t for t in model.graph.initializer if _float_2d(t)}
@@ -143,10 +163,9 @@ def run(handle: ModelHandle, config: PruneUnstructuredConfig, ctx: PassContext |
     model = handle.copy_model()
     weights = prunable_weights(model, config.include_classifier)
     if not weights:
-        raise PassUnavailableError(
-            "No prunable FP32 Conv/Gemm/MatMul weights (the only weight layer is the classifier, or the model is "
-            "already quantised). Enable include_classifier or prune before quantizing."
-        )
+        why = ("the only weight layer is the classifier: enable include_classifier" if prunable_weights(model, True)
+               else why_no_weights(model))
+        raise PassUnavailableError(f"No prunable FP32 Conv/Gemm/MatMul weights: {why}.")
     ctx.report(0.1, f"unstructured pruning {config.ratio:.0%} ({config.scope})")
     masks = magnitude_masks(weights, config.ratio, config.scope)
     pruned = {k: np.where(masks[k], w, 0).astype(w.dtype) for k, w in weights.items()}

@@ -37,6 +37,7 @@ from optim.passes._quant import lowbit as quant_lowbit
 from optim.passes._quant import search as quant_search
 from optim.passes._quant.core import QuantError, cpu_has_vnni, fake_quantize, quantization_error, weight_refs
 from optim.passes.base import PassContext, check_applies, check_literals, check_range, register
+from optim.passes.prune_unstructured import why_no_weights
 
 __all__ = ["QuantizeConfig", "run", "fake_quantize", "quantization_error", "QuantError", "variant_label"]
 
@@ -194,10 +195,8 @@ def variant_label(cfg: QuantizeConfig) -> str:
 
 def _require_weights(model: onnx.ModelProto, mode: str) -> None:
     if not weight_refs(model):
-        raise PassUnavailableError(
-            f"Mode '{mode}' found no FP32 Conv/Gemm/MatMul weights to quantise (already quantised?). "
-            "Start from the FP32 model."
-        )
+        raise PassUnavailableError(f"Mode '{mode}' found no FP32 Conv/Gemm/MatMul weights to quantise: "
+                                   f"{why_no_weights(model)}.")
 
 
 @register(

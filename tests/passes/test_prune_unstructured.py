@@ -146,3 +146,26 @@ def test_run_prunes_weights_inside_if_branches_but_not_their_classifiers() -> No
         got = sess.run(None, {"x": x, "flag": np.array(flag)})[0]
         head = arrays["head_a" if flag else "head_b"]
         np.testing.assert_allclose(got, x @ weight @ head, rtol=1e-5, atol=1e-5)
+
+
+def test_refusals_without_weight_tensors_say_why_in_one_sentence() -> None:
+    from onnx import TensorProto, helper
+
+    from optim.passes.quantize import QuantizeConfig
+    from optim.passes.quantize import run as quantize
+
+    with pytest.raises(PassUnavailableError, match="inside If/Loop/Scan bodies"):
+        quantize(_if_model(), QuantizeConfig(mode="int8_dynamic"))
+    node = helper.make_node("LinearClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml",
+                            coefficients=[0.5] * 8, intercepts=[0.0, 0.0], classlabels_ints=[0, 1])
+    graph = helper.make_graph([node], "lin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, [1]),
+                               helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+                              ir_version=8)
+    linear = ModelHandle(model=model, name="logreg")
+    for refuse in (lambda: quantize(linear, QuantizeConfig(mode="int8_dynamic")),
+                   lambda: run(linear, PruneUnstructuredConfig(ratio=0.5))):
+        with pytest.raises(PassUnavailableError, match="classic-ML operators \\(LinearClassifier\\)") as err:
+            refuse()
+        assert str(err.value).count(". ") == 0 and "already quantised" not in str(err.value)
