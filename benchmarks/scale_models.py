@@ -14,8 +14,9 @@ BERT-base-shaped encoder (``optim.reference``, random weights) — each measured
 Wall times on a shared machine include waiting for the CPU: each row also prints the child's CPU
 seconds (user + system over all its threads), which on an idle machine bound the wall time from above
 (evaluation uses 2 threads). The last line is ``scale: worst peak RSS / (1 GB + 8x model) R, ResNet-50 4-variant sweep T s, INT8 slower
-than FP32 without a reason K`` — K counts dense INT8 variants measured slower than FP32 here whose note
-does not say why (the search says so when every configuration it tried was slower).
+than FP32 without a reason K`` — K counts dense INT8 variants measured slower than FP32 here (interleaved)
+and pruned INT8 variants whose sweep latency exceeds their FP32 sibling's, whose note does not say why
+(the search's note says "slower than FP32" with the reason and what was tried).
 
 Usage: ``.venv/bin/python benchmarks/scale_models.py [--models resnet_digits resnet18 resnet50 bert_base]
 [--eval N] [--calib N] [--rounds 5] [--no-profile]``. Models are exported once into a temporary directory
@@ -76,16 +77,17 @@ def _child_sweep(name: str, path: str, n_eval: int, n_calib: int, rounds: int, s
     cfg = SweepConfig(ratios=(0.0, 0.5), bits=(32, 8), prune_kinds=("structured",), latency_budget_s=0.3,
                       profile_runs=5)  # fmt: skip
     store = Store(store_dir)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sid = run_sweep(handle, test, calib, cfg, store)
-    sweep_s = time.perf_counter() - t0
+    sweep_s, sweep_cpu = time.perf_counter() - t0, time.process_time() - c0
     df = store.variants(sid)
     rows = []
     for r in df.itertuples(index=False):
         meta = json.loads(r.meta_json or "{}")
         rows.append({"label": r.label, "status": r.status, "error": r.error, "latency_ms": r.latency_ms,
                      "bits": int(r.bits), "ratio": float(r.prune_ratio), "notes": r.notes,
-                     "agreement": r.agreement, "artifact": r.artifact_path, "search": meta.get("int8_search")})
+                     "agreement": r.agreement, "cosine": r.cosine, "build_s": r.build_s, "measure_s": r.measure_s,
+                     "artifact": r.artifact_path, "search": meta.get("int8_search")})  # fmt: skip
     dense8 = next((r for r in rows if r["bits"] == 8 and r["ratio"] == 0 and r["status"] == "ok"), None)
     side = None
     if dense8 is not None:  # interleaved, 1 thread: FP32 file vs the stored INT8 artifact
@@ -96,7 +98,7 @@ def _child_sweep(name: str, path: str, n_eval: int, n_calib: int, rounds: int, s
         side = {"fp32_ms": float(np.median(fp)), "int8_ms": float(np.median(q))}
     for r in rows:
         r.pop("artifact")
-    print("RESULT " + json.dumps({"sweep_s": sweep_s, "rows": rows, "side": side}, default=str), flush=True)
+    print("RESULT " + json.dumps({"sweep_s": sweep_s, "sweep_cpu_s": sweep_cpu, "rows": rows, "side": side}, default=str), flush=True)
 
 
 # ------------------------------------------------------------------------------------- parent ----
@@ -174,19 +176,25 @@ def main() -> None:
     _summary(table)
 
 
+def _num(v: object) -> bool:
+    return isinstance(v, (int, float)) and v == v
+
+
 def _bound(size: float) -> float:
     return GB + 8 * size
 
 
 def _print_model(name: str, size: int, res: dict, rss: float, prof: tuple[float, float] | None) -> None:
-    print(f"\n== {name}: {size / 1e6:.1f} MB; sweep {res['sweep_s']:.1f} s (child CPU {res['cpu_s']:.0f} s), peak RSS {rss / 1e9:.2f} GB = "
+    print(f"\n== {name}: {size / 1e6:.1f} MB; sweep {res['sweep_s']:.1f} s (its CPU {res['sweep_cpu_s']:.0f} s; child CPU {res['cpu_s']:.0f} s), peak RSS {rss / 1e9:.2f} GB = "
           f"{rss / size:.1f}× model = {rss / _bound(size):.2f} of (1 GB + 8× model)")
     if prof:
         print(f"   profile: {prof[0]:.1f} s, peak RSS {prof[1] / 1e9:.2f} GB = {prof[1] / _bound(size):.2f} of the bound")
     for r in res["rows"]:
         lat = f"{r['latency_ms']:.2f} ms" if r["latency_ms"] else "—"
-        agree = f"agree {100 * r['agreement']:.0f} %" if r["agreement"] is not None else ""
-        print(f"   {r['label']:26s} {r['status']:6s} {lat:>11s} {agree:>11s} {(r['error'] or '')[:90]}")
+        agree = f"agree {100 * r['agreement']:.0f} %" if _num(r["agreement"]) else ""
+        cos = f"cos {r['cosine']:.4f}" if _num(r["cosine"]) else ""
+        spent = f"build {r['build_s'] or 0:.1f} s, measure {r['measure_s'] or 0:.1f} s"
+        print(f"   {r['label']:26s} {r['status']:6s} {lat:>11s} {agree:>11s} {cos:>10s}  {spent}  {(r['error'] or '')[:90]}")
     side = res["side"]
     if side:
         print(f"   INT8 / FP32 (interleaved, 1 thread): {side['int8_ms'] / side['fp32_ms']:.2f} "
@@ -194,6 +202,14 @@ def _print_model(name: str, size: int, res: dict, rss: float, prof: tuple[float,
     for r in res["rows"]:
         if r["bits"] == 8 and r["notes"]:
             print(f"   note [{r['label']}]: {r['notes']}")
+
+
+def _unexplained_pruned(rows: list[dict]) -> int:
+    """Pruned INT8 variants whose stored latency exceeds their FP32 sibling's without a note saying so."""
+    fp32 = {r["ratio"]: r["latency_ms"] for r in rows if r["bits"] == 32 and r["status"] == "ok"}
+    return sum(1 for r in rows if r["bits"] == 8 and r["ratio"] > 0 and r["status"] == "ok"
+               and fp32.get(r["ratio"]) and r["latency_ms"] > fp32[r["ratio"]]
+               and "slower than FP32" not in (r["notes"] or ""))  # fmt: skip
 
 
 def _summary(table: list) -> None:  # noqa: ANN001
@@ -212,11 +228,12 @@ def _summary(table: list) -> None:  # noqa: ANN001
             r50 = res["sweep_s"]
         if side and ratio > 1.0 and "slower than FP32" not in (dense.get("notes") or ""):
             unexplained += 1
-        print(f"{name:14s} {size / 1e6:7.1f} {res['sweep_s']:8.1f} {res['cpu_s']:6.0f} {rss / size:9.1f} {rss / _bound(size):9.2f} "
+        unexplained += _unexplained_pruned(res["rows"])
+        print(f"{name:14s} {size / 1e6:7.1f} {res['sweep_s']:8.1f} {res['sweep_cpu_s']:6.0f} {rss / size:9.1f} {rss / _bound(size):9.2f} "
               f"{(prof[0] if prof else float('nan')):7.1f} {(prof[1] / _bound(size) if prof else float('nan')):14.2f} "
               f"{ratio:9.2f} {(probe or float('nan')):6.2f}  {chosen}")
     print(f"(machine load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: wall times above include "
-          "waiting for the CPU; the child's CPU seconds do not)")
+          "waiting for the CPU; the sweep's CPU seconds do not)")
     print(f"scale: worst peak RSS / (1 GB + 8x model) {worst:.2f}, ResNet-50 4-variant sweep {r50:.1f} s, "
           f"INT8 slower than FP32 without a reason {unexplained}")
 

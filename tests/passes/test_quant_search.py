@@ -90,6 +90,16 @@ def test_int8_auto_without_calibration_tries_dynamic_only() -> None:
     assert rec["candidate"]["kind"] == "dynamic"
 
 
+@pytest.mark.slow
+def test_int8_auto_tries_static_and_dynamic_on_a_matmul_graph_even_when_the_budget_is_spent() -> None:
+    x = np.random.default_rng(1).standard_normal((32, 64)).astype(np.float32)
+    cfg = QuantizeConfig(mode="int8_auto", search_budget_s=0.0, probe_budget_s=0.2)
+    rec = run(wide_mlp(), cfg, PassContext(calib=dataset(x))).meta["int8_search"]
+    kinds = [r["label"] for r in rec["tried"]]
+    assert kinds == ["INT8 static QDQ U8S8 per-channel", "INT8 dynamic U8S8 per-channel"]
+    assert rec["skipped"] and all("budget" in s["why"] for s in rec["skipped"])
+
+
 def test_base_candidates_include_dynamic_only_for_matmul_heavy_graphs() -> None:
     conv, skipped = base_candidates(vnni=False, matmul_share=0.1, static=True)
     assert conv[0].label.startswith("INT8 static QDQ U8S8") and conv[0].reduce_range
@@ -127,6 +137,19 @@ def test_note_says_every_configuration_was_slower_when_the_chosen_one_is() -> No
                      {"label": "B", "ms": 1.5, "vs_fp32": 1.5, "holds": True, "error": None}]}  # fmt: skip
     text = note(rec)
     assert "slower than FP32" in text and "no VNNI" in text and "B 1.50×" in text
+    assert "every INT8 configuration tried" in text
+
+
+def test_note_says_why_a_slower_int8_was_kept_when_faster_ones_lost_fidelity_or_only_one_was_tried() -> None:
+    tried = [{"label": "A", "ms": 1.2, "vs_fp32": 1.2, "holds": True, "error": None},
+             {"label": "B", "ms": 0.8, "vs_fp32": 0.8, "holds": False, "error": None}]  # fmt: skip
+    rec = {"chosen": "A", "vnni": True, "skipped": [], "restricted_to": [], "tried": tried}
+    text = note(rec)
+    assert "slower than FP32" in text and "lost fidelity" in text and "B 0.80× (fidelity)" in text
+    rec = {"chosen": "A", "vnni": None, "skipped": [], "restricted_to": ["A"], "tried": tried[:1]}
+    text = note(rec)
+    assert "slower than FP32" in text and "only configuration tried on this pruned model" in text
+    assert "not carried over" in text
 
 
 def test_int8_static_reuses_calibration_ranges_for_the_same_model_and_data(

@@ -13,7 +13,8 @@ activation ranges computed once (:mod:`optim.passes._quant.calib`), and each is
   (QDQ U8S8 per-channel, first in the list) by more than a tolerance: relative error ≤ max(1.5 × the
   standard's, the standard's + 0.02), agreement ≥ the standard's − max(0.02, 1/n).
 
-Candidates, in the order built (the time budget stops the list; what was skipped and why is recorded):
+Candidates, in the order built (the standard and dynamic always; the time budget stops the rest of the list;
+what was skipped and why is recorded):
 QDQ U8S8 per-channel, the standard (``reduce_range`` unless the CPU has VNNI); dynamic U8S8 (only for graphs
 whose MACs are mostly MatMul/Gemm); the standard with its slow quantised layers kept FP32 (layers whose INT8
 time in a per-layer profile exceeds their FP32 time); QDQ S8S8; QOperator U8S8; QDQ U8S8 per-tensor; the
@@ -222,15 +223,21 @@ def note(rec: dict[str, Any]) -> str:
     if chosen is None:
         return "INT8 search: no configuration built. " + "; ".join(f"{r['label']}: {r['error']}" for r in rec["tried"])
     if rec.get("restricted_to"):
-        head = (f"{chosen['label']}, the INT8 configuration the search chose for the unpruned model "
-                f"({chosen['vs_fp32']:.2f}× FP32 latency here in a 1-thread probe)")
+        head = (f"{chosen['label']}: the format, types and granularity the INT8 search chose for the unpruned model "
+                f"(layers it kept FP32 there are not carried over: pruning changes them; "
+                f"{chosen['vs_fp32']:.2f}× FP32 latency here in a 1-thread probe)")
     else:
         head = (f"INT8 search chose {chosen['label']} ({chosen['vs_fp32']:.2f}× FP32 latency in a 1-thread probe, "
                 f"fidelity within tolerance of the standard QDQ U8S8)")
     if chosen["vs_fp32"] >= 1.0:
         cpu = {False: "this CPU has no VNNI (8-bit dot products)", True: "even with VNNI",
                None: "VNNI not detected"}[rec["vnni"]]
-        head += f"; every INT8 configuration tried was slower than FP32 here ({cpu})"
+        if rec.get("restricted_to"):
+            head += f"; slower than FP32 here ({cpu}) with the only configuration tried on this pruned model"
+        elif any(r["vs_fp32"] < 1.0 and not r["holds"] for r in rows):
+            head += f"; slower than FP32 here ({cpu}): the INT8 configurations that ran faster lost fidelity"
+        else:
+            head += f"; every INT8 configuration tried was slower than FP32 here ({cpu})"
     tail = f". Also tried: {others}" if others else ""
     if failed:
         tail += f". Failed to build: {', '.join(failed)}"
@@ -276,7 +283,7 @@ def search(src: Path, pre: Path, cal: Calibrated | None, px: np.ndarray, input_n
         except Exception as exc:  # noqa: BLE001 - a candidate that fails to build or open is recorded, not fatal
             trial.error = str(exc) if isinstance(exc, OptimError) else runtime_reason(exc, 160)
         trials.append(trial)
-        tick(min(0.9, (time.perf_counter() - t0) / budget_s), f"INT8 search: {cand.label}")
+        tick(min(0.9, (time.perf_counter() - t0) / max(budget_s, 1e-3)), f"INT8 search: {cand.label}")
         return trial
 
     def within_budget(cand: Candidate) -> bool:
@@ -285,13 +292,12 @@ def search(src: Path, pre: Path, cal: Calibrated | None, px: np.ndarray, input_n
             return False
         return True
 
-    # the standard (and dynamic, where it applies) first, then the standard's slow layers kept FP32, then the
+    # the standard (and dynamic, where it applies) first, whatever the budget, then the standard's slow layers kept FP32, then the
     # other formats/types, then the standard's first/last layers kept FP32; every one raced once, at the end
     head = [c for c in cands if c is cands[0] or c.kind == "dynamic"]
     rest = [c for c in cands if c not in head]
-    for cand in head:
-        if within_budget(cand):
-            attempt(cand)
+    for cand in head:  # always: dynamic is the usual winner on MatMul-heavy graphs and needs no calibration
+        attempt(cand)
     slow, ends = _derived(trials[0] if trials else None, pre, probe, only)
     for cand in [*slow, *rest, *ends]:
         if within_budget(cand):
