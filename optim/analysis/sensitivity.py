@@ -106,64 +106,47 @@ def analyze(handle: ModelHandle, x: np.ndarray, y: np.ndarray | None = None,
             progress: Callable[[float, str], None] | None = None,
             should_cancel: Callable[[], bool] | None = None) -> pd.DataFrame:
     """One row per (layer, kind, level): ``layer, op_type, params, kind, level, metric, drop,
-    agreement, rel_error``; ``metric_name`` says whether ``metric`` is accuracy or agreement."""
-    from optim.measure.core import predict
-    from optim.measure.fidelity import CLASS_KINDS, output_kinds
+    agreement, rel_error``; ``metric_name`` says what ``metric`` is: accuracy with labels, agreement for
+    unlabelled class outputs, else the worst output's cosine with the unmodified model's outputs in %
+    (boxes, maps, embeddings: ``optim.measure.fidelity.output_fidelity``)."""
+    from optim.measure.core import predict, predict_outputs
+    from optim.measure.fidelity import CLASS_KINDS, output_fidelity, output_kinds
 
     layers = weight_layers(handle.model)
     if not layers:
         raise PassUnavailableError("Sensitivity analysis found no Conv/Gemm/MatMul layer with stored "
                                    "weights in this model.")
     kinds = output_kinds(handle.model)
-    if y is None and not all(k in CLASS_KINDS for k in kinds.values()):  # boxes, maps, embeddings: cosine
-        return _analyze_by_cosine(handle, x, kinds, layers, prune_levels, quant_bits, progress, should_cancel)
-    ref = predict(handle, x, threads=2)
-    base_metric, _, _ = _score(ref, ref, y)
+    if y is None and not all(k in CLASS_KINDS for k in kinds.values()):
+        ref_outs = predict_outputs(handle, x, threads=2)
+        name, baseline = "output cosine", 100.0
+
+        def score(model: onnx.ModelProto) -> tuple[float, float, float]:
+            f = output_fidelity(ref_outs, predict_outputs(model, x, threads=2), kinds)
+            return f.cosine * 100, np.nan, f.rel_error
+    else:
+        ref = predict(handle, x, threads=2)
+        name, baseline = ("accuracy" if y is not None else "agreement"), _score(ref, ref, y)[0]
+
+        def score(model: onnx.ModelProto) -> tuple[float, float, float]:
+            return _score(predict(model, x, threads=2), ref, y)
+
     settings = [("prune", float(p)) for p in prune_levels] + [("quant", float(b)) for b in quant_bits]
     rows, total = [], len(layers) * len(settings)
     for i, layer in enumerate(layers):
         for j, (kind, level) in enumerate(settings):
             if should_cancel is not None and should_cancel():
                 raise CancelledError("Sensitivity analysis cancelled; nothing was stored.")
-            logits = predict(perturb(handle.model, layer, kind, level), x, threads=2)
-            metric, agree, rel = _score(logits, ref, y)
+            metric, agree, rel = score(perturb(handle.model, layer, kind, level))
             rows.append({"layer": layer.node, "op_type": layer.op_type, "params": layer.params, "kind": kind,
-                         "level": level, "metric": metric, "drop": base_metric - metric, "agreement": agree,
+                         "level": level, "metric": metric, "drop": baseline - metric, "agreement": agree,
                          "rel_error": rel})
             if progress is not None:
                 what = f"pruned {level * 100:g} %" if kind == "prune" else f"{level:g}-bit"
                 progress((i * len(settings) + j + 1) / total, f"{layer.node}: {what}")
     df = pd.DataFrame(rows)
-    df.attrs["metric_name"] = "accuracy" if y is not None else "agreement"
-    df.attrs["baseline"] = base_metric
-    return df
-
-
-def _analyze_by_cosine(handle: ModelHandle, x: np.ndarray, kinds: dict[str, str], layers: list[WeightLayer],
-                       prune_levels: tuple[float, ...], quant_bits: tuple[int, ...],
-                       progress: Callable[[float, str], None] | None,
-                       should_cancel: Callable[[], bool] | None) -> pd.DataFrame:
-    """As :func:`analyze` for models whose outputs are not class scores: the metric is the worst output's
-    cosine with the unmodified model's outputs, in % (``optim.measure.fidelity.output_fidelity``)."""
-    from optim.measure.core import predict_outputs
-    from optim.measure.fidelity import output_fidelity
-
-    ref = predict_outputs(handle, x, threads=2)
-    settings = [("prune", float(p)) for p in prune_levels] + [("quant", float(b)) for b in quant_bits]
-    rows, total = [], len(layers) * len(settings)
-    for i, layer in enumerate(layers):
-        for j, (kind, level) in enumerate(settings):
-            if should_cancel is not None and should_cancel():
-                raise CancelledError("Sensitivity analysis cancelled; nothing was stored.")
-            f = output_fidelity(ref, predict_outputs(perturb(handle.model, layer, kind, level), x, threads=2), kinds)
-            rows.append({"layer": layer.node, "op_type": layer.op_type, "params": layer.params, "kind": kind,
-                         "level": level, "metric": f.cosine * 100, "drop": 100.0 - f.cosine * 100,
-                         "agreement": np.nan, "rel_error": f.rel_error})
-            if progress is not None:
-                progress((i * len(settings) + j + 1) / total, f"{layer.node}: {kind} {level:g}")
-    df = pd.DataFrame(rows)
-    df.attrs["metric_name"] = "output cosine"
-    df.attrs["baseline"] = 100.0
+    df.attrs["metric_name"] = name
+    df.attrs["baseline"] = baseline
     return df
 
 

@@ -25,7 +25,7 @@ Default INT8 types — why U8S8 with ``reduce_range`` (uint8 activations, 7-bit 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import onnx
 
@@ -244,16 +244,7 @@ def run(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext | None = N
     )
     if u8s8 and not config.reduce_range and cpu_has_vnni() is False:
         note += " This CPU has no VNNI: U8S8 kernels can saturate and lose accuracy; turn reduce_range on."
-    return handle.derive(
-        out,
-        f"quantize {variant_label(config)}",
-        bits=bits,
-        executable=True,
-        effective_size_bytes=size,
-        quant_format=fmt,
-        quant_mode=config.mode,
-        quant_note=note,
-    )
+    return _quantized(handle, out, f"quantize {variant_label(config)}", bits, True, size, fmt, config.mode, note)
 
 
 def _run_auto(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext) -> ModelHandle:
@@ -267,10 +258,8 @@ def _run_auto(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext) -> 
     cand = rec["candidate"]
     fmt = "qoperator" if cand["kind"] == "dynamic" else cand["quant_format"]
     size = len(out.SerializeToString())
-    return handle.derive(out, f"quantize INT8 auto → {rec['chosen']}", bits=8, executable=True,
-                         effective_size_bytes=size, quant_format=fmt, quant_mode="int8_auto",
-                         quant_note=quant_search.note(rec), variant_note=quant_search.note(rec),
-                         int8_search=rec)  # fmt: skip
+    return _quantized(handle, out, f"quantize INT8 auto → {rec['chosen']}", 8, True, size, fmt, "int8_auto",
+                      quant_search.note(rec), variant_note=quant_search.note(rec), int8_search=rec)
 
 
 def _run_lowbit(handle: ModelHandle, model: onnx.ModelProto, config: QuantizeConfig, ctx: PassContext) -> ModelHandle:
@@ -300,14 +289,13 @@ def _run_lowbit(handle: ModelHandle, model: onnx.ModelProto, config: QuantizeCon
     elif keep_fp32 and weight_refs(model):
         note += " Weight layers without a 4-bit kernel stay FP32 (mixed precision)."
     ctx.report(1.0, "quantize: done")
-    return handle.derive(
-        model,
-        f"quantize {variant_label(config)}",
-        bits=bits,
-        executable=executable,
-        effective_size_bytes=effective,
-        quant_format=fmt,
-        quant_mode=config.mode,
-        quant_note=note,
-        int4_executed_layers=n_nbits,
-    )
+    return _quantized(handle, model, f"quantize {variant_label(config)}", bits, executable, effective, fmt,
+                      config.mode, note, int4_executed_layers=n_nbits)
+
+
+def _quantized(handle: ModelHandle, model: onnx.ModelProto, label: str, bits: int, executable: bool, size: int,
+               fmt: str, mode: str, note: str, **meta: Any) -> ModelHandle:
+    """The quantised variant's handle: every mode records the same fields (bits, executable, effective size,
+    format, mode, note) plus its own extras."""
+    return handle.derive(model, label, bits=bits, executable=executable, effective_size_bytes=size,
+                         quant_format=fmt, quant_mode=mode, quant_note=note, **meta)
