@@ -222,3 +222,20 @@ def test_profile_second_batch_shrinks_for_slow_models() -> None:
     assert second_batch(32, cost_s=0.02, budget_s=1.0) == 16  # 3 runs of batch 16 ≈ 1 s
     assert second_batch(32, cost_s=0.4, budget_s=1.0) == 2  # BERT-base at 128 tokens: never below 2
     assert second_batch(1, cost_s=0.4, budget_s=1.0) == 1
+
+
+def test_a_failed_symbolic_shape_inference_leaves_no_model_in_the_working_directory(cnn: ModelHandle,
+                                                                                     tmp_path) -> None:  # fmt: skip
+    import os
+    import time
+
+    temp = tmp_path / quant_calib.LEFTOVER
+    onnx.save_model(cnn.copy_model(), str(temp), save_as_external_data=True, location="0a1b-uuid.data",
+                    size_threshold=0)  # fmt: skip
+    (tmp_path / "mine.data").write_bytes(b"not ORT's")
+    quant_calib.remove_shape_infer_leftover(time.time(), cwd=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.data"]
+    onnx.save_model(cnn.copy_model(), str(temp), save_as_external_data=True, location="old.data", size_threshold=0)
+    os.utime(temp, (time.time() - 3600, time.time() - 3600))
+    quant_calib.remove_shape_infer_leftover(time.time(), cwd=tmp_path)  # older than this attempt: not ours
+    assert temp.exists() and (tmp_path / "old.data").exists()

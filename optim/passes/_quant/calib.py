@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -87,12 +88,35 @@ def preprocess(src: Path, d: Path, ops: set[str] | None = None) -> Path:
     if ops is not None and not ops & SYMBOLIC_OPS:
         order.reverse()
     for kwargs in order:
+        t0 = time.time()
         try:
             quant_pre_process(str(src), str(dst), **kwargs)
             return dst
         except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ORT still works
+            remove_shape_infer_leftover(t0)
             continue
     return src
+
+
+LEFTOVER = "sym_shape_infer_temp.onnx"  # ORT's symbolic shape inference saves this into the cwd when it fails
+
+
+def remove_shape_infer_leftover(since: float, cwd: Path | None = None) -> None:
+    """Delete the model (and its external-data files) ORT's failed symbolic shape inference just wrote into
+    the working directory: a 170 MB file per failed attempt on a pruned BERT-base, left wherever we ran."""
+    temp = (cwd or Path.cwd()) / LEFTOVER
+    try:
+        if temp.stat().st_mtime < since - 1:
+            return  # not from this attempt
+        model = onnx.load_model(str(temp), load_external_data=False)
+    except Exception:  # noqa: BLE001 - absent or unreadable: nothing of ours to remove
+        return
+    names = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    for name in names:
+        data = temp.parent / name
+        if Path(name).name == name and data.is_file():  # a bare file name beside it, never a path elsewhere
+            data.unlink(missing_ok=True)
+    temp.unlink(missing_ok=True)
 
 
 def data_key(x: np.ndarray) -> str:
