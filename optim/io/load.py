@@ -288,6 +288,7 @@ def load(source: Path | str | bytes, filename: str | None = None, *, max_bytes: 
         model, fmt = _parse_onnx(data, filename), "onnx"
         _check_params(model, max_params)
         zio.inline_external(model, None, "", max_bytes)
+    del data  # the file's bytes: not held while the model is copied, checked and opened (peak memory)
     _check_opset(model)
     model, folded = _prepared(model, None if fmt == "torchscript" else input_shapes, max_params)
     name = filename or "model"
