@@ -48,7 +48,6 @@ class NodeGate:
         if self.mode != "node":
             yield
             return
-        self._release()
         self._fd = os.open(self._rw, os.O_RDWR | os.O_CREAT, 0o666)
         try:  # a task cancelled while it waits for the turn must not keep its shared lock (the node would hang)
             with self._holding(self._turn, fcntl.LOCK_EX):

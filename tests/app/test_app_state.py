@@ -61,12 +61,11 @@ def test_a_model_change_drops_the_previous_models_sweep(tiny_cnn, tiny_images) -
     at = with_model(ref, sweep=sid).run()
     at.switch_page("app_pages/optimize.py").run()
     assert any(": 2 ok" in s.value for s in at.success)  # 'Sweep finished' (its job is known) or 'Stored sweep'
-    samples = api.list_samples()
-    bundled.sample_names()
+    samples = bundled.sample_names()
     at.switch_page("app_pages/home.py").run()
-    at.button(key=f"use_{samples[0]['name']}").click().run()
+    at.button(key=f"use_{samples[0]}").click().run()
     clean(at)
-    assert qp(at, "sweep") is None and qp(at, "model") == f"sample:{samples[0]['name']}"
+    assert qp(at, "sweep") is None and qp(at, "model") == f"sample:{samples[0]}"
     at.switch_page("app_pages/optimize.py").run()
     clean(at)
     assert not any(": 2 ok" in s.value for s in at.success)  # not the previous model's results
@@ -75,10 +74,9 @@ def test_a_model_change_drops_the_previous_models_sweep(tiny_cnn, tiny_images) -
 
 
 def test_a_sweep_of_another_model_is_not_shown_under_the_loaded_model(tiny_cnn, tiny_images) -> None:
-    samples = api.list_samples()
-    bundled.sample_names()
+    samples = bundled.sample_names()
     sid = quick_sweep(tiny_ref(tiny_cnn, tiny_images))
-    at = app(model=f"sample:{samples[0]['name']}", sweep=sid).run()
+    at = app(model=f"sample:{samples[0]}", sweep=sid).run()
     at.switch_page("app_pages/pareto.py").run()
     clean(at)
     assert any("was run on" in i.value for i in at.info) and not at.get("plotly_chart")

@@ -39,6 +39,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server from :func:`start_server` (killed when it does not exit within 10 s)."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def start_server(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``streamlit run app.py`` on 127.0.0.1; returns (process, base URL) once healthy."""
     port = port or _free_port()
@@ -72,11 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("bundled samples not built yet (make samples)")
     proc, url = start_server(tmp_path_factory.mktemp("browser_store"))
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_server(proc)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

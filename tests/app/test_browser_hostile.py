@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
 import threading
 import time
 import urllib.request
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_browser import CHROME_ARGS, CHROMIUM, IN_CI, start_server
+from test_browser import CHROME_ARGS, CHROMIUM, IN_CI, start_server, stop_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIME_SCALE = 0.25  # load / conversion limits of 60 s become 15 s for this server
@@ -41,11 +40,7 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_server(proc)
 
 
 def _poll_health(url: str, stop: threading.Event, seen: list[tuple[float, int, float]]) -> None:
