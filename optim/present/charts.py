@@ -6,6 +6,7 @@ black ring + dashed line = Pareto front, every axis titled with its unit.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -82,8 +83,18 @@ def _hover(rows: list[Row]) -> list[str]:
             f" · {bits_label(int(r['bits']))}{_opt(r)}<br>{_word(r)} {r['metric']:.2f} %{ci}"
             f"<br>latency {fmt_ms(r['target_ms'])} · size {r['size_mb']:.3g} MB"
             + ("<br><i>simulated precision</i>" if r.get("simulated") else "")
-            + (f"<br>⚑ {r['flags']}" if r.get("flags") else ""))
+            + (f"<br>⚑ {_short(str(r['flags']))}" if r.get("flags") else ""))
     return out
+
+
+HOVER_WIDTH, HOVER_LINES = 70, 3
+
+
+def _short(text: str) -> str:
+    """A variant's flags for its hover box: wrapped, at most a few lines (a long INT8 search note would cover
+    the chart); the table below the chart shows them whole."""
+    lines = textwrap.wrap(text, HOVER_WIDTH, max_lines=HOVER_LINES, placeholder=" … (whole note in the table)")
+    return "<br>".join(lines)
 
 
 def _distilled(r: Row) -> bool:

@@ -70,6 +70,22 @@ def run_on_label(run_on: str | None = None) -> str:
     return {"local": "this machine", "ray-local": "a local Ray instance"}.get(target, f"Ray cluster at {target}")
 
 
+def cancel_unfinished(ray: Any, refs: Sequence[Any], recursive: bool = False) -> None:
+    """Cancel the tasks behind ``refs`` that have not finished; finished ones are left alone.
+
+    Ray 2.60 aborts the driver process when a task is cancelled while its reply is being processed ("Check
+    failed: it != submissible_tasks_.end() Tried to complete task that was not pending", a known race in
+    Ray's task submitter): cancelling a task whose result was already fetched hits that window and killed
+    whole test runs. So only refs ``ray.wait`` does not report ready are cancelled.
+    """
+    refs = list(refs)
+    if not refs:
+        return
+    _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+    for ref in unfinished:
+        ray.cancel(ref, recursive=recursive)
+
+
 def import_ray() -> Any:
     try:
         import ray
@@ -146,17 +162,19 @@ class RayExecutor:
         task = ray.remote(max_retries=1)(call)
         fn = ray.put(build)
         refs = [task.remote(fn, item) for item in items]
+        fetched = 0
         try:
             for item, ref in zip(items, refs, strict=True):
                 try:
-                    yield item, ray.get(ref)
+                    result: R | BaseException = ray.get(ref)
                 except ray.exceptions.RayTaskError as err:
-                    yield item, err.as_instanceof_cause()
+                    result = err.as_instanceof_cause()
                 except ray.exceptions.RayError as err:
-                    yield item, OptimError(_death_reason(err))
-        finally:
-            for ref in refs:
-                ray.cancel(ref)
+                    result = OptimError(_death_reason(err))
+                fetched += 1
+                yield item, result
+        finally:  # the consumer stopped early: the builds it will not read stop too
+            cancel_unfinished(ray, refs[fetched:])
 
     def quiet(self) -> Any:
         return nullcontext()  # nothing is timed on the driver
@@ -205,8 +223,7 @@ class RayExecutor:
                     v = pending.pop(ref)
                     yield v, self._result(ray, ref, v, work, fingerprint)
         finally:  # cancelled or the consumer stopped: nothing of this sweep keeps running
-            for ref in [*pending, *stages.values()]:
-                ray.cancel(ref, recursive=True)
+            cancel_unfinished(ray, [*pending, *stages.values()], recursive=True)
 
     def _result(self, ray: Any, ref: Any, v: Variant, work: SweepWork,
                 fingerprint: str) -> tuple[dict[str, Any], pd.DataFrame | None, bytes | None]:  # fmt: skip

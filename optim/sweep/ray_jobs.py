@@ -22,7 +22,7 @@ from optim.errors import CancelledError, OptimError
 from optim.jobs.local import CancelFn, LocalProcessExecutor, ProgressFn
 from optim.jobs.registry import JobContext, execute
 from optim.jobs.spec import JobResult, JobSpec
-from optim.sweep.ray_executor import RayExecutor
+from optim.sweep.ray_executor import RayExecutor, cancel_unfinished
 
 Plain = tuple[dict[str, Any], dict[str, bytes]]
 
@@ -62,7 +62,7 @@ class RayJobExecutor:
         title = spec.label or spec.kind.replace("_", " ")
         while True:
             if cancel is not None and cancel():
-                ray.cancel(ref)
+                cancel_unfinished(ray, [ref])
                 raise CancelledError(f"The job ({title}) was cancelled.")
             ready, _ = ray.wait([ref], timeout=self.poll_s)
             if ready:

@@ -50,6 +50,21 @@ def test_pareto_2d_gives_distilled_and_auto_mixed_their_own_legend_entries() -> 
     assert "1.000 ms" not in hover and "2.00 ms" in hover  # ~3 significant digits with the unit
 
 
+def test_a_long_flag_note_is_cut_to_a_few_lines_in_the_hover_box_and_kept_whole_in_the_table() -> None:
+    import pandas as pd
+
+    note = "; ".join(f"static QDQ U8S8 per-channel config {i} 0.{i}5x" for i in range(12))  # ~450 characters
+    rows = [dict(variant_id="base", label="base", status="ok", prune_kind="none", prune_ratio=0.0, bits=32,
+                 executable=True, top1=0.9, top1_lo=0.85, top1_hi=0.95, latency_ms=1.0, size_bytes=1e6)]
+    df = api.add_flags(pd.DataFrame(rows))
+    df["flags"], df["target_ms"], df["pareto"] = note, df["latency_ms"], True
+    hover = next(t for t in api.pareto_2d(df).data if t.customdata is not None).hovertext[0]
+    flag_lines = hover.split("⚑ ", 1)[1].split("<br>")
+    assert len(flag_lines) <= 3 and all(len(ln) <= 70 for ln in flag_lines), flag_lines
+    assert flag_lines[0].startswith("static QDQ U8S8") and "whole note in the table" in flag_lines[-1]
+    assert df["flags"].iloc[0] == note
+
+
 @pytest.mark.parametrize(("values", "decimals"), [([0.07187, 0.17], 3), ([0.0085, 0.0109], 4), ([3.2, 9.9], 2),
                                                   ([12.0, 250.0], 0)])
 def test_ms_decimals_keeps_three_significant_digits_of_largest(values: list[float], decimals: int) -> None:

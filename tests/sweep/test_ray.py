@@ -207,3 +207,33 @@ def test_cancel_stops_a_job_running_as_a_ray_task(jobs: RayJobExecutor) -> None:
         jobs.run(JobSpec("probe", {"mode": "sleep", "seconds": 600}), cancel=lambda: time.monotonic() - t0 > 1.0)
     assert time.monotonic() - t0 < 10
     assert jobs.run(JobSpec("probe", {"mode": "echo"})).unwrap().ok
+
+
+CANCEL_AFTER_FETCH = """
+import sys
+from optim.sweep.ray_executor import RayExecutor
+ex = RayExecutor(workers=2)
+for i in range(int(sys.argv[1])):
+    out = [r if not isinstance(r, BaseException) else "err" for _, r in ex.map_builds(abs, [3, -1, 4])]
+    assert out == [3, 1, 4], out
+    it = ex.map_builds(abs, [5, 6, 7])
+    assert next(it) == (5, 5)
+    it.close()  # the consumer stops early: the unread builds are cancelled
+ex.close()
+print("alive")
+"""
+
+
+def test_the_driver_survives_many_map_builds_and_early_stops(control: Path, tmp_path: Path) -> None:
+    """Cancelling a task whose result was already fetched aborts a Ray 2.60 driver (a race in Ray's task
+    submitter: "Tried to complete task that was not pending"); it killed whole test runs silently. Own
+    process, own Ray instance: a regression fails this test instead of the run."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "cancel_after_fetch.py"
+    script.write_text(CANCEL_AFTER_FETCH)
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script), "150"], capture_output=True, text=True, env=env, timeout=300)
+    died = [ln for ln in proc.stderr.splitlines() if "Check failed" in ln][:1]
+    assert proc.returncode == 0 and "alive" in proc.stdout, (proc.returncode, died or proc.stderr[-1500:])
