@@ -47,6 +47,48 @@ class TinyMLP(torch.nn.Module):
         return self.net(x)
 
 
+class TinyText(torch.nn.Module):
+    """BERT-shaped inputs: int64 ``input_ids`` into an Embedding, an int64 ``attention_mask`` that zeroes padded
+    tokens before a masked sum (so activations and outputs depend on the mask), two linear layers."""
+
+    VOCAB, SEQ = 20, 6
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(self.VOCAB, 8)
+        self.fc1 = torch.nn.Linear(8, 16)
+        self.fc2 = torch.nn.Linear(16, classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = (self.emb(input_ids) * attention_mask.unsqueeze(-1).to(torch.float32)).sum(1)
+        return self.fc2(torch.relu(self.fc1(pooled)))
+
+
+def _text_tokens(n: int, seed: int = 0, pad_from: int | None = None) -> dict[str, np.ndarray]:
+    """``n`` rows of token ids below TinyText.VOCAB and a mask of ones (zeros from position ``pad_from`` on)."""
+    rng = np.random.default_rng(seed)
+    mask = np.ones((n, TinyText.SEQ), np.int64)
+    if pad_from is not None:
+        mask[:, pad_from:] = 0
+    return {"input_ids": rng.integers(0, TinyText.VOCAB, (n, TinyText.SEQ)).astype(np.int64), "attention_mask": mask}
+
+
+@pytest.fixture(scope="session")
+def text_tokens():
+    """``text_tokens(n, seed=0, pad_from=None)``: TinyText's inputs by name (see ``_text_tokens``)."""
+    return _text_tokens
+
+
+@pytest.fixture(scope="session")
+def tiny_text() -> ModelHandle:
+    """ONNX handle of TinyText: inputs 'input_ids', 'attention_mask' (batch, 6) int64, output 'logits' (batch, 3)."""
+    torch.manual_seed(5)
+    ex = {k: torch.from_numpy(v) for k, v in _text_tokens(1).items()}
+    proto = torch_to_onnx(TinyText().eval(), [ex["input_ids"], ex["attention_mask"]],
+                          input_names=("input_ids", "attention_mask"), dynamic_batch=True)
+    return ModelHandle(model=proto, name="tiny_text", source_format="onnx")
+
+
 def _randomise_bn(module: torch.nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     for m in module.modules():

@@ -20,7 +20,7 @@ from optim.errors import DataFormatError, MissingInputError, ShapeMismatchError
 from optim.io.data import Dataset
 from optim.io.shapes import InputSpec, constant_role, index_ranges, input_specs, recorded_shapes
 
-__all__ = ["bind", "missing_inputs"]
+__all__ = ["bind", "input_arrays", "missing_inputs"]
 
 
 def _shown(names: list[str], n: int = 6) -> str:
@@ -97,3 +97,21 @@ def bind(model: onnx.ModelProto, ds: Dataset) -> Dataset:
                                 f"{first!r} to the npz.")
     x = checked.pop(first)
     return Dataset(x=x, y=ds.y, name=ds.name, class_names=ds.class_names, x_name=first, feeds=checked or None)
+
+
+def input_arrays(model: onnx.ModelProto, data: object) -> dict[str, np.ndarray]:
+    """Every per-sample array ``data`` gives, by the model input it feeds: ``x`` under ``x_name`` (None: the
+    model's first input), then its ``feeds``. ``data`` may be a bare array (the first input's). What
+    calibration and distillation feed instead of the first input alone."""
+    specs = input_specs(model)
+    if not specs:
+        raise MissingInputError("The model has no inputs; there is nothing to feed data to.")
+    x = getattr(data, "x", data)
+    out = {getattr(data, "x_name", None) or specs[0].name: np.asarray(x)}
+    out.update({k: np.asarray(v) for k, v in (getattr(data, "feeds", None) or {}).items()})
+    known = {s.name for s in specs}
+    unknown = [k for k in out if k not in known]
+    if unknown:
+        raise DataFormatError(f"The data has array(s) {_shown(unknown)} that name no input of the model (its inputs: "
+                              f"{_shown([s.name for s in specs])}); rename each array to the input it feeds, or drop it.")
+    return out

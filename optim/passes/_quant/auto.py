@@ -21,24 +21,26 @@ from optim.handle import ModelHandle
 from optim.io.shapes import synthesize_inputs
 from optim.passes._quant.calib import preprocess
 from optim.passes._quant.core import load_embedded, save, scratch_dir
-from optim.passes._quant.int8 import calibrate, calibration_array, compact
+from optim.passes._quant.int8 import calibrate, calibration_arrays, compact
 from optim.passes._quant.opset import opens, quantizable
 from optim.passes._quant.search import PROBE_SAMPLES, matmul_share, note, search
 
 
 def _probe_inputs(model: onnx.ModelProto, calib: Any, n_samples: int, cost: tuple[int, int]
-                  ) -> tuple[str, np.ndarray, dict[str, np.ndarray], int]:  # fmt: skip
-    """(first input name, probe samples, feeds for the other inputs at batch 1, calibration samples used)."""
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:  # fmt: skip
+    """(probe samples of every input the data gives — the first input first —, feeds for the other inputs at
+    batch 1, calibration samples used)."""
     used = 0
     if calib is not None:
-        name, x, _batch = calibration_array(model, calib, n_samples, cost)
-        px, used = x[:PROBE_SAMPLES], len(x)
+        arrays, _batch = calibration_arrays(model, calib, n_samples, cost)
+        rows = {k: np.ascontiguousarray(v[:PROBE_SAMPLES]) for k, v in arrays.items()}
+        used = len(next(iter(arrays.values())))
     else:
         feeds = synthesize_inputs(model, batch=PROBE_SAMPLES, seed=1)
-        name = next(iter(feeds))
-        px = feeds[name]
-    rest = {k: v for k, v in synthesize_inputs(model, batch=1).items() if k != name}
-    return name, np.ascontiguousarray(px), rest, used
+        first = next(iter(feeds))
+        rows = {first: np.ascontiguousarray(feeds[first])}
+    rest = {k: v for k, v in synthesize_inputs(model, batch=1).items() if k not in rows}
+    return rows, rest, used
 
 
 def int8_auto(
@@ -50,7 +52,7 @@ def int8_auto(
     summary = summarize(handle)
     share = matmul_share(summary.layers)
     cost = (int(summary.layers["act_out_elems"].fillna(0).sum()) * 4, int(summary.macs))
-    name, px, rest, used = _probe_inputs(model, calib, n_samples, cost)
+    rows, rest, used = _probe_inputs(model, calib, n_samples, cost)
     with scratch_dir() as d:
         src = d / "in.onnx"
         if model is handle.model:
@@ -66,7 +68,7 @@ def int8_auto(
         else:
             pre = preprocess(src, d, {n.op_type for n in model.graph.node})
         del model
-        path, rec = search(src, pre, cal, px, name, d, share=share, budget_s=budget_s, probe_budget_s=probe_budget_s,
+        path, rec = search(src, pre, cal, rows, d, share=share, budget_s=budget_s, probe_budget_s=probe_budget_s,
                            only=only, per_channel=per_channel, extra=rest, tick=tick)  # fmt: skip
         if path is None:
             raise PassUnavailableError(note(rec) + " Try an explicit INT8 mode (int8_static / int8_dynamic).")

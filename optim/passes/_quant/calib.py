@@ -47,22 +47,25 @@ _LOCK = threading.Lock()
 
 
 class ArrayReader(CalibrationDataReader):
-    """Feeds calibration arrays to ORT's calibrator in batches (batch 1 when the model fixes it)."""
+    """Feeds calibration arrays (every input the data gives, by name, the same rows each) to ORT's calibrator in
+    batches (batch 1 when the model fixes it); inputs the data lacks are synthesised per batch from ``model``."""
 
-    def __init__(self, name: str, x: np.ndarray, batch: int, tick: Callable[[float], None],
+    def __init__(self, arrays: dict[str, np.ndarray], batch: int, tick: Callable[[float], None],
                  model: onnx.ModelProto | None = None) -> None:  # fmt: skip
-        self.name, self.x, self.batch, self.tick, self.pos = name, x, batch, tick, 0
-        self.model = model  # given when the model has inputs besides ``name``: those are synthesised
+        self.arrays, self.batch, self.tick, self.pos = arrays, batch, tick, 0
+        self.n = len(next(iter(arrays.values())))
+        self.model = model  # given when the model has inputs the data does not give: those are synthesised
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.pos >= len(self.x):
+        if self.pos >= self.n:
             return None
-        chunk = self.x[self.pos : self.pos + self.batch]
-        self.pos += len(chunk)
-        self.tick(self.pos / len(self.x))
+        chunk = {k: v[self.pos : self.pos + self.batch] for k, v in self.arrays.items()}
+        b = len(next(iter(chunk.values())))
+        self.pos += b
+        self.tick(self.pos / self.n)
         if self.model is None:
-            return {self.name: chunk}
-        return {**synthesize_inputs(self.model, batch=len(chunk)), self.name: chunk}
+            return chunk
+        return {**synthesize_inputs(self.model, batch=b), **chunk}
 
     def rewind(self) -> None:
         self.pos = 0
@@ -119,18 +122,22 @@ def remove_shape_infer_leftover(since: float, cwd: Path | None = None) -> None:
     temp.unlink(missing_ok=True)
 
 
-def data_key(x: np.ndarray) -> str:
-    """A short digest of a calibration array (shape, dtype and bytes)."""
-    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
-    h.update(np.ascontiguousarray(x).data)
+def data_key(arrays: dict[str, np.ndarray] | np.ndarray) -> str:
+    """A short digest of calibration arrays (names, shapes, dtypes and bytes; a bare array: the first input's)."""
+    items = arrays.items() if isinstance(arrays, dict) else [("", arrays)]
+    h = hashlib.sha256()
+    for i, (name, x) in enumerate(items):
+        h.update(f"{name if i else ''}{x.dtype.str}{x.shape}".encode())  # the first keeps the one-array digest
+        h.update(np.ascontiguousarray(x).data)
     return h.hexdigest()[:24]
 
 
 def ranges(
-    pre: Path, d: Path, *, key: tuple[Any, ...], name: str, x: np.ndarray, batch: int, method: Any,
+    pre: Path, d: Path, *, key: tuple[Any, ...], arrays: dict[str, np.ndarray], batch: int, method: Any,
     extra: dict[str, Any], tick: Callable[[float], None], model: onnx.ModelProto | None = None,
 ) -> TensorsData:  # fmt: skip
-    """Activation ranges of the pre-processed model ``pre`` on ``x`` (cached under ``key``)."""
+    """Activation ranges of the pre-processed model ``pre`` on ``arrays`` (every given input by name, the same
+    rows each; cached under ``key``)."""
     with _LOCK:
         if key in _RANGES:
             _RANGES.move_to_end(key)
@@ -142,11 +149,12 @@ def ranges(
     )
     # min/max keeps only each tensor's reduced range per call: one pass over all the data (a pass per call
     # cost ~0.1 s of range merging each); histograms keep every tensor of a pass, so one pass per call
-    per_pass = len(x) if method == CalibrationMethod.MinMax else batch
+    n = len(next(iter(arrays.values())))
+    per_pass = n if method == CalibrationMethod.MinMax else batch
     try:
-        for start in range(0, len(x), per_pass):
-            calibrator.collect_data(ArrayReader(name, x[start : start + per_pass], batch,
-                                                lambda f, s=start: tick((s + f * per_pass) / len(x)), model))
+        for start in range(0, n, per_pass):
+            part = {k: v[start : start + per_pass] for k, v in arrays.items()}
+            calibrator.collect_data(ArrayReader(part, batch, lambda f, s=start: tick((s + f * per_pass) / n), model))
         result = calibrator.compute_data()
     finally:
         del calibrator  # its session holds the augmented model

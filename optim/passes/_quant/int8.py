@@ -23,7 +23,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from optim.errors import ConfigError, PassUnavailableError, ShapeMismatchError
+from optim.errors import ConfigError, MissingInputError, PassUnavailableError, ShapeMismatchError
+from optim.io.named_inputs import input_arrays
 from optim.measure.budget import calibration_batch, calibration_samples, per_sample_cost, sample_bytes
 from optim.passes._quant.calib import data_key, preprocess, ranges, write_cache
 from optim.passes._quant.core import load_embedded, save, scratch_dir
@@ -48,12 +49,12 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return convert_float_to_float16(src, keep_io_types=True)
 
 
-def _graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if not inputs:
         raise PassUnavailableError("INT8 static calibration needs a model input; this model has none.")
-    return inputs[0]  # calibration data feeds the first; further inputs (masks, states) are synthesised
+    return inputs
 
 
 def _n_inputs(model: onnx.ModelProto) -> int:
@@ -65,9 +66,27 @@ def _input_dims(vi: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in vi.type.tensor_type.shape.dim]
 
 
-def calibration_array(model: onnx.ModelProto, calib: Any, n: int,
-                      cost: tuple[int, int] | None = None) -> tuple[str, np.ndarray, int]:  # fmt: skip
-    """(input name, float32 array of ≤ n samples, feed batch) checked against the model's input shape.
+def _as_input(vi: onnx.ValueInfoProto, arr: np.ndarray, first: bool) -> np.ndarray:
+    """``arr`` in the dtype of input ``vi``, its sample shape checked against the input's."""
+    elem = vi.type.tensor_type.elem_type
+    dtype = np.float32 if elem in (0, onnx.TensorProto.FLOAT) else onnx.helper.tensor_dtype_to_np_dtype(elem)
+    x = np.asarray(arr, dtype=dtype)
+    dims = _input_dims(vi)
+    if x.ndim != len(dims) or any(isinstance(w, int) and w != g for w, g in zip(dims[1:], x.shape[1:], strict=False)):
+        what = "Calibration data" if first else f"Calibration array {vi.name!r}"
+        raise ShapeMismatchError(
+            f"{what} has shape {tuple(x.shape)} but model input '{vi.name}' expects "
+            f"{tuple(dims)}: use data prepared for this model."
+        )
+    return x
+
+
+def calibration_arrays(model: onnx.ModelProto, calib: Any, n: int,
+                       cost: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], int]:  # fmt: skip
+    """(every input's calibration array by name — the first input first —, feed batch), each of the same ≤ n
+    samples and checked against its input's shape. A plain array or a one-array dataset feeds the first input;
+    named multi-input data (``Dataset.x_name`` / ``feeds``, :mod:`optim.io.named_inputs`) gives every input it
+    names its own rows (the calibrator synthesises only the inputs the data lacks).
 
     Fewer than ``n`` samples when ``n`` would exceed the calibration compute budget
     (:func:`optim.measure.budget.calibration_samples`); ``cost``: the model's (activation bytes, MACs) per
@@ -77,31 +96,35 @@ def calibration_array(model: onnx.ModelProto, calib: Any, n: int,
             "mode 'int8_static' needs calibration data: pick a dataset (a few hundred samples of the "
             "training split), or use mode 'int8_dynamic' which needs none."
         )
-    vi = _graph_input(model)
-    elem = vi.type.tensor_type.elem_type
-    dtype = np.float32 if elem in (0, onnx.TensorProto.FLOAT) else onnx.helper.tensor_dtype_to_np_dtype(elem)
-    x = np.asarray(getattr(calib, "x", calib), dtype=dtype)
-    dims = _input_dims(vi)
-    want = dims[1:]
-    if x.ndim != len(dims) or any(isinstance(w, int) and w != g for w, g in zip(want, x.shape[1:], strict=False)):
-        raise ShapeMismatchError(
-            f"Calibration data has shape {tuple(x.shape)} but model input '{vi.name}' expects "
-            f"{tuple(dims)}: use data prepared for this model."
-        )
+    inputs = _graph_inputs(model)
+    first = inputs[0]
+    by_name = {vi.name: vi for vi in inputs}
+    given = input_arrays(model, calib)
+    if first.name not in given:
+        raise MissingInputError(f"The calibration data has no array for the model's first input {first.name!r}; "
+                                f"add an array named {first.name!r}.")
+    arrays = {first.name: _as_input(first, given.pop(first.name), True)}
+    arrays.update({k: _as_input(by_name[k], v, False) for k, v in given.items()})
+    x = arrays[first.name]
     if len(x) == 0:
         raise ConfigError("calibration data is empty: give at least one sample.")
+    if any(len(v) != len(x) for v in arrays.values()):
+        raise ShapeMismatchError("The calibration arrays have different numbers of samples "
+                                 f"({', '.join(f'{k}: {len(v)}' for k, v in arrays.items())}); give one row per "
+                                 "sample in every array.")
     act, macs = cost or per_sample_cost(model)
     n = calibration_samples(n, macs)
     if len(x) > n:
         idx = np.sort(np.random.default_rng(0).choice(len(x), n, replace=False))
-        x = x[idx]
-    cap = calibration_batch(sample_bytes(x), act, max_batch=CALIB_BATCH)
+        arrays = {k: v[idx] for k, v in arrays.items()}
+        x = arrays[first.name]
+    cap = calibration_batch(sum(sample_bytes(v) for v in arrays.values()), act, max_batch=CALIB_BATCH)
+    dims = _input_dims(first)
     batch = _feed_batch(len(x), cap) if not isinstance(dims[0], int) else max(int(dims[0]), 1)
     if len(x) < batch:
         raise ConfigError(f"calibration data has {len(x)} samples but the model's fixed batch is {batch}: give more.")
-    if len(x) >= batch:  # equal batches: ORT's histogram calibrators stack them
-        x = x[: len(x) - len(x) % batch]
-    return vi.name, np.ascontiguousarray(x), batch
+    keep = len(x) - len(x) % batch  # equal batches: ORT's histogram calibrators stack them
+    return {k: np.ascontiguousarray(v[:keep]) for k, v in arrays.items()}, batch
 
 
 def _feed_batch(n: int, cap: int = CALIB_BATCH) -> int:
@@ -143,12 +166,13 @@ def calibrate(model: onnx.ModelProto, src: Path, d: Path, calib: Any, *, n_sampl
               model_key: str | None, tick: Callable[[float], None],
               cost: tuple[int, int] | None = None) -> Calibrated:  # fmt: skip
     """Pre-process ``src`` (the file of ``model``) and compute (or reuse) its activation ranges."""
-    name, x, batch = calibration_array(model, calib, n_samples, cost)
+    arrays, batch = calibration_arrays(model, calib, n_samples, cost)
     pre = preprocess(src, d, {n.op_type for n in model.graph.node})
     extra = {"percentile": 99.999} if calibration == "percentile" else {}
-    key = (model_key or data_key_of(src), data_key(x), calibration, batch)
-    tensors = ranges(pre, d, key=key, name=name, x=x, batch=batch, method=CALIB_METHODS[calibration], extra=extra,
-                     tick=tick, model=model if _n_inputs(model) > 1 else None)  # fmt: skip
+    key = (model_key or data_key_of(src), data_key(arrays), calibration, batch)
+    synth = model if _n_inputs(model) > len(arrays) else None  # inputs the data lacks are synthesised per batch
+    tensors = ranges(pre, d, key=key, arrays=arrays, batch=batch, method=CALIB_METHODS[calibration], extra=extra,
+                     tick=tick, model=synth)  # fmt: skip
     return Calibrated(pre, write_cache(tensors, d / f"calib_{calibration}.json"), calibration)
 
 
@@ -192,7 +216,7 @@ def int8_static(
 ) -> onnx.ModelProto:
     """Static INT8 of ``model``; ranges are reused across calls with the same ``model_key`` and data."""
     cost = per_sample_cost(model)
-    calibration_array(model, calib, n_samples, cost)  # refuse bad data before any work
+    calibration_arrays(model, calib, n_samples, cost)  # refuse bad data before any work
     model, per_channel, note = quantizable(model, per_channel)
     key = model_key if not note else None  # a converted graph is another model
 

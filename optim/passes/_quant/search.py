@@ -115,26 +115,33 @@ def matmul_share(summary_layers: Any) -> float:
 class Probe:
     """Interleaved 1-thread latency and fidelity of candidate files against the FP32 file."""
 
-    def __init__(self, fp32: Path, px: np.ndarray, input_name: str, budget_s: float,
+    def __init__(self, fp32: Path, rows: dict[str, np.ndarray], budget_s: float,
                  extra: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
-        self.px, self.name, self.budget_s, self.extra = px, input_name, budget_s, extra or {}
+        """``rows``: probe samples of every input the data gives (the same rows each); ``extra``: the other
+        inputs' values at batch 1."""
+        self.rows, self.budget_s, self.extra = rows, budget_s, extra or {}
+        n = len(next(iter(rows.values())))
         self.fp32 = self._open(fp32)
         self.fp32_times: list[float] = []
         self.cost_s = max(1e-4, self._time(self.fp32, 2)[-1] / 1e3)
-        self.px = px[: max(min(8, len(px)), min(len(px), int(FIDELITY_S / self.cost_s)))]  # ≈ 1 s per candidate
+        keep = max(min(8, n), min(n, int(FIDELITY_S / self.cost_s)))  # ≈ 1 s per candidate
+        self.rows = {k: v[:keep] for k, v in rows.items()}
+        self.n = keep
         self.ref = self._outputs(self.fp32)
+
+    def _feed(self, i: int) -> dict[str, np.ndarray]:
+        return {**self.extra, **{k: v[i : i + 1] for k, v in self.rows.items()}}
 
     @staticmethod
     def _open(path: Path) -> ort.InferenceSession:
         return make_session(path, threads=1, opt_level="all")
 
     def _outputs(self, sess: ort.InferenceSession) -> np.ndarray:
-        out = [sess.run([sess.get_outputs()[0].name], {**self.extra, self.name: self.px[i : i + 1]})[0]
-               for i in range(len(self.px))]  # fmt: skip
-        return np.concatenate(out).reshape(len(self.px), -1).astype(np.float64)
+        out = [sess.run([sess.get_outputs()[0].name], self._feed(i))[0] for i in range(self.n)]
+        return np.concatenate(out).reshape(self.n, -1).astype(np.float64)
 
     def _time(self, sess: ort.InferenceSession, runs: int) -> list[float]:
-        feed = {**self.extra, self.name: self.px[:1]}
+        feed = self._feed(0)
         sess.run(None, feed)
         times = []
         for _ in range(runs):
@@ -255,12 +262,13 @@ def build(cand: Candidate, cal: Calibrated | None, pre: Path, out: Path) -> Path
                         exclude=cand.exclude)  # fmt: skip
 
 
-def search(src: Path, pre: Path, cal: Calibrated | None, px: np.ndarray, input_name: str, d: Path, *,
+def search(src: Path, pre: Path, cal: Calibrated | None, rows: dict[str, np.ndarray], d: Path, *,
            share: float, budget_s: float, probe_budget_s: float, only: tuple[str, ...] = (), per_channel: bool = True,
            extra: dict[str, np.ndarray] | None = None,
            tick: Callable[[float, str], None] = lambda f, m: None) -> tuple[Path | None, dict[str, Any]]:  # fmt: skip
     """Build, probe and judge the candidates against the FP32 file ``src`` (``pre``: its pre-processed form,
-    which the candidates quantise); (path of the chosen file or None, record)."""
+    which the candidates quantise; ``rows``: probe samples by input name, ``extra``: the other inputs at batch 1);
+    (path of the chosen file or None, record)."""
     t0 = time.perf_counter()
     vnni = cpu_has_vnni()
     cands, skipped = base_candidates(vnni, share, cal is not None)
@@ -269,7 +277,7 @@ def search(src: Path, pre: Path, cal: Calibrated | None, px: np.ndarray, input_n
             c, per_channel=False, label=c.label.replace("per-channel", "per-tensor")) for c in cands}.values())
     if only:
         cands = [c for c in cands if c.label in only] or cands[:1]
-    probe = Probe(src, px, input_name, probe_budget_s, extra)
+    probe = Probe(src, rows, probe_budget_s, extra)
     trials: list[Trial] = []
     sessions: list[ort.InferenceSession] = []
 
@@ -304,9 +312,9 @@ def search(src: Path, pre: Path, cal: Calibrated | None, px: np.ndarray, input_n
             attempt(cand)
     live = [t for t in trials if t.error is None]
     runs = probe.race(live, sessions) if live else 0
-    judge(trials, len(probe.px))
+    judge(trials, probe.n)
     chosen = pick(trials)
-    rec = record(trials, skipped, chosen, probe.fp32_ms if probe.fp32_times else 0.0, runs, len(probe.px), vnni,
+    rec = record(trials, skipped, chosen, probe.fp32_ms if probe.fp32_times else 0.0, runs, probe.n, vnni,
                  time.perf_counter() - t0)  # fmt: skip
     rec["restricted_to"] = list(only)
     return (chosen.path if chosen else None), rec
