@@ -51,18 +51,35 @@ class DistillSplit:
         return f"{head}{drop}: the student never sees the held-out rows; {metric} is measured on them."
 
 
-def row_keys(x: np.ndarray) -> list[bytes]:
-    """A digest of each sample's bytes (equal inputs give equal keys)."""
-    a = np.ascontiguousarray(x)
-    return [hashlib.blake2b(a[i].tobytes(), digest_size=16).digest() for i in range(len(a))]
+def row_keys(x: np.ndarray, *more: np.ndarray) -> list[bytes]:
+    """A digest of each sample's bytes (equal inputs give equal keys); ``more``: further per-sample arrays of the
+    same rows (a multi-input sample is equal only when every one of its arrays is)."""
+    arrays = [np.ascontiguousarray(a) for a in (x, *more)]
+    keys = []
+    for i in range(len(arrays[0])):
+        h = hashlib.blake2b(digest_size=16)
+        for a in arrays:
+            h.update(a[i].tobytes())
+        keys.append(h.digest())
+    return keys
+
+
+def _named_rows(ds: Dataset) -> dict[str, np.ndarray]:
+    """Every per-sample array of ``ds`` by the input it feeds (``x`` under ``x_name`` or "")."""
+    return {ds.x_name or "": ds.x, **(ds.feeds or {})}
 
 
 def apart(train: Dataset, test: Dataset) -> tuple[Dataset, int]:
-    """``train`` without the rows whose input is also in ``test``; (that data, how many were dropped)."""
-    if train.x.shape[1:] != test.x.shape[1:] or train.x.dtype != test.x.dtype:
+    """``train`` without the rows whose input is also in ``test``; (that data, how many were dropped).
+
+    Multi-input data (``feeds``) compares the arrays both sets give for the same inputs (same sample shape and
+    dtype): a training row whose token ids *and* masks equal a held-out row's is dropped."""
+    a, b = _named_rows(train), _named_rows(test)
+    common = [k for k in a if k in b and a[k].shape[1:] == b[k].shape[1:] and a[k].dtype == b[k].dtype]
+    if not common or (a.keys() == b.keys() and len(common) < len(a)):
         return train, 0  # different shapes or dtypes cannot hold equal rows
-    held = set(row_keys(test.x))
-    keep = np.array([k not in held for k in row_keys(train.x)], dtype=bool)
+    held = set(row_keys(*(b[k] for k in common)))
+    keep = np.array([k not in held for k in row_keys(*(a[k] for k in common))], dtype=bool)
     if keep.all():
         return train, 0
     return train.take(np.flatnonzero(keep)), int((~keep).sum())

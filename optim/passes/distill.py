@@ -5,7 +5,8 @@ it is pure soft-target distillation, which needs only inputs. The teacher is any
 logits are computed once with ONNX Runtime, so it never has to convert to torch. The student is
 converted with our ONNX → torch converter, trained with AdamW and a cosine schedule within an epoch
 and/or seconds budget, stopped early on a held-out split (KL to the teacher), and exported back to
-ONNX with the input's batch convention.
+ONNX with the input's batch convention. Named multi-input data (token ids, attention masks, type ids:
+:mod:`optim.io.named_inputs`) reaches teacher and student alike; only inputs the data lacks are synthesised.
 
 ``qat_bits`` turns the fine-tune into short quantization-aware training: every conv/linear weight is
 fake-quantised (symmetric, per output channel — the same quantiser as the ``quantize`` pass's
@@ -30,6 +31,8 @@ from torch.nn.utils import parametrize
 
 from optim.errors import ConfigError, ShapeMismatchError
 from optim.handle import ModelHandle
+from optim.io.named_inputs import input_arrays
+from optim.io.shapes import input_specs
 from optim.passes._prune.onnx2torch import example_inputs, to_torch
 from optim.passes.base import PassContext, check_range, register
 
@@ -104,32 +107,55 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Ten
     return alpha * F.cross_entropy(student, labels) + (1 - alpha) * kl
 
 
-def _teacher_logits(ctx: PassContext, x: np.ndarray) -> np.ndarray:
+Rows = dict[str, torch.Tensor]  # per-sample inputs by model input name, the same rows each
+
+
+def _take(rows: Rows, idx: Any) -> Rows:
+    return {k: v[idx] for k, v in rows.items()}
+
+
+def _n(rows: Rows) -> int:
+    return len(next(iter(rows.values())))
+
+
+def _teacher_logits(ctx: PassContext, arrays: dict[str, np.ndarray], first: str) -> np.ndarray:
+    """The teacher's first output on every given input (``first``'s array as ``x``, the others as feeds)."""
     from optim.measure.core import predict
 
-    return np.asarray(predict(ctx.teacher, x, batch_size=128, threads=2), dtype=np.float32)
+    feeds = {k: v for k, v in arrays.items() if k != first} or None
+    return np.asarray(predict(ctx.teacher, arrays[first], batch_size=128, threads=2, feeds=feeds), dtype=np.float32)
 
 
-def _forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The student's first output (N × values) for ``x`` on its first input; further inputs (masks, type ids,
-    states) are synthesised as for the teacher (:func:`optim.measure.core.predict`)."""
-    model = getattr(module, "source_model", None)
-    rest = example_inputs(model, batch=len(x))[1:] if len(getattr(module, "input_names", ())) > 1 else []
-    out = module(x, *rest)
+def _forward(module: nn.Module, rows: Rows) -> torch.Tensor:
+    """The student's first output (N × values) on ``rows`` (every input the data gives, by name); inputs the data
+    lacks (masks, type ids, states) are synthesised as for the teacher (:func:`optim.measure.core.predict`)."""
+    names = list(getattr(module, "input_names", None) or rows)
+    missing = [k for k in names if k not in rows]
+    synth: dict[str, torch.Tensor] = {}
+    if missing:
+        model = module.source_model
+        synth = dict(zip([s.name for s in input_specs(model)], example_inputs(model, batch=_n(rows)), strict=False))
+    out = module(*[rows[k] if k in rows else synth[k] for k in names])
     out = out[0] if isinstance(out, tuple | list) else out
     return out.reshape(out.shape[0], -1)
 
 
-def _val_kl(module: nn.Module, x: torch.Tensor, t: torch.Tensor, temperature: float) -> tuple[float, float]:
+def _val_kl(module: nn.Module, x: Rows, t: torch.Tensor, temperature: float) -> tuple[float, float]:
     """(KL to the teacher, top-1 agreement with the teacher) on the held-out split."""
     module.eval()
     kls, agree = [], 0
     with torch.no_grad():
-        for i in range(0, len(x), 256):
-            s = _forward(module, x[i:i + 256])
+        for i in range(0, len(t), 256):
+            s = _forward(module, _take(x, slice(i, i + 256)))
             kls.append(float(distill_loss(s, t[i:i + 256], None, 0.0, temperature)) * len(s))
             agree += int((s.argmax(-1) == t[i:i + 256].argmax(-1)).sum())
-    return sum(kls) / len(x), agree / len(x)
+    return sum(kls) / len(t), agree / len(t)
+
+
+def _as_torch(a: np.ndarray) -> torch.Tensor:
+    """float32 for float inputs, int64 for token ids / integer masks (bools stay bool)."""
+    dtype = np.float32 if a.dtype.kind == "f" else (np.int64 if a.dtype.kind in "iu" else a.dtype)
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
 
 
 def _prepare(handle: ModelHandle, cfg: DistillConfig, ctx: PassContext) -> dict[str, Any]:
@@ -140,17 +166,20 @@ def _prepare(handle: ModelHandle, cfg: DistillConfig, ctx: PassContext) -> dict[
         raise ConfigError("Distillation needs the original model as teacher; pass it in the context.")
     data = ctx.train if len(ctx.train) <= cfg.max_train_samples else ctx.train.subset(cfg.max_train_samples,
                                                                                        cfg.seed)
-    x = np.ascontiguousarray(data.x, dtype=np.float32 if data.x.dtype.kind == "f" else np.int64)  # token ids stay ints
-    teacher = _teacher_logits(ctx, x).reshape(len(x), -1)
+    arrays = input_arrays(handle.model, data)  # named multi-input data: every input it gives, same rows
+    first = next(iter(arrays))
+    rows = {k: _as_torch(v) for k, v in arrays.items()}
+    teacher = _teacher_logits(ctx, {k: v.numpy() for k, v in rows.items()}, first).reshape(len(data), -1)
     labels = None
     if cfg.use_labels and data.y is not None and cfg.alpha > 0:
         labels = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
     rng = np.random.default_rng(cfg.seed)
-    order = torch.from_numpy(rng.permutation(len(x)))
-    n_val = max(1, int(round(len(x) * cfg.val_fraction)))
+    order = torch.from_numpy(rng.permutation(len(data)))
+    n_val = max(1, int(round(len(data) * cfg.val_fraction)))
     val, tr = order[:n_val], order[n_val:]
-    xt, tt = torch.from_numpy(x), torch.from_numpy(teacher)
-    return {"x": xt[tr], "t": tt[tr], "y": None if labels is None else labels[tr], "xv": xt[val], "tv": tt[val]}
+    tt = torch.from_numpy(teacher)
+    return {"x": _take(rows, tr), "t": tt[tr], "y": None if labels is None else labels[tr], "xv": _take(rows, val),
+            "tv": tt[val], "inputs": list(rows)}
 
 
 def _add_qat(module: nn.Module, bits: int) -> list[nn.Module]:
@@ -163,7 +192,7 @@ def _add_qat(module: nn.Module, bits: int) -> list[nn.Module]:
 def train_student(module: nn.Module, cfg: DistillConfig, d: dict[str, Any], ctx: PassContext) -> dict[str, Any]:
     """Train ``module`` in place on prepared data; restores the best epoch. Returns run details."""
     torch.manual_seed(cfg.seed)
-    steps_per_epoch = max(1, (len(d["x"]) + cfg.batch_size - 1) // cfg.batch_size)
+    steps_per_epoch = max(1, (len(d["t"]) + cfg.batch_size - 1) // cfg.batch_size)
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     kl0, agree0 = _val_kl(module, d["xv"], d["tv"], cfg.temperature)
@@ -171,12 +200,12 @@ def train_student(module: nn.Module, cfg: DistillConfig, d: dict[str, Any], ctx:
     start, history, stale, stopped = time.monotonic(), [], 0, "epochs"
     for epoch in range(cfg.epochs):
         module.train()
-        perm = torch.randperm(len(d["x"]))
+        perm = torch.randperm(len(d["t"]))
         for step in range(steps_per_epoch):
             ctx.check_cancel()
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             labels = None if d["y"] is None else d["y"][idx]
-            loss = distill_loss(_forward(module, d["x"][idx]), d["t"][idx], labels, cfg.alpha, cfg.temperature)
+            loss = distill_loss(_forward(module, _take(d["x"], idx)), d["t"][idx], labels, cfg.alpha, cfg.temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -217,7 +246,7 @@ def run(handle: ModelHandle, config: DistillConfig, ctx: PassContext | None = No
     module = to_torch(handle.model)
     module.source_model = handle.model  # _forward synthesises its further inputs (masks, type ids) from it
     with torch.no_grad():
-        out = _forward(module.eval(), d["xv"][:2])
+        out = _forward(module.eval(), _take(d["xv"], slice(0, 2)))
     if out.shape[1] != d["tv"].shape[1]:
         raise ShapeMismatchError(f"The student outputs {out.shape[1]} values per sample but the teacher "
                                  f"{d['tv'].shape[1]}; distil only variants of the same model.")
@@ -226,7 +255,8 @@ def run(handle: ModelHandle, config: DistillConfig, ctx: PassContext | None = No
     for m in qat_layers:  # bake the quantised weights in
         parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     details.update(labels_used=d["y"] is not None, alpha=config.alpha if d["y"] is not None else 0.0,
-                   temperature=config.temperature, qat_bits=config.qat_bits, train_samples=len(d["x"]))
+                   temperature=config.temperature, qat_bits=config.qat_bits, train_samples=len(d["t"]),
+                   inputs_from_data=d["inputs"])
     ctx.check_cancel()
     ctx.report(0.95, "exporting to ONNX")
     proto, _ = export_like(handle, module)

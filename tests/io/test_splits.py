@@ -166,3 +166,20 @@ def test_stored_upload_with_a_training_file_distils_on_it_and_keeps_the_evaluati
     assert prepared.test is loaded.test and len(prepared.train) == 120
     assert prepared.split.startswith("120 for distillation (from train.npz), 200 held out (the evaluation data); "
                                      "7 distillation rows equal to held-out rows dropped")
+
+
+def test_apart_compares_every_named_array_of_multi_input_rows() -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 20, (6, 5))
+    mask = np.ones((6, 5), np.int64)
+    test = Dataset(x=ids[:3], y=None, name="held", x_name="input_ids", feeds={"attention_mask": mask[:3]})
+    other_mask = mask.copy()
+    other_mask[1, 3:] = 0  # row 1: the same token ids as held-out row 1 but another mask: another input
+    train = Dataset(x=ids, y=None, name="train", x_name="input_ids", feeds={"attention_mask": other_mask})
+    kept, dropped = apart(train, test)
+    assert dropped == 2  # rows 0 and 2 equal held-out rows in ids and mask
+    np.testing.assert_array_equal(kept.x, ids[[1, 3, 4, 5]])
+    np.testing.assert_array_equal(kept.feeds["attention_mask"], other_mask[[1, 3, 4, 5]])
+    split = split_for_distillation(Dataset(x=rng.integers(0, 20, (120, 5)), y=None, name="u", x_name="input_ids",
+                                           feeds={"attention_mask": np.ones((120, 5), np.int64)}))
+    assert split.train.feeds["attention_mask"].shape == (len(split.train), 5)  # masks travel with their rows
