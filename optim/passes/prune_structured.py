@@ -22,6 +22,7 @@ x86: at ratio 0.3 ``round_to=1`` ran 1.14× the dense latency, ``round_to=8`` 0.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -37,6 +38,7 @@ from optim.io.export import torch_to_onnx
 from optim.passes._prune.heads import prune_heads
 from optim.passes._prune.onnx2torch import OnnxModule, example_inputs, to_torch
 from optim.passes._prune.recalibrate import recalibrate
+from optim.passes._prune.recurrent import Recurrent
 from optim.passes.base import PassContext, check_literals, check_range, register
 
 Scope = Literal["uniform", "global"]
@@ -116,24 +118,42 @@ def _cap_samples(x: list[torch.Tensor], budget: int = 5_000_000) -> list[torch.T
     return [t[:keep] for t in x]
 
 
-def _ignored_layers(module: OnnxModule, ex: list[torch.Tensor]) -> tuple[list[nn.Module], Any]:
-    """Conv/linear layers of every channel group that touches an output the converter marked unsafe
-    (and the dependency graph, for per-group ratios)."""
-    module.unsafe_grad_fns = set()
+def _ignored_layers(module: OnnxModule, ex: list[torch.Tensor]) -> tuple[list[nn.Module], Any, dict[str, list[str]]]:
+    """Conv/linear layers of every channel group that touches an output the converter marked unsafe, the
+    dependency graph (for per-group ratios) and, per recurrent layer, the layers kept because they feed it."""
+    module.unsafe_grad_fns, module.recurrent_fns = set(), {}
     try:
         dg = tp.DependencyGraph().build_dependency(module, example_inputs=ex)
-        unsafe = module.unsafe_grad_fns
+        unsafe, recurrent = module.unsafe_grad_fns, module.recurrent_fns
     finally:
         module.unsafe_grad_fns = None
+    node_names = {module.layers[k.removeprefix("layer:")]: n.name or n.output[0]
+                  for k, n, _, _ in module.steps if k.startswith("layer:")}
+    feeding: dict[str, list[str]] = {}
     ignored: list[nn.Module] = []
     for group in dg.get_all_groups(root_module_types=_ROOTS):
         # a conv/linear whose *inputs* are pruned keeps its outputs: only other touches count
         touched = [dep.target for dep, _ in group
                    if not (isinstance(dep.target.module, _ROOTS) and not dg.is_out_channel_pruning_fn(dep.handler))]
         if any(n.grad_fn in unsafe for n in touched):  # block the group: ignore its out-channel layers
-            ignored += [dep.target.module for dep, _ in group if isinstance(dep.target.module, _ROOTS)
-                        and dg.is_out_channel_pruning_fn(dep.handler) and dep.target.module not in ignored]
-    return ignored, dg
+            blocked = [dep.target.module for dep, _ in group if isinstance(dep.target.module, _ROOTS)
+                       and dg.is_out_channel_pruning_fn(dep.handler) and dep.target.module not in ignored]
+            ignored += blocked
+            for name in dict.fromkeys(recurrent[n.grad_fn] for n in touched if n.grad_fn in recurrent):
+                feeding.setdefault(name, []).extend(node_names.get(m, "?") for m in blocked)
+    return ignored, dg, feeding
+
+
+def recurrent_note(module: OnnxModule, feeding: dict[str, list[str]]) -> list[str]:
+    """One sentence per recurrent layer of ``module``: kept unpruned, with the layers whose outputs it reads."""
+    notes = []
+    for layer in (m for m in module.modules() if isinstance(m, Recurrent)):
+        names = list(dict.fromkeys(feeding.get(layer.onnx_name, [])))
+        fed = (f", and so are the output channels of {len(names)} layer(s) feeding it ({', '.join(names[:4])}"
+               f"{', …' if len(names) > 4 else ''})") if names else ""
+        notes.append(f"Structured pruning kept {layer.onnx_name} unpruned{fed}: its gates couple every hidden "
+                     "unit, so recurrent layers are not pruned.")
+    return notes
 
 
 def _taylor_grads(module: nn.Module, x: list[torch.Tensor], y: np.ndarray | None) -> None:
@@ -175,9 +195,21 @@ def export_like(handle: ModelHandle, module: OnnxModule) -> tuple[onnx.ModelProt
             proto = torch_to_onnx(module, ex, dynamic_batch=True, **kw)
         except Exception:  # noqa: BLE001 - shape arithmetic the exporter cannot keep symbolic: fix the batch
             proto = None
+        if proto is not None:
+            _keep_fixed_dims(proto, handle.model)
         if proto is not None and _runs_at_batch(proto, module, handle.model):
             return restore_layer_names(proto, module), True
     return restore_layer_names(torch_to_onnx(module, ex, dynamic_batch=False, **kw), module), False
+
+
+def _keep_fixed_dims(proto: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Inputs/outputs whose first dim the original fixes (an LSTM's ``h``: ``(1, 1, 128)``) keep it."""
+    for new, old in ((proto.graph.input, original.graph.input), (proto.graph.output, original.graph.output)):
+        fixed = {v.name: v.type.tensor_type.shape.dim[0].dim_value for v in old
+                 if v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[0].HasField("dim_value")}
+        for v in new:
+            if v.name in fixed and v.type.tensor_type.shape.dim:
+                v.type.tensor_type.shape.dim[0].dim_value = fixed[v.name]
 
 
 def restore_layer_names(proto: onnx.ModelProto, module: OnnxModule) -> onnx.ModelProto:
@@ -187,7 +219,8 @@ def restore_layer_names(proto: onnx.ModelProto, module: OnnxModule) -> onnx.Mode
     taken = {n.name for n in proto.graph.node}
     for n in proto.graph.node:
         parts = n.name.strip("/").split("/")
-        src = original.get(parts[0]) if len(parts) == 2 else None
+        # ``/conv_3/Conv``; a recurrent layer exports as ``/lstm_9/rnn/LSTM``
+        src = original.get(parts[0]) if len(parts) == 2 or (len(parts) == 3 and parts[1] == "rnn") else None
         if src is not None and src.name and src.op_type == n.op_type and src.name not in taken:
             taken.discard(n.name)
             n.name = src.name
@@ -235,10 +268,28 @@ def _layer_ratio_dict(module: OnnxModule, layer_ratios: tuple[tuple[str, float],
 
 
 def _prune(module: OnnxModule, cfg: StructuredPruneConfig, x: list[torch.Tensor], y: np.ndarray | None,
-           ctx: PassContext) -> dict[str, set[int]]:
-    """Prune ``module`` in place; returns removed output-channel indices per layer name."""
+           ctx: PassContext) -> tuple[dict[str, set[int]], list[str]]:
+    """Prune ``module`` in place; returns removed output-channel indices per layer name and the notes on
+    recurrent layers kept whole."""
     ex = [t[:1] for t in x]
-    ignored, dg = _ignored_layers(module, ex)
+    recurrent = [m for m in module.modules() if isinstance(m, Recurrent)]
+    for m in recurrent:
+        m.opaque = True
+    try:
+        with warnings.catch_warnings():  # the frozen recurrent weights: never reached while tracing
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+            return _prune_traced(module, cfg, ex, x, y, ctx, recurrent)
+    finally:
+        for m in recurrent:
+            m.opaque = False
+
+
+def _prune_traced(module: OnnxModule, cfg: StructuredPruneConfig, ex: list[torch.Tensor], x: list[torch.Tensor],
+                  y: np.ndarray | None, ctx: PassContext, recurrent: list[Recurrent]
+                  ) -> tuple[dict[str, set[int]], list[str]]:
+    ignored, dg, feeding = _ignored_layers(module, ex)
+    notes = recurrent_note(module, feeding)
+    ignored += [m for m in module.modules() if isinstance(m, nn.RNNBase)]
     ignored += [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvTransposeNd) and m not in ignored]
     ratio_dict = _layer_ratio_dict(module, cfg.layer_ratios, dg, ignored) if cfg.layer_ratios else None
     ctx.check_cancel()
@@ -250,8 +301,10 @@ def _prune(module: OnnxModule, cfg: StructuredPruneConfig, x: list[torch.Tensor]
         pruning_ratio_dict=ratio_dict or None)
     groups = list(pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers, root_module_types=_ROOTS))
     if not groups:
-        return {}
+        return {}, notes
     if cfg.importance == "taylor":
+        for m in recurrent:  # gradients flow through the recurrence
+            m.opaque = False
         _taylor_grads(module, x, y)
     ctx.report(0.35, f"removing channels from {len(groups)} coupled groups")
     names = {m: n for n, m in module.named_modules()}
@@ -263,7 +316,7 @@ def _prune(module: OnnxModule, cfg: StructuredPruneConfig, x: list[torch.Tensor]
                 pruned.setdefault(names[layer], set()).update(int(i) for i in idxs)
         group.prune()
     module.zero_grad(set_to_none=True)
-    return pruned
+    return pruned, notes
 
 
 def _guarded(what: str, fn: Any, *args: Any) -> Any:
@@ -295,7 +348,9 @@ def run(handle: ModelHandle, config: StructuredPruneConfig, ctx: PassContext | N
         teacher = copy.deepcopy(module)
         before = {n: tuple(m.weight.shape) for n, m in module.named_modules() if isinstance(m, _ROOTS)}
         ctx.report(0.1, "tracing channel dependencies")
-        pruned = _guarded("trace and remove its coupled channels", _prune, module, config, x, y, ctx)
+        pruned, notes = _guarded("trace and remove its coupled channels", _prune, module, config, x, y, ctx)
+        if notes:
+            details["kept_whole"] = notes
         ctx.check_cancel()
         if config.prune_heads:
             ctx.report(0.5, "looking for attention heads to remove")
@@ -306,8 +361,8 @@ def run(handle: ModelHandle, config: StructuredPruneConfig, ctx: PassContext | N
         if not pruned:
             raise PassUnavailableError(
                 "Structured pruning found no channel group or attention head it can remove safely in this "
-                "model (every layer feeds reshapes, constants or the output). Try unstructured pruning or "
-                "quantization instead.")
+                "model (every layer feeds reshapes, constants, a recurrent layer or the output). Try unstructured "
+                "pruning or quantization instead.")
         kept = _kept_channels(pruned, before, module)
         details["layers_changed"] = len(kept)
         if config.recalibrate and kept:
@@ -324,5 +379,6 @@ def run(handle: ModelHandle, config: StructuredPruneConfig, ctx: PassContext | N
     details["dynamic_batch"] = dynamic
     ctx.report(1.0, "done")
     step = f"prune_structured(ratio={config.ratio}, {config.scope}, {config.importance})"
+    note = {"variant_note": " ".join(details["kept_whole"])} if details.get("kept_whole") else {}
     return handle.derive(proto, step, prune_ratio=config.ratio, prune_kind="structured",
-                         structured_pruning=details)
+                         structured_pruning=details, **note)

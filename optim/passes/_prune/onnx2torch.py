@@ -12,6 +12,7 @@ dependency graph sees (and prunes) them:
   constant 2-D weight, fused with a following ``Add`` of a constant bias → ``nn.Linear``
 * ``BatchNormalization`` → a ``nn.BatchNorm2d`` that accepts any rank; ``LayerNormalization`` over
   the last axis → ``nn.LayerNorm``
+* ``LSTM`` / ``GRU`` / ``RNN`` → ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (``recurrent.py``), never pruned
 
 Everything else in :data:`SUPPORTED_OPS` runs as a torch function (``onnx2torch_ops.KERNELS``):
 element-wise math (Add Sub Mul Div Pow Sqrt Reciprocal Neg Exp Log Abs Erf Max Min Sum Equal Less
@@ -46,11 +47,20 @@ from optim.passes._prune.onnx2torch_extra import (  # noqa: F401  (example_input
     example_inputs,
     extra_layer,
 )
-from optim.passes._prune.onnx2torch_ops import KERNELS, attrs, auto_pads, ints, pad_pairs, traced_sizes
+from optim.passes._prune.onnx2torch_ops import (
+    KERNELS,
+    attrs,
+    auto_pads,
+    functional_layer,
+    ints,
+    pad_pairs,
+    traced_sizes,
+)
+from optim.passes._prune.recurrent import RECURRENT_OPS, Recurrent, recurrent_layer, state_inputs
 
 LAYER_OPS = frozenset({"Conv", "Gemm", "BatchNormalization", "LayerNormalization", "Reshape"})
 ALL_KERNELS = {**KERNELS, **EXTRA_KERNELS}
-SUPPORTED_OPS: frozenset[str] = frozenset(ALL_KERNELS) | LAYER_OPS | EXTRA_LAYER_OPS
+SUPPORTED_OPS: frozenset[str] = frozenset(ALL_KERNELS) | LAYER_OPS | EXTRA_LAYER_OPS | RECURRENT_OPS
 _ELEMENTWISE_MULTI = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "Max", "Min", "Sum", "Equal",
                                 "Less", "Greater", "PRelu"})
 _INDEXING = frozenset({"Gather", "Slice", "Split", "Expand", "MatMul", "Gemm", "LayerNormalization", "Conv",
@@ -185,6 +195,7 @@ class OnnxModule(nn.Module):
         del self._consts
         self._ref_shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self.unsafe_grad_fns: set[Any] | None = None
+        self.recurrent_fns: dict[Any, str] = {}  # while tracing: grad_fn of a recurrent layer's input → its name
 
     # ------------------------------------------------------------------ construction
     def _const(self, name: str) -> torch.Tensor | None:
@@ -233,6 +244,9 @@ class OnnxModule(nn.Module):
             ln.bias.data.copy_(b.float() if b is not None else torch.zeros_like(ln.bias))
             self.layers[key] = ln
             return ("layer:" + key, n, [n.input[0]], list(n.output[:1]))
+        if n.op_type in RECURRENT_OPS:  # kept whole (recurrent.py); refused in one sentence where torch cannot
+            self.layers[key] = recurrent_layer(n, self._const)
+            return ("layer:" + key, n, state_inputs(n), list(n.output))
         layer = extra_layer(n, self._const) if n.op_type in EXTRA_LAYER_OPS else None
         if layer is not None:
             self.layers[key] = layer
@@ -265,11 +279,11 @@ class OnnxModule(nn.Module):
         for idx, (kind, node, ins, outs) in enumerate(self.steps):
             args = [env.get(i) if i else None for i in ins]
             if kind.startswith("layer:"):
-                res = self._run_layer(self.layers[kind[6:]], args[0])
+                res = self._run_layer(self.layers[kind[6:]], args)
             elif node.op_type == "Reshape":
                 res = self._reshape(idx, node, args)
             elif node.op_type in ("Gemm", "LayerNormalization", "BatchNormalization", "Conv"):
-                res = _functional(node, args)
+                res = functional_layer(node, args)
             else:
                 res = ALL_KERNELS[node.op_type](node, args, self.opset)
             res = list(res) if isinstance(res, list | tuple) else [res]
@@ -299,7 +313,10 @@ class OnnxModule(nn.Module):
         return plan
 
     @staticmethod
-    def _run_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _run_layer(layer: nn.Module, args: list[Any]) -> Any:
+        if isinstance(layer, Recurrent):
+            return layer(*args)
+        x = args[0]
         spec = getattr(layer, "onnx_pads", None)
         if spec is not None:
             auto, pads = spec
@@ -335,7 +352,11 @@ class OnnxModule(nn.Module):
         if kind.startswith("layer:"):
             layer = self.layers[kind[6:]]
             groups = getattr(layer, "groups", 1)
-            if groups > 1 and not (groups == layer.in_channels == layer.out_channels):
+            if isinstance(layer, Recurrent):  # its input channels and its outputs stay whole
+                unsafe = True
+                self.unsafe_grad_fns.update(a.grad_fn for a in tensors if a.grad_fn is not None)
+                self.recurrent_fns.update({a.grad_fn: layer.onnx_name for a in tensors if a.grad_fn is not None})
+            elif groups > 1 and not (groups == layer.in_channels == layer.out_channels):
                 unsafe = True
                 if args[0].grad_fn is not None:
                     self.unsafe_grad_fns.add(args[0].grad_fn)
@@ -355,29 +376,6 @@ def _linear(w: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     if bias is not None:
         lin.bias.data.copy_(bias)
     return lin
-
-
-def _functional(node: onnx.NodeProto, a: list[Any]) -> torch.Tensor:
-    """Gemm / LayerNormalization / BatchNormalization whose parameters are not constants."""
-    at = attrs(node)
-    if node.op_type == "Conv":  # weight computed in the graph: a plain function, invisible to pruning
-        nd = a[1].dim() - 2
-        pads = at.get("pads") or auto_pads(at.get("auto_pad", "NOTSET"), a[0], a[1].shape[2:],
-                                          at.get("strides", [1] * nd), at.get("dilations", [1] * nd))
-        fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
-        return fn(F.pad(a[0], pad_pairs(pads)), a[1], a[2] if len(a) > 2 else None, at.get("strides", 1), 0,
-                  at.get("dilations", 1), at.get("group", 1))
-    if node.op_type == "Gemm":
-        x = a[0].t() if at.get("transA", 0) else a[0]
-        w = a[1].t() if at.get("transB", 0) else a[1]
-        y = at.get("alpha", 1.0) * (x @ w)
-        return y + at.get("beta", 1.0) * a[2] if len(a) > 2 and a[2] is not None else y
-    if node.op_type == "BatchNormalization":
-        return F.batch_norm(a[0], a[3], a[4], a[1], a[2], False, 0.0, at.get("epsilon", 1e-5))
-    axis = at.get("axis", -1) % a[0].dim()
-    shape = tuple(a[0].shape[axis:])
-    b = a[2].expand(shape) if len(a) > 2 and a[2] is not None else None
-    return F.layer_norm(a[0], shape, a[1].expand(shape), b, at.get("epsilon", 1e-5))
 
 
 def to_torch(model: onnx.ModelProto) -> OnnxModule:

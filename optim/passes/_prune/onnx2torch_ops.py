@@ -289,7 +289,10 @@ def _pad(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.Tensor:
         pads = ints(a[1])
         value = float(a[2]) if len(a) > 2 and a[2] is not None and a[2].numel() else 0.0
     mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[at.get("mode", "constant")]
-    return F.pad(a[0], pad_pairs(pads), mode=mode, value=value if mode == "constant" else None)
+    pairs = pad_pairs(pads)
+    while mode != "constant" and len(pairs) > 2 and pairs[-2:] == [0, 0]:  # torch pads only the last dims
+        pairs = pairs[:-2]
+    return F.pad(a[0], pairs, mode=mode, value=value if mode == "constant" else None)
 
 
 def _where(node: onnx.NodeProto, a: list[Any], opset: int) -> torch.Tensor:
@@ -344,3 +347,26 @@ KERNELS: dict[str, Kernel] = {
     "GlobalAveragePool": _global_pool("mean"), "GlobalMaxPool": _global_pool("max"),
     "AveragePool": _pool("avg"), "MaxPool": _pool("max"), "Pad": _pad, "Where": _where, "Range": _range,
 }
+
+
+def functional_layer(node: onnx.NodeProto, a: list[Any]) -> torch.Tensor:
+    """Gemm / LayerNormalization / BatchNormalization whose parameters are not constants."""
+    at = attrs(node)
+    if node.op_type == "Conv":  # weight computed in the graph: a plain function, invisible to pruning
+        nd = a[1].dim() - 2
+        pads = at.get("pads") or auto_pads(at.get("auto_pad", "NOTSET"), a[0], a[1].shape[2:],
+                                          at.get("strides", [1] * nd), at.get("dilations", [1] * nd))
+        fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
+        return fn(F.pad(a[0], pad_pairs(pads)), a[1], a[2] if len(a) > 2 else None, at.get("strides", 1), 0,
+                  at.get("dilations", 1), at.get("group", 1))
+    if node.op_type == "Gemm":
+        x = a[0].t() if at.get("transA", 0) else a[0]
+        w = a[1].t() if at.get("transB", 0) else a[1]
+        y = at.get("alpha", 1.0) * (x @ w)
+        return y + at.get("beta", 1.0) * a[2] if len(a) > 2 and a[2] is not None else y
+    if node.op_type == "BatchNormalization":
+        return F.batch_norm(a[0], a[3], a[4], a[1], a[2], False, 0.0, at.get("epsilon", 1e-5))
+    axis = at.get("axis", -1) % a[0].dim()
+    shape = tuple(a[0].shape[axis:])
+    b = a[2].expand(shape) if len(a) > 2 and a[2] is not None else None
+    return F.layer_norm(a[0], shape, a[1].expand(shape), b, at.get("epsilon", 1e-5))
