@@ -40,6 +40,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from optim.io.shapes import synthesize_inputs
+from optim.passes._quant.opset import unshare_biases
 
 CACHE_ENTRIES = 16
 _RANGES: OrderedDict[tuple[Any, ...], TensorsData] = OrderedDict()
@@ -94,6 +95,10 @@ def preprocess(src: Path, d: Path, ops: set[str] | None = None) -> Path:
         t0 = time.time()
         try:
             quant_pre_process(str(src), str(dst), **kwargs)
+            pre = onnx.load_model(str(dst))
+            fixed = unshare_biases(pre)  # ORT's ConstantSharing merges equal small constants again
+            if fixed is not pre:
+                onnx.save_model(fixed, str(dst))
             return dst
         except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ORT still works
             remove_shape_infer_leftover(t0)

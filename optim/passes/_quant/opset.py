@@ -24,8 +24,52 @@ def default_opset(model: onnx.ModelProto) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
 
 
+BIAS_SLOTS = frozenset({"Conv", "ConvTranspose", "Gemm"})  # input 2: quantised to int32 by ORT's QOperator
+
+
+def unshare_biases(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy in which every Conv/Gemm bias initializer that other nodes also read is the bias's own.
+
+    Exporters deduplicate equal constants (the zero-initialised biases of an HF model become one initializer behind
+    Identity nodes); ORT's QOperator quantiser turns a bias into an int32 tensor and hands that same tensor to the
+    other readers, and a ``QLinearAdd`` with an int32 input does not open (pruned YOLOS).
+    """
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    alias = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Identity" and n.input and n.input[0] in inits}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        if n.op_type == "Identity" and n.output[0] in alias:
+            continue
+        for i in n.input:
+            src = alias.get(i, i)
+            if src in inits:
+                readers[src] = readers.get(src, 0) + 1
+    shared = [(k, n) for k, n in enumerate(g.node) if n.op_type in BIAS_SLOTS and len(n.input) > 2
+              and readers.get(alias.get(n.input[2], n.input[2]), 0) > 1]
+    if not shared:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = set(inits) | {o for n in g.node for o in n.output}
+    for k, _ in shared:
+        node = out.graph.node[k]
+        src = alias.get(node.input[2], node.input[2])
+        name = f"{src}_bias_{k}"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        copy = out.graph.initializer.add()
+        copy.CopyFrom(inits[src])
+        copy.name = name
+        node.input[2] = name
+    return out
+
+
 def quantizable(model: onnx.ModelProto, per_channel: bool) -> tuple[onnx.ModelProto, bool, str]:
-    """(model to quantise, per_channel to use, note for the variant: "" when nothing changed)."""
+    """(model to quantise, per_channel to use, note for the variant: "" when nothing changed). Conv/Gemm biases
+    shared with other nodes are given their own initializers (:func:`unshare_biases`)."""
+    model = unshare_biases(model)
     opset = default_opset(model)
     if opset >= PER_CHANNEL_OPSET:
         return model, per_channel, ""
