@@ -258,8 +258,9 @@ def _run_auto(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext) -> 
     cand = rec["candidate"]
     fmt = "qoperator" if cand["kind"] == "dynamic" else cand["quant_format"]
     size = len(out.SerializeToString())
+    kept = handle.meta.get("structured_pruning", {}).get("kept_whole", [])  # a pruned variant's own sentences
     return _quantized(handle, out, f"quantize INT8 auto → {rec['chosen']}", 8, True, size, fmt, "int8_auto",
-                      quant_search.note(rec), variant_note=quant_search.note(rec), int8_search=rec)
+                      quant_search.note(rec), variant_note=" ".join([quant_search.note(rec), *kept]), int8_search=rec)
 
 
 def _run_lowbit(handle: ModelHandle, model: onnx.ModelProto, config: QuantizeConfig, ctx: PassContext) -> ModelHandle:

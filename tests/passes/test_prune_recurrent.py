@@ -9,13 +9,17 @@ import ort_runner
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from quant_helpers import dataset
 from torch import nn
 
 from optim.errors import PassUnavailableError
 from optim.handle import ModelHandle
 from optim.io.export import torch_to_onnx
 from optim.passes._prune.onnx2torch import to_torch
+from optim.passes.base import PassContext
 from optim.passes.prune_structured import StructuredPruneConfig, run
+from optim.passes.quantize import QuantizeConfig
+from optim.passes.quantize import run as quantize
 
 RECURRENT = ("LSTM", "GRU", "RNN")
 
@@ -84,6 +88,17 @@ def test_prune_with_lstm_and_taylor_importance_uses_gradients_through_it() -> No
     x = np.ones((1, 4, 10), np.float32)
     assert ort_runner.run_first(out.model, x).shape == (10, 1, 5)
     assert out.meta["structured_pruning"]["params_after"] < out.meta["structured_pruning"]["params_before"]
+
+
+@pytest.mark.slow
+def test_int8_of_the_pruned_lstm_model_runs_and_keeps_the_note() -> None:
+    pruned = run(ModelHandle(_proto("lstm"), "lstm"), StructuredPruneConfig(ratio=0.5))
+    x = np.random.default_rng(3).standard_normal((32, 4, 10)).astype(np.float32)
+    cfg = QuantizeConfig(mode="int8_auto", search_budget_s=0.0, probe_budget_s=0.05, calib_samples=32)
+    out = quantize(pruned, cfg, PassContext(calib=dataset(x)))
+    assert ort_runner.run_first(out.model, x[:2]).shape == (10, 2, 5)
+    assert out.meta["variant_note"].endswith(pruned.meta["variant_note"])
+    assert "LSTM layer '/rnn/LSTM'" in out.meta["variant_note"]
 
 
 def _single(op: str, direction: str, layout: int, seed: int, **extra: object) -> onnx.ModelProto:
