@@ -276,7 +276,7 @@ def _prune(module: OnnxModule, cfg: StructuredPruneConfig, x: list[torch.Tensor]
     for m in recurrent:
         m.opaque = True
     try:
-        with warnings.catch_warnings():  # the frozen recurrent weights: never reached while tracing
+        with warnings.catch_warnings():  # recurrent weights: never reached while tracing (opaque)
             warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
             return _prune_traced(module, cfg, ex, x, y, ctx, recurrent)
     finally:

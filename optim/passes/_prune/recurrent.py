@@ -47,7 +47,8 @@ class Recurrent(nn.Module):
         if not self.opaque:
             return self._run(x, h0, c0)
         # torch-pruning traces autograd graphs: torch's GRU/RNN decompose into ops it maps channels through
-        # (and fails on), so it sees the outputs as one element-wise function of the inputs instead
+        # (and fails on), so it sees the outputs as one element-wise function of the inputs instead, and no
+        # parameter of the layer (distillation still trains them: ``opaque`` is on only while pruning)
         with torch.no_grad():
             outs = self._run(*(None if t is None else t.detach() for t in (x, h0, c0)))
         live = [t.sum() for t in (x, h0, c0) if t is not None and t.requires_grad]
@@ -128,7 +129,6 @@ def recurrent_layer(node: onnx.NodeProto, const: Callable[[str], torch.Tensor | 
             n = len(order) * hidden
             getattr(rnn, f"bias_ih_l0{suffix}").data.copy_(_reorder(b[d, :n].float(), order, hidden))
             getattr(rnn, f"bias_hh_l0{suffix}").data.copy_(_reorder(b[d, n:].float(), order, hidden))
-    rnn.requires_grad_(False)  # frozen: torch-pruning then sees no parameters of it to prune
     layer = Recurrent(op, rnn.eval(), int(at.get("layout", 0)), direction == "reverse")
     layer.onnx_name = describe(node)
     return layer
