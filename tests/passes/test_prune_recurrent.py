@@ -82,6 +82,27 @@ def test_prune_keeps_recurrent_layer_and_its_inputs_and_prunes_the_rest(kind: st
     assert [n.name for n in out.model.graph.node if n.op_type == op] == [f"/rnn/{op}"]
 
 
+def test_prune_bidirectional_lstm_keeps_a_dynamic_batch() -> None:
+    """torch writes Reshape(Y, [0, 0, -1]) after a bidirectional layer (batch on dim 1): it must not fix the batch."""
+
+    class BiLSTM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.rnn, self.f1 = nn.Conv1d(4, 16, 3, padding=1), nn.LSTM(16, 8, bidirectional=True), nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y, _ = self.rnn(torch.relu(self.c1(x)).permute(2, 0, 1))
+            return self.f1(y)
+
+    torch.manual_seed(0)
+    proto = torch_to_onnx(BiLSTM().eval(), [torch.randn(2, 4, 10)], input_names=["x"], output_names=["y"],
+                          dynamic_batch=True)
+    out = run(ModelHandle(proto, "bilstm"), StructuredPruneConfig(ratio=0.0))
+    assert out.meta["structured_pruning"]["dynamic_batch"] is True
+    x = np.random.default_rng(0).standard_normal((3, 4, 10)).astype(np.float32)
+    np.testing.assert_allclose(ort_runner.run_first(out.model, x), ort_runner.run_first(proto, x), atol=1e-5)
+
+
 def test_prune_with_lstm_and_taylor_importance_uses_gradients_through_it() -> None:
     proto = _proto("lstm")
     out = run(ModelHandle(proto, "lstm"), StructuredPruneConfig(ratio=0.5, importance="taylor"))

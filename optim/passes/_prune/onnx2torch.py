@@ -328,7 +328,10 @@ class OnnxModule(nn.Module):
     def _reshape(self, idx: int, node: onnx.NodeProto, args: list[Any]) -> torch.Tensor:
         x, shape_t = args[0], args[1]
         allowzero = attrs(node).get("allowzero", 0)
-        target = [int(x.shape[k]) if (v == 0 and not allowzero) else v for k, v in enumerate(ints(shape_t))]
+        raw = ints(shape_t)
+        if not allowzero and set(raw) <= {0, -1} and raw.count(-1) <= 1:  # copies and one inferred dim: any shape
+            return x.reshape([x.shape[k] if v == 0 else -1 for k, v in enumerate(raw)])
+        target = [int(x.shape[k]) if (v == 0 and not allowzero) else v for k, v in enumerate(raw)]
         ref = self._ref_shapes.get(idx)
         if ref is None:
             out = x.reshape(target)
