@@ -65,8 +65,8 @@ with st.expander("…or upload your own model (ONNX, ONNX zip, TorchScript, .pt2
     up = st.file_uploader("Model file", type=["onnx", "zip", "pt", "pth", "ts", "pt2"], key="upload_model")
     shapes = st.text_input("Input shapes for dynamic dimensions (optional)", key="upload_shapes",
                            placeholder="input=1,3,224,224; mask=1,128")
-    data = st.file_uploader("Evaluation data (optional: .npz with x/y or one array per input name plus y, .csv, "
-                            "or a .zip of class folders)",
+    data = st.file_uploader("Evaluation data (optional: .npz with x/y or one array per input name plus y — a 0-d "
+                            "array sets a scalar input such as sr —, .csv, or a .zip of class folders)",
                             type=["npz", "csv", "zip"], key="upload_data")
     train = st.file_uploader("Training data for distillation (optional, same formats; labels optional)",
                              type=["npz", "csv", "zip"], key="upload_train",
@@ -116,6 +116,8 @@ with guard("Summarising the model"):
     m[3].metric("Nodes", f"{f['nodes']}")
     m[4].metric("Opset", f"{f['opset']}")
     st.caption(f"Inputs: {f['inputs']} · Outputs: {f['outputs']}")
+    if loaded.synthesised_inputs:
+        st.caption(loaded.synthesised_inputs)
     with guard("Measuring the baseline"):
         n_all = len(loaded.test) if loaded.test is not None else 0
         n_eval = min(state.settings().eval_limit, n_all) if n_all else 0

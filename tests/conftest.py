@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 
 # A host estimate in a test must never start the ~60 s background calibration of this CPU by itself
 # (tests that exercise the job start it explicitly, with a tiny configuration).
@@ -87,6 +89,23 @@ def tiny_text() -> ModelHandle:
     proto = torch_to_onnx(TinyText().eval(), [ex["input_ids"], ex["attention_mask"]],
                           input_names=("input_ids", "attention_mask"), dynamic_batch=True)
     return ModelHandle(model=proto, name="tiny_text", source_format="onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_scalar() -> ModelHandle:
+    """logits = (x @ W) * sr / 16000: inputs x float [batch, 4] and sr, an int64 scalar (a sample rate)."""
+    w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Cast", ["sr"], ["s"], to=1),
+             helper.make_node("Div", ["s", "ref"], ["k"]), helper.make_node("Mul", ["h", "k"], ["logits"])]
+    graph = helper.make_graph(nodes, "scaled",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+                               helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(16000), "ref")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return ModelHandle(model, "tiny_scalar")
 
 
 def _randomise_bn(module: torch.nn.Module, seed: int) -> None:

@@ -14,6 +14,7 @@ from optim.handle import ModelHandle
 from optim.io import load as model_io
 from optim.io import model_data, samples, splits
 from optim.io.data import Dataset
+from optim.io.named_inputs import synthesised
 from optim.io.sources import CALIB_SAMPLES, calibration_subset
 from optim.jobs import client as jobrun
 from optim.jobs import codec
@@ -49,6 +50,15 @@ class Loaded:
     @property
     def has_labels(self) -> bool:
         return self.test is not None and self.test.y is not None
+
+    @property
+    def synthesised_inputs(self) -> str:
+        """One sentence naming each input the data does not give and the value fed instead ("" when none)."""
+        shown = synthesised(self.handle.model, self.test)
+        if not shown:
+            return ""
+        return ("Not in the data, so synthesised: " + "; ".join(shown) + " — set a scalar input with a 0-d array "
+                "under its name in the npz (e.g. sr=np.int64(8000)), any other with one row per sample.")
 
     @property
     def judged_by(self) -> str:

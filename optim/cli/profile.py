@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     if test is not None:
         sess = make_session(handle, threads=2, opt_level=args.opt_level)
         test = _within_budget(handle, test, args, sess)
-        logits = predict(handle, test.x, session=sess, feeds=test.feeds)
+        logits = predict(handle, test.x, session=sess, feeds=test.feeds, constants=test.constants)
         del sess
         if test.y is not None:
             print(format_accuracy(accuracy(logits, test.y), test.name))
@@ -175,9 +175,9 @@ def run(args: argparse.Namespace) -> int:
     if args.reference:
         ref, _ = load_model(args.reference, shapes)
         x = test.x if test is not None else _synthetic_x(handle)
-        feeds = test.feeds if test is not None else None
-        f = output_fidelity(predict_outputs(ref, x, feeds=feeds), predict_outputs(handle, x, feeds=feeds),
-                            output_kinds(ref.model))
+        feeds, consts = (test.feeds, test.constants) if test is not None else (None, None)
+        f = output_fidelity(predict_outputs(ref, x, feeds=feeds, constants=consts),
+                            predict_outputs(handle, x, feeds=feeds, constants=consts), output_kinds(ref.model))
         src = test.name if test is not None else f"{len(x)} synthetic inputs"
         judged = (f"top-1 agreement {_pct(f.top1_agreement)}, " if f.metric == "agreement" else
                   f"judged by output cosine (outputs {f.kinds}; worst {f.worst_output!r}), SQNR {f.sqnr_db:.1f} dB, ")
@@ -213,9 +213,10 @@ def _within_budget(handle: ModelHandle, test: Any, args: argparse.Namespace, ses
     n = len(test)
     probe = min(n, 8)
     feeds = {k: v[:probe] for k, v in test.feeds.items()} if test.feeds else None
-    predict(handle, test.x[:1], session=sess, feeds={k: v[:1] for k, v in feeds.items()} if feeds else None)
+    predict(handle, test.x[:1], session=sess, feeds={k: v[:1] for k, v in feeds.items()} if feeds else None,
+            constants=test.constants)
     t0 = time.perf_counter()
-    predict(handle, test.x[:probe], session=sess, feeds=feeds)
+    predict(handle, test.x[:probe], session=sess, feeds=feeds, constants=test.constants)
     per = (time.perf_counter() - t0) / max(probe, 1)
     keep = max(probe, int(args.eval_budget / per)) if per > 0 else n
     if keep >= n:

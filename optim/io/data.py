@@ -11,12 +11,9 @@ written to disk.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -29,70 +26,8 @@ from optim.errors import (
     UnsafeArchiveError,
 )
 from optim.io import data_bounds as db
+from optim.io.dataset import Dataset  # noqa: F401  (re-exported: Dataset lived here)
 from optim.io.zips import ZIP_READ_ERRORS
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """Inputs ``x`` (float32, ``(N, *model_input_shape[1:])``, or integer token ids), optional int64 labels ``y``.
-
-    Multi-input data (an ``.npz`` with one array per model input): ``x`` feeds the input named ``x_name`` (None:
-    the model's first input) and ``feeds`` holds the arrays of further inputs by name, N rows each."""
-
-    x: np.ndarray
-    y: np.ndarray | None
-    name: str
-    class_names: list[str] | None = None
-    x_name: str | None = None
-    feeds: dict[str, np.ndarray] | None = None
-
-    def __post_init__(self) -> None:
-        if self.x.ndim < 1:
-            raise DataFormatError(f"Dataset {self.name!r}: x must have a sample axis, got a scalar.")
-        if self.y is not None and len(self.y) != len(self.x):
-            raise DataFormatError(
-                f"Dataset {self.name!r}: {len(self.x)} inputs but {len(self.y)} labels; they must match."
-            )
-        for key, arr in (self.feeds or {}).items():
-            if arr.ndim < 1 or len(arr) != len(self.x):
-                raise DataFormatError(f"Dataset {self.name!r}: array {key!r} has {len(arr) if arr.ndim else 0} rows "
-                                      f"but {self.x_name or 'x'!r} has {len(self.x)}; every input array needs one "
-                                      "row per sample (the same first dimension).")
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    @cached_property
-    def content_hash(self) -> str:
-        """sha256 (hex) over shapes, dtypes and bytes of ``x``, ``y`` and the named input arrays."""
-        h = hashlib.sha256()
-        named = [(k, v) for k, v in sorted((self.feeds or {}).items())]
-        if self.x_name is not None or named:  # single-array sets keep the hash they always had
-            h.update(f"named:{self.x_name}:{[k for k, _ in named]}".encode())
-        for arr in (self.x, self.y, *(v for _, v in named)):
-            if arr is None:
-                h.update(b"none")
-                continue
-            a = np.ascontiguousarray(arr)
-            h.update(f"{a.dtype.str}{a.shape}".encode())
-            h.update(a.tobytes())
-        return h.hexdigest()
-
-    def subset(self, n: int, seed: int = 0) -> Dataset:
-        """``n`` samples drawn without replacement (seeded; sorted order); the whole set if ``n >= len``."""
-        if n >= len(self):
-            return self
-        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=max(n, 0), replace=False))
-        return self.take(idx, f"{self.name}[{n}]")
-
-    def take(self, idx: np.ndarray, name: str | None = None) -> Dataset:
-        """The samples at integer positions ``idx`` (every per-sample array indexed alike)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        y = None if self.y is None else self.y[idx]
-        feeds = None if self.feeds is None else {k: v[idx] for k, v in self.feeds.items()}
-        return Dataset(x=self.x[idx], y=y, name=name or self.name, class_names=self.class_names,
-                       x_name=self.x_name, feeds=feeds)
-
 
 # ---------------------------------------------------------------- loading ------------------------
 DEFAULT_MAX_BYTES = 512 * 2**20
@@ -175,14 +110,15 @@ RESERVED_NPZ_KEYS = ("x", "y", "class_names")
 MAX_INPUT_ARRAYS = 256
 
 
-def _input_array(a: np.ndarray, key: str) -> np.ndarray:
-    """One input array of an npz: numeric with a sample axis; floats as float32 and finite; integers (token ids,
-    masks, 8-bit pixels) are kept as they are and become float32 for a float input when bound to a model."""
-    if a.dtype.kind not in "fiub" or a.ndim < 1 or (key == "x" and a.ndim < 2):
+def _input_array(a: np.ndarray, key: str, per_call: bool = False) -> np.ndarray:
+    """One input array of an npz: numeric with a sample axis (``per_call``: any shape, e.g. a 0-d sample rate);
+    floats as float32 and finite; integers (token ids, masks, 8-bit pixels) are kept as they are and become
+    float32 for a float input when bound to a model."""
+    if a.dtype.kind not in "fiub" or (not per_call and a.ndim < 1) or (key == "x" and a.ndim < 2):
         raise DataFormatError(f"{key!r} must be a numeric array of shape (N, ...), got dtype {a.dtype} and "
                               f"shape {a.shape}.")
     if a.dtype.kind == "f":
-        a = np.ascontiguousarray(a, dtype=np.float32)
+        a = np.array(a, dtype=np.float32)  # 0-d stays 0-d
         if not np.all(np.isfinite(a)):
             raise DataFormatError(f"{key!r} contains NaN or infinite values; clean the data first.")
     return a
@@ -215,14 +151,18 @@ def _load_npz(data: bytes, name: str, max_bytes: int) -> Dataset:
         raise DataFormatError(
             f"The npz file is damaged ({exc}); save it again with np.savez and re-upload it."
         ) from exc
-    arrays = {k: _input_array(a, k) for k, a in arrays.items()}
     x_name = next(iter(arrays))
-    x = arrays.pop(x_name)
+    x = _input_array(arrays.pop(x_name), x_name)
+    # 0-d arrays (a sample rate, a threshold) and arrays of another length are values for inputs without a
+    # sample axis, fed whole in every call; named_inputs.bind checks each against its input
+    per_call = {k for k, a in arrays.items() if a.ndim == 0 or len(a) != len(x)}
+    arrays = {k: _input_array(a, k, k in per_call) for k, a in arrays.items()}
+    constants = {k: arrays.pop(k) for k in list(arrays) if k in per_call}
     labels = None if y is None else _labels(y, len(x), "npz 'y'")
     class_names = [str(c) for c in names.tolist()] if names is not None and names.dtype.kind in "US" else None
     named = x_name != "x"
     return Dataset(x=x, y=labels, name=name, class_names=class_names, x_name=x_name if named else None,
-                   feeds=arrays or None)
+                   feeds=arrays or None, constants=constants or None)
 
 
 def _read_csv_frame(data: bytes) -> pd.DataFrame:

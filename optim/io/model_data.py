@@ -17,6 +17,7 @@ from optim.errors import ConfigError, MissingInputError, ShapeMismatchError
 from optim.handle import ModelHandle
 from optim.io.data import Dataset, load_data
 from optim.io.named_inputs import bind, missing_inputs
+from optim.io.shapes import input_specs
 
 
 def image_kwargs(handle: ModelHandle) -> dict[str, Any]:
@@ -61,8 +62,11 @@ def _classic(handle: ModelHandle, ds: Dataset) -> Dataset:
     synthesised only where their value is a convention (masks, type ids, positions), else MissingInputError."""
     inputs = _graph_inputs(handle.model)
     if inputs and inputs[0].type.tensor_type.elem_type in _FLOAT_TYPES and ds.x.dtype != np.float32:
-        ds = Dataset(x=ds.x.astype(np.float32), y=ds.y, name=ds.name, class_names=ds.class_names)
-    missing = [m for m in missing_inputs(handle.model, {inputs[0].name}) if m != inputs[0].name] if inputs else []
+        ds = Dataset(x=ds.x.astype(np.float32), y=ds.y, name=ds.name, class_names=ds.class_names,
+                     constants=ds.constants)
+    scalars = {s.name for s in input_specs(handle.model) if not s.shape}  # synthesised and stated, or set by a 0-d
+    given = {inputs[0].name, *scalars} if inputs else set()
+    missing = [m for m in missing_inputs(handle.model, given) if m != inputs[0].name] if inputs else []
     if missing:
         raise MissingInputError(f"The data's 'x' feeds the first input {inputs[0].name!r}; input {missing[0]!r} "
                                 "carries data and cannot be made up: save the npz with one array per input, named "

@@ -52,7 +52,7 @@ def handle_from(blobs: dict[str, bytes], facts: dict[str, Any] | None = None, pr
 # --- arrays and datasets -------------------------------------------------------------------------
 def array_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    np.save(buf, np.asarray(a), allow_pickle=False)  # np.save writes any layout; a 0-d array stays 0-d
     return buf.getvalue()
 
 
@@ -70,8 +70,12 @@ def dataset_blobs(ds: Dataset | None, prefix: str) -> tuple[dict[str, Any] | Non
     feeds = list((ds.feeds or {}).items())
     for i, (_, arr) in enumerate(feeds):
         blobs[f"{prefix}.feed{i}"] = array_bytes(arr)
+    consts = list((ds.constants or {}).items())
+    for i, (_, arr) in enumerate(consts):
+        blobs[f"{prefix}.const{i}"] = array_bytes(arr)
     return {"name": ds.name, "class_names": ds.class_names, "x_name": ds.x_name,
-            "feeds": [k for k, _ in feeds] if ds.feeds is not None else None}, blobs
+            "feeds": [k for k, _ in feeds] if ds.feeds is not None else None,
+            "constants": [k for k, _ in consts] if consts else None}, blobs
 
 
 def dataset_from(facts: dict[str, Any] | None, blobs: dict[str, bytes], prefix: str) -> Dataset | None:
@@ -81,10 +85,12 @@ def dataset_from(facts: dict[str, Any] | None, blobs: dict[str, bytes], prefix: 
     names = facts.get("class_names")
     keys = facts.get("feeds")
     feeds = None if keys is None else {str(k): array_from(blobs[f"{prefix}.feed{i}"]) for i, k in enumerate(keys)}
+    ckeys = facts.get("constants")
+    consts = None if not ckeys else {str(k): array_from(blobs[f"{prefix}.const{i}"]) for i, k in enumerate(ckeys)}
     x_name = facts.get("x_name")
     return Dataset(x=array_from(blobs[f"{prefix}.x"]), y=y, name=str(facts.get("name", prefix)),
                    class_names=[str(n) for n in names] if names is not None else None,
-                   x_name=None if x_name is None else str(x_name), feeds=feeds)
+                   x_name=None if x_name is None else str(x_name), feeds=feeds, constants=consts)
 
 
 def pack_datasets(named: dict[str, Dataset | None]) -> tuple[dict[str, Any], dict[str, bytes]]:

@@ -70,7 +70,7 @@ Feeds = Mapping[str, np.ndarray]
 
 def predict(
     handle: ModelLike, x: np.ndarray, batch_size: int | None = None, threads: int = 2, opt_level: str = "all",
-    session: Any = None, feeds: Feeds | None = None,
+    session: Any = None, feeds: Feeds | None = None, constants: Feeds | None = None,
 ) -> np.ndarray:
     """Run the model's first input over ``x`` and return its first output stacked over samples (N × ...).
 
@@ -78,29 +78,31 @@ def predict(
     fit :data:`optim.measure.budget.EVAL_BYTES` of inputs, activations and outputs, at most 64); when the
     model fixes the batch (usually to 1) it is fed exactly that many samples per call (the last chunk
     zero-padded). ``feeds``: arrays for further inputs by name (N samples each, sliced like ``x``); any input
-    in neither is synthesised with ``optim.io.load.synthesize_inputs``.
+    in neither is synthesised with ``optim.io.load.synthesize_inputs``. ``constants``: values of inputs without a
+    sample axis (a 0-d sample rate), fed whole in every call.
     ``opt_level`` matters for accuracy too: e.g. fused U8S8 int8 kernels saturate on CPUs without VNNI.
     ``session``: an open session of this model to reuse (``threads``/``opt_level`` are then its own).
     """
     sess = session if session is not None else make_session(handle, threads=threads, opt_level=opt_level)
-    out = _run_batches(sess, model_proto(handle), x, batch_size, feeds, [sess.get_outputs()[0].name], strict=True)
+    out = _run_batches(sess, model_proto(handle), x, batch_size, feeds, [sess.get_outputs()[0].name], strict=True,
+                       constants=constants)
     return next(iter(out.values()))
 
 
 def predict_outputs(
     handle: ModelLike, x: np.ndarray, batch_size: int | None = None, threads: int = 2, opt_level: str = "all",
-    session: Any = None, feeds: Feeds | None = None,
+    session: Any = None, feeds: Feeds | None = None, constants: Feeds | None = None,
 ) -> dict[str, np.ndarray]:
     """Every per-sample output (leading dim = the batch fed, the same other dims in every call) stacked over
     samples, by name in graph order; outputs without a sample axis (a scalar, detections of a whole batch) are
     left out. Arguments as :func:`predict`."""
     sess = session if session is not None else make_session(handle, threads=threads, opt_level=opt_level)
     names = [o.name for o in sess.get_outputs()]
-    return _run_batches(sess, model_proto(handle), x, batch_size, feeds, names, strict=False)
+    return _run_batches(sess, model_proto(handle), x, batch_size, feeds, names, strict=False, constants=constants)
 
 
 def _run_batches(sess: Any, model: Any, x: np.ndarray, batch_size: int | None, feeds: Feeds | None,
-                 names: list[str], strict: bool) -> dict[str, np.ndarray]:
+                 names: list[str], strict: bool, constants: Feeds | None = None) -> dict[str, np.ndarray]:
     inputs = {i.name: i for i in sess.get_inputs()}
     first = sess.get_inputs()[0]
     x = np.asarray(x)
@@ -114,6 +116,12 @@ def _run_batches(sess: Any, model: Any, x: np.ndarray, batch_size: int | None, f
             raise ShapeMismatchError(f"Data array {name!r} has {len(arr)} samples but {first.name!r} has {len(x)}; "
                                      "every input array needs one row per sample.")
         given[name] = np.asarray(arr).astype(np_dtype(inputs[name].type), copy=False)
+    whole = {}
+    for name, arr in (constants or {}).items():
+        if name not in inputs or name in given:
+            raise ShapeMismatchError(f"Data value {name!r} names no further input of the model (inputs: "
+                                     f"{', '.join(inputs)}); rename it to one of them or drop it.")
+        whole[name] = np.asarray(arr).astype(np_dtype(inputs[name].type), copy=False)
     fixed = fixed_batch(model, first.shape[0])
     step = fixed or (max(1, int(batch_size)) if batch_size else 1)
     extras: dict[int, dict[str, np.ndarray]] = {}
@@ -126,7 +134,8 @@ def _run_batches(sess: Any, model: Any, x: np.ndarray, batch_size: int | None, f
             chunk = {k: np.concatenate([v, np.zeros((fixed - n, *v.shape[1:]), v.dtype)]) for k, v in chunk.items()}
         b = len(chunk[first.name])
         if b not in extras:
-            extras[b] = {k: v for k, v in other_inputs(model, b, first.name).items() if k not in given}
+            extras[b] = {k: v for k, v in other_inputs(model, b, first.name).items() if k not in given and k not in whole}
+            extras[b].update(whole)
         got = sess.run(names, {**chunk, **extras[b]})
         for name, value in zip(names, got, strict=True):
             if name not in outs:
@@ -208,17 +217,18 @@ def evaluate(
     """Predict ``dataset.x`` (and its further named inputs, ``dataset.feeds``); accuracy of the first output
     when the dataset has labels; fidelity when a reference is given: of the first output for an array, of
     every output (:func:`optim.measure.fidelity.output_fidelity`) for the original's outputs by name."""
-    feeds = getattr(dataset, "feeds", None)
+    feeds, consts = getattr(dataset, "feeds", None), getattr(dataset, "constants", None)
     outputs = None
     if isinstance(reference_logits, Mapping):
         sess = make_session(handle, threads=2, opt_level=opt_level)
-        outputs = predict_outputs(handle, dataset.x, session=sess, feeds=feeds)
+        outputs = predict_outputs(handle, dataset.x, session=sess, feeds=feeds, constants=consts)
         first = sess.get_outputs()[0].name
-        logits = outputs[first] if first in outputs else predict(handle, dataset.x, session=sess, feeds=feeds)
+        logits = outputs[first] if first in outputs else predict(handle, dataset.x, session=sess, feeds=feeds,
+                                                                 constants=consts)
         kinds = getattr(reference_logits, "kinds", None) or output_kinds(model_proto(handle))  # the original's
         fid = output_fidelity(reference_logits, outputs, kinds)
     else:
-        logits = predict(handle, dataset.x, opt_level=opt_level, feeds=feeds)
+        logits = predict(handle, dataset.x, opt_level=opt_level, feeds=feeds, constants=consts)
         fid = fidelity(reference_logits, logits) if reference_logits is not None else None
     acc = accuracy(logits, dataset.y) if getattr(dataset, "y", None) is not None else None
     return Evaluation(acc, fid, logits, outputs)

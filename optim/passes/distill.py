@@ -118,17 +118,21 @@ def _n(rows: Rows) -> int:
     return len(next(iter(rows.values())))
 
 
-def _teacher_logits(ctx: PassContext, arrays: dict[str, np.ndarray], first: str) -> np.ndarray:
-    """The teacher's first output on every given input (``first``'s array as ``x``, the others as feeds)."""
+def _teacher_logits(ctx: PassContext, arrays: dict[str, np.ndarray], first: str,
+                    constants: dict[str, np.ndarray]) -> np.ndarray:  # fmt: skip
+    """The teacher's first output on every given input (``first``'s array as ``x``, the others as feeds, values of
+    inputs without a sample axis whole in every call)."""
     from optim.measure.core import predict
 
     feeds = {k: v for k, v in arrays.items() if k != first} or None
-    return np.asarray(predict(ctx.teacher, arrays[first], batch_size=128, threads=2, feeds=feeds), dtype=np.float32)
+    return np.asarray(predict(ctx.teacher, arrays[first], batch_size=128, threads=2, feeds=feeds,
+                              constants=constants or None), dtype=np.float32)  # fmt: skip
 
 
 def _forward(module: nn.Module, rows: Rows) -> torch.Tensor:
     """The student's first output (N × values) on ``rows`` (every input the data gives, by name); inputs the data
     lacks (masks, type ids, states) are synthesised as for the teacher (:func:`optim.measure.core.predict`)."""
+    rows = {**getattr(module, "constant_inputs", {}), **rows}  # a 0-d sample rate from the data: every call
     names = list(getattr(module, "input_names", None) or rows)
     missing = [k for k in names if k not in rows]
     synth: dict[str, torch.Tensor] = {}
@@ -169,7 +173,8 @@ def _prepare(handle: ModelHandle, cfg: DistillConfig, ctx: PassContext) -> dict[
     arrays = input_arrays(handle.model, data)  # named multi-input data: every input it gives, same rows
     first = next(iter(arrays))
     rows = {k: _as_torch(v) for k, v in arrays.items()}
-    teacher = _teacher_logits(ctx, {k: v.numpy() for k, v in rows.items()}, first).reshape(len(data), -1)
+    consts = dict(getattr(data, "constants", None) or {})
+    teacher = _teacher_logits(ctx, {k: v.numpy() for k, v in rows.items()}, first, consts).reshape(len(data), -1)
     labels = None
     if cfg.use_labels and data.y is not None and cfg.alpha > 0:
         labels = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
@@ -179,7 +184,7 @@ def _prepare(handle: ModelHandle, cfg: DistillConfig, ctx: PassContext) -> dict[
     val, tr = order[:n_val], order[n_val:]
     tt = torch.from_numpy(teacher)
     return {"x": _take(rows, tr), "t": tt[tr], "y": None if labels is None else labels[tr], "xv": _take(rows, val),
-            "tv": tt[val], "inputs": list(rows)}
+            "tv": tt[val], "inputs": list(rows), "constants": {k: torch.from_numpy(np.array(v)) for k, v in consts.items()}}
 
 
 def _add_qat(module: nn.Module, bits: int) -> list[nn.Module]:
@@ -245,6 +250,7 @@ def run(handle: ModelHandle, config: DistillConfig, ctx: PassContext | None = No
     d = _prepare(handle, config, ctx)
     module = to_torch(handle.model)
     module.source_model = handle.model  # _forward synthesises its further inputs (masks, type ids) from it
+    module.constant_inputs = d["constants"]  # and feeds these whole (inputs without a sample axis)
     with torch.no_grad():
         out = _forward(module.eval(), _take(d["xv"], slice(0, 2)))
     if out.shape[1] != d["tv"].shape[1]:
@@ -256,7 +262,7 @@ def run(handle: ModelHandle, config: DistillConfig, ctx: PassContext | None = No
         parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
     details.update(labels_used=d["y"] is not None, alpha=config.alpha if d["y"] is not None else 0.0,
                    temperature=config.temperature, qat_bits=config.qat_bits, train_samples=len(d["t"]),
-                   inputs_from_data=d["inputs"])
+                   inputs_from_data=[*d["inputs"], *d["constants"]])
     ctx.check_cancel()
     ctx.report(0.95, "exporting to ONNX")
     proto, _ = export_like(handle, module)

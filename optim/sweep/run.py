@@ -281,8 +281,8 @@ def _reference_logits(store: Store, sid: str, handle: ModelHandle, eval_set: Any
         kept = {names[int(i)]: store.get_array(keys[int(i)]) for i in marker if int(i) < len(names)}
         if all(v is not None for v in kept.values()):
             return Reference(kept, output_kinds(handle.model))
-    ref = Reference(measure.predict_outputs(handle, eval_set.x, feeds=getattr(eval_set, "feeds", None)),
-                    output_kinds(handle.model))
+    ref = Reference(measure.predict_outputs(handle, eval_set.x, feeds=getattr(eval_set, "feeds", None),
+                                            constants=getattr(eval_set, "constants", None)), output_kinds(handle.model))
     for i, name in enumerate(names):
         if name in ref:
             store.put_array(keys[i], ref[name])

@@ -336,3 +336,37 @@ def test_pareto_chart_is_drawn_the_same_on_the_next_run(tiny_cnn, tiny_images) -
     again = at.get("plotly_chart")[0].proto
     assert first.id == again.id and first.spec == again.spec
     assert at.selectbox(key="pick_variant").value in api.variants(sid)["variant_id"].tolist()
+
+
+def _upload(model: bytes, data: bytes | None):  # noqa: ANN202
+    at = app().run()
+    at.file_uploader(key="upload_model").set_value(("scalar.onnx", model, "application/octet-stream"))
+    if data is not None:
+        at.file_uploader(key="upload_data").set_value(("data.npz", data, "application/octet-stream"))
+    at.run()
+    at.button(key="load_upload").click().run()
+    return at
+
+
+def test_home_states_a_synthesised_scalar_and_takes_it_from_the_npz(tiny_scalar) -> None:
+    import io
+
+    import numpy as np
+
+    def npz_of(**arrays: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    x = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    assert "0-d" in app().run().file_uploader(key="upload_data").label  # the upload says how to set a scalar
+    stated = _upload(tiny_scalar.model_bytes, npz_of(x=x))
+    clean(stated)
+    assert any("'sr' = 16000 (a sample rate)" in c.value for c in stated.caption), [c.value for c in stated.caption]
+    given = _upload(tiny_scalar.model_bytes, npz_of(x=x, sr=np.int64(8000)))
+    clean(given)
+    assert not any("synthesised" in c.value for c in given.caption)
+    wrong = _upload(tiny_scalar.model_bytes, npz_of(x=x, sr=np.array([8000, 16000])))
+    assert not wrong.exception
+    msg = wrong.error[0].value if wrong.error else ""
+    assert "'sr'" in msg and "a scalar (shape ())" in msg and "(2,)" in msg, [e.value for e in wrong.error]

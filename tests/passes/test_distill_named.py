@@ -78,3 +78,24 @@ def test_distill_on_padded_masks_recovers_the_teacher_on_padded_inputs(tiny_text
     before = _rel_error(student, tiny_text, held)
     after = _rel_error(on_padded, tiny_text, held)
     assert after < 0.7 * before, (before, after)
+
+
+def test_distill_feeds_the_files_scalar_to_teacher_and_student(tiny_scalar: ModelHandle, monkeypatch) -> None:
+    seen: list[tuple] = []
+    real = distill.train_student
+
+    def spying(module, *args, **kwargs):
+        hook = module.register_forward_pre_hook(lambda m, inputs: seen.append(inputs))
+        try:
+            return real(module, *args, **kwargs)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(distill, "train_student", spying)
+    x = np.random.default_rng(6).standard_normal((100, 4)).astype(np.float32)
+    data = Dataset(x=x, y=None, name="audio", x_name="x", constants={"sr": np.array(8000, np.int64)})
+    out = distill.run(tiny_scalar, DistillConfig(epochs=1), PassContext(train=data, teacher=tiny_scalar))
+    assert out.meta["distillation"]["inputs_from_data"] == ["x", "sr"]
+    assert seen and all(int(args[1]) == 8000 for args in seen)
+    # the student is the teacher and both see sr = 8000: nothing to learn (it would be if the student got 16000)
+    assert out.meta["distillation"]["val_kl_before"] < 1e-6

@@ -78,3 +78,27 @@ def test_int8_auto_probes_on_the_named_arrays(tiny_text: ModelHandle, text_token
     out = run(tiny_text, QuantizeConfig(mode="int8_auto", calib_samples=64, search_budget_s=0.5, probe_budget_s=0.2),
               PassContext(calib=_named(text_tokens(64, seed=2, pad_from=3))))
     assert out.meta["int8_search"]["calibration_samples"] == 64
+
+
+def _with_rate(sr: int) -> Dataset:
+    x = np.random.default_rng(2).standard_normal((64, 4)).astype(np.float32)
+    return Dataset(x=x, y=None, name="audio", x_name="x", constants={"sr": np.array(sr, np.int64)})
+
+
+def test_calibration_feeds_the_files_scalar_with_every_batch(tiny_scalar: ModelHandle, monkeypatch) -> None:
+    quant_calib.clear_cache()
+    fed: list[dict[str, np.ndarray]] = []
+    real = quant_calib.ArrayReader.get_next
+
+    def spy(self):
+        out = real(self)
+        if out is not None:
+            fed.append(out)
+        return out
+
+    monkeypatch.setattr(quant_calib.ArrayReader, "get_next", spy)
+    low = _scales(run(tiny_scalar, STATIC, PassContext(calib=_with_rate(8000))).model)
+    assert fed and all(f["sr"].shape == () and int(f["sr"]) == 8000 for f in fed)
+    high = _scales(run(tiny_scalar, STATIC, PassContext(calib=_with_rate(16000))).model)
+    assert np.isclose(high["k"], 2 * low["k"], rtol=0.02)  # sr / 16000's range follows the file's rate
+    assert np.isclose(high["logits_QuantizeLinear_Input"], 2 * low["logits_QuantizeLinear_Input"], rtol=0.02)

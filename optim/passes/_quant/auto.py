@@ -21,7 +21,7 @@ from optim.handle import ModelHandle
 from optim.io.shapes import synthesize_inputs
 from optim.passes._quant.calib import preprocess
 from optim.passes._quant.core import load_embedded, save, scratch_dir
-from optim.passes._quant.int8 import calibrate, calibration_arrays, compact
+from optim.passes._quant.int8 import calibrate, calibration_arrays, calibration_constants, compact
 from optim.passes._quant.opset import opens, quantizable
 from optim.passes._quant.search import PROBE_SAMPLES, matmul_share, note, search
 
@@ -40,6 +40,7 @@ def _probe_inputs(model: onnx.ModelProto, calib: Any, n_samples: int, cost: tupl
         first = next(iter(feeds))
         rows = {first: np.ascontiguousarray(feeds[first])}
     rest = {k: v for k, v in synthesize_inputs(model, batch=1).items() if k not in rows}
+    rest.update(calibration_constants(calib))  # a 0-d sample rate from the data, not the synthesised one
     return rows, rest, used
 
 

@@ -52,8 +52,9 @@ class ArrayReader(CalibrationDataReader):
     batches (batch 1 when the model fixes it); inputs the data lacks are synthesised per batch from ``model``."""
 
     def __init__(self, arrays: dict[str, np.ndarray], batch: int, tick: Callable[[float], None],
-                 model: onnx.ModelProto | None = None) -> None:  # fmt: skip
+                 model: onnx.ModelProto | None = None, constants: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
         self.arrays, self.batch, self.tick, self.pos = arrays, batch, tick, 0
+        self.constants = constants or {}  # inputs without a sample axis (a 0-d sample rate): whole, every batch
         self.n = len(next(iter(arrays.values())))
         self.model = model  # given when the model has inputs the data does not give: those are synthesised
 
@@ -65,8 +66,8 @@ class ArrayReader(CalibrationDataReader):
         self.pos += b
         self.tick(self.pos / self.n)
         if self.model is None:
-            return chunk
-        return {**synthesize_inputs(self.model, batch=b), **chunk}
+            return {**self.constants, **chunk}
+        return {**synthesize_inputs(self.model, batch=b), **self.constants, **chunk}
 
     def rewind(self) -> None:
         self.pos = 0
@@ -140,6 +141,7 @@ def data_key(arrays: dict[str, np.ndarray] | np.ndarray) -> str:
 def ranges(
     pre: Path, d: Path, *, key: tuple[Any, ...], arrays: dict[str, np.ndarray], batch: int, method: Any,
     extra: dict[str, Any], tick: Callable[[float], None], model: onnx.ModelProto | None = None,
+    constants: dict[str, np.ndarray] | None = None,
 ) -> TensorsData:  # fmt: skip
     """Activation ranges of the pre-processed model ``pre`` on ``arrays`` (every given input by name, the same
     rows each; cached under ``key``)."""
@@ -159,7 +161,8 @@ def ranges(
     try:
         for start in range(0, n, per_pass):
             part = {k: v[start : start + per_pass] for k, v in arrays.items()}
-            calibrator.collect_data(ArrayReader(part, batch, lambda f, s=start: tick((s + f * per_pass) / n), model))
+            calibrator.collect_data(ArrayReader(part, batch, lambda f, s=start: tick((s + f * per_pass) / n), model,
+                                                constants))
         result = calibrator.compute_data()
     finally:
         del calibrator  # its session holds the augmented model

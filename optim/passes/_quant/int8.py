@@ -127,6 +127,12 @@ def calibration_arrays(model: onnx.ModelProto, calib: Any, n: int,
     return {k: np.ascontiguousarray(v[:keep]) for k, v in arrays.items()}, batch
 
 
+def calibration_constants(calib: Any) -> dict[str, np.ndarray]:
+    """Values of inputs without a sample axis the data sets (``Dataset.constants``: a 0-d sample rate), fed whole
+    with every calibration batch."""
+    return dict(getattr(calib, "constants", None) or {})
+
+
 def _feed_batch(n: int, cap: int = CALIB_BATCH) -> int:
     """Largest divisor of ``n`` up to ``cap`` (no sample dropped), or ``cap`` if that divisor is tiny."""
     best = max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
@@ -167,12 +173,14 @@ def calibrate(model: onnx.ModelProto, src: Path, d: Path, calib: Any, *, n_sampl
               cost: tuple[int, int] | None = None) -> Calibrated:  # fmt: skip
     """Pre-process ``src`` (the file of ``model``) and compute (or reuse) its activation ranges."""
     arrays, batch = calibration_arrays(model, calib, n_samples, cost)
+    consts = calibration_constants(calib)
     pre = preprocess(src, d, {n.op_type for n in model.graph.node})
     extra = {"percentile": 99.999} if calibration == "percentile" else {}
-    key = (model_key or data_key_of(src), data_key(arrays), calibration, batch)
-    synth = model if _n_inputs(model) > len(arrays) else None  # inputs the data lacks are synthesised per batch
+    key = (model_key or data_key_of(src), data_key({**arrays, **{f"{k} (every call)": v for k, v in consts.items()}}),
+           calibration, batch)
+    synth = model if _n_inputs(model) > len(arrays) + len(consts) else None  # what the data lacks: per batch
     tensors = ranges(pre, d, key=key, arrays=arrays, batch=batch, method=CALIB_METHODS[calibration], extra=extra,
-                     tick=tick, model=synth)  # fmt: skip
+                     tick=tick, model=synth, constants=consts)  # fmt: skip
     return Calibrated(pre, write_cache(tensors, d / f"calib_{calibration}.json"), calibration)
 
 
