@@ -29,6 +29,7 @@ from optim.cli.common import load_data_file, open_model
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
 from optim.io.model_data import SYNTHETIC_NAME
+from optim.io.named_inputs import synthesised
 from optim.io.shapes import parse_input_shape
 from optim.io.sources import calibration_subset
 from optim.io.splits import separate_training, split_for_distillation
@@ -114,6 +115,10 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelHandle, Any, Any, Any]:
         calib = test
         print(f"no --data: comparing variants on {len(test)} synthesised inputs (fidelity to the original model "
               "only; no accuracy). Pass --data FILE for accuracy.", file=sys.stderr)
+    stated = synthesised(handle.model, test)
+    if stated:
+        print("inputs not in the data, synthesised: " + "; ".join(stated) + " (a 0-d array under an input's name in "
+              "the npz sets a scalar input)", file=sys.stderr)
     train = src.train
     if args.train_data:
         if not args.distill:

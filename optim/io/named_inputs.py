@@ -81,6 +81,8 @@ def per_call(spec: InputSpec, first: InputSpec) -> bool:
     if not spec.shape:
         return True
     lead, batch = spec.shape[0], first.shape[0] if first.shape else None
+    if isinstance(batch, str) and batch in spec.shape:
+        return False  # the batch on another axis (a recurrent state [2, batch, 128]) is still per sample
     return isinstance(lead, int) and spec is not first and (not isinstance(batch, int) or lead != batch)
 
 

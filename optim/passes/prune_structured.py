@@ -35,6 +35,8 @@ from torch import nn
 from optim.errors import ConfigError, OptimError, PassUnavailableError, runtime_reason
 from optim.handle import ModelHandle
 from optim.io.export import torch_to_onnx
+from optim.io.named_inputs import input_arrays
+from optim.io.shapes import input_specs
 from optim.passes._prune.heads import prune_heads
 from optim.passes._prune.onnx2torch import OnnxModule, example_inputs, to_torch
 from optim.passes._prune.recalibrate import recalibrate
@@ -106,9 +108,12 @@ def _calib_inputs(handle: ModelHandle, ctx: PassContext, n: int, seed: int
     if data is not None and len(data) > 0:
         sub = data.subset(min(n, len(data)), seed=seed) if len(data) > n else data
         y = None if sub.y is None else np.asarray(sub.y)
-        x = np.ascontiguousarray(sub.x, dtype=np.float32 if sub.x.dtype.kind == "f" else np.int64)
-        rest = example_inputs(handle.model, batch=len(sub), seed=seed)[1:]  # masks, states: synthesised
-        return [torch.from_numpy(x), *rest], y, f"calibration data ({len(sub)})"
+        given = input_arrays(handle.model, sub)  # named multi-input data: every input it gives (ids, masks)
+        names = [s.name for s in input_specs(handle.model)]
+        synth = dict(zip(names, example_inputs(handle.model, batch=len(sub), seed=seed), strict=False))
+        x = [torch.from_numpy(np.ascontiguousarray(given[k], dtype=np.float32 if given[k].dtype.kind == "f" else
+                                                   np.int64)) if k in given else synth[k] for k in names]
+        return x, y, f"calibration data ({len(sub)})"
     return example_inputs(handle.model, batch=n, seed=seed), None, f"synthetic N(0,1) inputs ({n})"
 
 

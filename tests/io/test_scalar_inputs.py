@@ -73,3 +73,29 @@ def test_constants_travel_with_jobs_and_change_the_data_hash(tiny_scalar: ModelH
     back = codec.dataset_from(facts, blobs, "test")
     assert int(back.constants["sr"]) == 8000 and back.content_hash == a.content_hash
     assert int(a.take(np.arange(5)).constants["sr"]) == 8000 and int(a.subset(3).constants["sr"]) == 8000
+
+
+def test_per_call_inputs_are_scalars_and_fixed_dims_beside_a_free_batch() -> None:
+    from optim.io.named_inputs import per_call
+    from optim.io.shapes import InputSpec
+
+    x = InputSpec("x", ("batch", 512), np.dtype(np.float32))
+    assert per_call(InputSpec("sr", (), np.dtype(np.int64)), x)
+    assert per_call(InputSpec("table", (2, 4), np.dtype(np.float32)), x)  # no batch axis: whole, every call
+    assert not per_call(InputSpec("state", (2, "batch", 128), np.dtype(np.float32)), x)  # batch on axis 1
+    assert not per_call(InputSpec("mask", ("batch", 512), np.dtype(np.int64)), x)
+    assert not per_call(x, x)
+
+
+def test_cli_sweep_states_the_synthesised_scalar(tiny_scalar: ModelHandle, tmp_path, capsys) -> None:  # noqa: ANN001
+    from optim.__main__ import build_parser
+    from optim.cli.sweep import load_inputs
+
+    model = tmp_path / "scalar.onnx"
+    model.write_bytes(tiny_scalar.model_bytes)
+    (tmp_path / "x.npz").write_bytes(_npz(x=X))
+    (tmp_path / "xsr.npz").write_bytes(_npz(x=X, sr=np.int64(8000)))
+    _, test, _, _ = load_inputs(build_parser().parse_args(["sweep", str(model), "--data", str(tmp_path / "x.npz")]))
+    assert "synthesised: 'sr' = 16000 (a sample rate)" in capsys.readouterr().err
+    _, test, _, _ = load_inputs(build_parser().parse_args(["sweep", str(model), "--data", str(tmp_path / "xsr.npz")]))
+    assert "synthesised" not in capsys.readouterr().err and int(test.constants["sr"]) == 8000
