@@ -104,11 +104,13 @@ def _score(logits: np.ndarray, ref: np.ndarray, y: np.ndarray | None) -> tuple[f
 def analyze(handle: ModelHandle, x: np.ndarray, y: np.ndarray | None = None,
             prune_levels: tuple[float, ...] = PRUNE_LEVELS, quant_bits: tuple[int, ...] = QUANT_BITS,
             progress: Callable[[float, str], None] | None = None,
-            should_cancel: Callable[[], bool] | None = None) -> pd.DataFrame:
+            should_cancel: Callable[[], bool] | None = None, feeds: dict[str, np.ndarray] | None = None,
+            constants: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """One row per (layer, kind, level): ``layer, op_type, params, kind, level, metric, drop,
     agreement, rel_error``; ``metric_name`` says what ``metric`` is: accuracy with labels, agreement for
     unlabelled class outputs, else the worst output's cosine with the unmodified model's outputs in %
-    (boxes, maps, embeddings: ``optim.measure.fidelity.output_fidelity``)."""
+    (boxes, maps, embeddings: ``optim.measure.fidelity.output_fidelity``). ``feeds``/``constants``: named
+    multi-input data's further inputs (``Dataset.feeds``, ``Dataset.constants``), fed with ``x``."""
     from optim.measure.core import predict, predict_outputs
     from optim.measure.fidelity import CLASS_KINDS, output_fidelity, output_kinds
 
@@ -118,18 +120,18 @@ def analyze(handle: ModelHandle, x: np.ndarray, y: np.ndarray | None = None,
                                    "weights in this model.")
     kinds = output_kinds(handle.model)
     if y is None and not all(k in CLASS_KINDS for k in kinds.values()):
-        ref_outs = predict_outputs(handle, x, threads=2)
+        ref_outs = predict_outputs(handle, x, threads=2, feeds=feeds, constants=constants)
         name, baseline = "output cosine", 100.0
 
         def score(model: onnx.ModelProto) -> tuple[float, float, float]:
-            f = output_fidelity(ref_outs, predict_outputs(model, x, threads=2), kinds)
+            f = output_fidelity(ref_outs, predict_outputs(model, x, threads=2, feeds=feeds, constants=constants), kinds)
             return f.cosine * 100, np.nan, f.rel_error
     else:
-        ref = predict(handle, x, threads=2)
+        ref = predict(handle, x, threads=2, feeds=feeds, constants=constants)
         name, baseline = ("accuracy" if y is not None else "agreement"), _score(ref, ref, y)[0]
 
         def score(model: onnx.ModelProto) -> tuple[float, float, float]:
-            return _score(predict(model, x, threads=2), ref, y)
+            return _score(predict(model, x, threads=2, feeds=feeds, constants=constants), ref, y)
 
     settings = [("prune", float(p)) for p in prune_levels] + [("quant", float(b)) for b in quant_bits]
     rows, total = [], len(layers) * len(settings)

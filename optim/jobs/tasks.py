@@ -169,7 +169,8 @@ def sensitivity_job(spec: JobSpec, ctx: JobContext) -> Any:
                       "eta_s": eta})
 
     df = analyze(handle, data.x, data.y, prune_levels=tuple(settings["prune_levels"]),
-                 quant_bits=tuple(settings["quant_bits"]), progress=report, should_cancel=ctx.cancelled)
+                 quant_bits=tuple(settings["quant_bits"]), progress=report, should_cancel=ctx.cancelled,
+                 feeds=data.feeds, constants=data.constants)
     store.put_model(handle)
     store.put_dataset(data)
     store.put_sensitivity(handle.content_hash, data.content_hash, settings, df)

@@ -271,7 +271,8 @@ class VariantBuilder:
 
         def sens() -> Any:
             sub = self._sensitivity_data()
-            return analyze(self.base, sub.x, sub.y, quant_bits=(), should_cancel=self.ctx.should_cancel)
+            return analyze(self.base, sub.x, sub.y, quant_bits=(), should_cancel=self.ctx.should_cancel,
+                           feeds=getattr(sub, "feeds", None), constants=getattr(sub, "constants", None))
 
         table = self._once(("sensitivity", "prune"), sens)
         plan = pruning_plan(self.base, table, macs_fraction=1 - ratio)
@@ -309,8 +310,8 @@ class VariantBuilder:
         from optim.analysis.sensitivity import analyze
 
         sub = self._sensitivity_data()
-        sens = analyze(handle, sub.x, sub.y, prune_levels=(), quant_bits=(8, 4, 3, 2),
-                       should_cancel=self.ctx.should_cancel)  # fmt: skip
+        sens = analyze(handle, sub.x, sub.y, prune_levels=(), quant_bits=(8, 4, 3, 2), should_cancel=self.ctx.should_cancel,
+                       feeds=getattr(sub, "feeds", None), constants=getattr(sub, "constants", None))  # fmt: skip
         plan = bit_plan(handle, sens, uniform_bytes(handle, 4), bits_choices=(8, 4, 3, 2))
         return apply_bit_plan(handle, plan)
 
