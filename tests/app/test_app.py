@@ -348,6 +348,7 @@ def _upload(model: bytes, data: bytes | None):  # noqa: ANN202
     return at
 
 
+@pytest.mark.slow
 def test_home_states_a_synthesised_scalar_and_takes_it_from_the_npz(tiny_scalar) -> None:
     import io
 
