@@ -220,10 +220,11 @@ def _validate(model: onnx.ModelProto) -> None:
             raise _runtime_error(exc2) from exc2
 
 
-def opens(model: onnx.ModelProto) -> None:
+def opens(model: onnx.ModelProto | Path) -> None:
     """Raise unless ORT opens ``model`` as written and fully optimised (the levels sweeps measure at): the one
-    check used on loading and on every graph a pass builds."""
-    data = model.SerializeToString()
+    check used on loading and on every graph a pass builds. A path (a file a pass wrote, weights inline) is
+    read by ORT itself: no serialised copy of the model in Python."""
+    data: str | bytes = str(model) if isinstance(model, Path) else model.SerializeToString()
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = level

@@ -75,7 +75,8 @@ def make_session(
 
     ``providers`` defaults to CPU; "cuda" (or the full provider name) is accepted when this onnxruntime
     build has it and raises ConfigError otherwise. ``profile_prefix`` turns on ORT profiling;
-    ``optimized_path`` saves the graph this session optimised (its node names match its profile).
+    ``optimized_path`` saves the graph this session optimised (its node names match its profile); its weights
+    go to ``<name>.data`` beside it (readers want the graph, not a second copy of the weights in memory).
     """
     if opt_level not in OPT_LEVELS:
         raise ConfigError(f"opt_level: {opt_level!r} is not one of {', '.join(OPT_LEVELS)}.")
@@ -92,6 +93,9 @@ def make_session(
         so.profile_file_prefix = str(profile_prefix)
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                    Path(optimized_path).name + ".data")
+        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     if isinstance(handle_or_model, Path):  # a file ORT reads itself (no Python copy of its bytes)
         assert_inline(onnx.load_model(str(handle_or_model), load_external_data=False))
         source: str | bytes = str(handle_or_model)

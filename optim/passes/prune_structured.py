@@ -377,6 +377,7 @@ def run(handle: ModelHandle, config: StructuredPruneConfig, ctx: PassContext | N
             except (RuntimeError, ValueError, IndexError) as exc:  # optional step: the pruned model stands
                 details["recalibrated_layers"] = 0
                 details["recalibration_skipped"] = runtime_reason(exc, 160)
+        del teacher  # the unpruned copy: not held while the pruned model is exported (memory: 1x model)
     details["params_after"] = _params(module)
     ctx.check_cancel()
     ctx.report(0.8, "exporting to ONNX")

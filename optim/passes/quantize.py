@@ -207,11 +207,11 @@ def _require_weights(model: onnx.ModelProto, mode: str) -> None:
 )
 def run(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext | None = None) -> ModelHandle:
     ctx = ctx or PassContext()
-    src = handle.copy_model()
+    src = handle.model  # read only: the INT8/FP16 tools work on files or copies (memory: no 1× model copy)
     _require_weights(src, config.mode)
     ctx.report(0.0, f"quantize: {variant_label(config)}")
     if config.mode in ("int4", "fake"):
-        return _run_lowbit(handle, src, config, ctx)
+        return _run_lowbit(handle, handle.copy_model(), config, ctx)  # edits its model in place
     if config.mode == "fp16":
         out, bits, fmt = quant_int8.to_fp16(src), 16, "fp16"
     elif config.mode == "int8_auto":
@@ -237,14 +237,13 @@ def run(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext | None = N
         )
         bits, fmt = 8, config.quant_format
     ctx.report(1.0, "quantize: done")
-    size = len(out.SerializeToString())
     note = NOTES[config.mode]
     u8s8 = config.mode != "fp16" and config.weight_type == "int8" and (
         config.mode == "int8_dynamic" or config.activation_type == "uint8"
     )
     if u8s8 and not config.reduce_range and cpu_has_vnni() is False:
         note += " This CPU has no VNNI: U8S8 kernels can saturate and lose accuracy; turn reduce_range on."
-    return _quantized(handle, out, f"quantize {variant_label(config)}", bits, True, size, fmt, config.mode, note)
+    return _quantized(handle, out, f"quantize {variant_label(config)}", bits, True, None, fmt, config.mode, note)
 
 
 def _run_auto(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext) -> ModelHandle:
@@ -257,9 +256,8 @@ def _run_auto(handle: ModelHandle, config: QuantizeConfig, ctx: PassContext) -> 
     ctx.report(1.0, "quantize: done")
     cand = rec["candidate"]
     fmt = "qoperator" if cand["kind"] == "dynamic" else cand["quant_format"]
-    size = len(out.SerializeToString())
     kept = handle.meta.get("structured_pruning", {}).get("kept_whole", [])  # a pruned variant's own sentences
-    return _quantized(handle, out, f"quantize INT8 auto → {rec['chosen']}", 8, True, size, fmt, "int8_auto",
+    return _quantized(handle, out, f"quantize INT8 auto → {rec['chosen']}", 8, True, None, fmt, "int8_auto",
                       quant_search.note(rec), variant_note=" ".join([quant_search.note(rec), *kept]), int8_search=rec)
 
 
@@ -294,9 +292,13 @@ def _run_lowbit(handle: ModelHandle, model: onnx.ModelProto, config: QuantizeCon
                       config.mode, note, int4_executed_layers=n_nbits)
 
 
-def _quantized(handle: ModelHandle, model: onnx.ModelProto, label: str, bits: int, executable: bool, size: int,
-               fmt: str, mode: str, note: str, **meta: Any) -> ModelHandle:
+def _quantized(handle: ModelHandle, model: onnx.ModelProto, label: str, bits: int, executable: bool,
+               size: int | None, fmt: str, mode: str, note: str, **meta: Any) -> ModelHandle:
     """The quantised variant's handle: every mode records the same fields (bits, executable, effective size,
-    format, mode, note) plus its own extras."""
-    return handle.derive(model, label, bits=bits, executable=executable, effective_size_bytes=size,
-                         quant_format=fmt, quant_mode=mode, quant_note=note, **meta)
+    format, mode, note) plus its own extras. ``size`` None: the file's size (the handle's own serialisation,
+    which the store writes anyway, not a second one)."""
+    out = handle.derive(model, label, bits=bits, executable=executable, effective_size_bytes=size,
+                        quant_format=fmt, quant_mode=mode, quant_note=note, **meta)
+    if size is None:
+        out.meta["effective_size_bytes"] = out.size_bytes
+    return out

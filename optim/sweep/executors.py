@@ -320,6 +320,7 @@ class VariantBuilder:
         session opens (the same rewrite ``optimize_graph`` saves to a file), so the stored artifact stays
         portable and its node names stay those of the ONNX graph the profile and summary describe."""
         handle = self.quantized(v.prune_kind, v.ratio, v.bits, v.distilled)
+        trim_memory()  # the build's torch/ORT garbage goes back to the OS before the variant is measured
         self.ctx.check_cancel()
         return handle
 

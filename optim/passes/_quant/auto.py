@@ -73,8 +73,8 @@ def int8_auto(
                            only=only, per_channel=per_channel, extra=rest, tick=tick)  # fmt: skip
         if path is None:
             raise PassUnavailableError(note(rec) + " Try an explicit INT8 mode (int8_static / int8_dynamic).")
+        opens(Path(path))  # from the file: no serialised copy, the probe's sessions are gone by now
         out = compact(load_embedded(Path(path)))
-    opens(out)
     rec["matmul_share"] = share
     rec["calibration_samples"] = used
     if conv_note:

@@ -113,7 +113,12 @@ def matmul_share(summary_layers: Any) -> float:
 
 
 class Probe:
-    """Interleaved 1-thread latency and fidelity of candidate files against the FP32 file."""
+    """Interleaved 1-thread latency and fidelity of candidate files against the FP32 file.
+
+    Memory: a session lives only while it is used — the FP32 one for its reference outputs, each candidate's
+    for its fidelity — and all are opened again together for the race, after every candidate is built (a
+    BERT-base FP32 session is ~1× the model; kept open it stacked on every candidate's quantisation).
+    """
 
     def __init__(self, fp32: Path, rows: dict[str, np.ndarray], budget_s: float,
                  extra: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
@@ -121,13 +126,14 @@ class Probe:
         inputs' values at batch 1."""
         self.rows, self.budget_s, self.extra = rows, budget_s, extra or {}
         n = len(next(iter(rows.values())))
-        self.fp32 = self._open(fp32)
+        self.fp32_path = fp32
+        sess = self._open(fp32)
         self.fp32_times: list[float] = []
-        self.cost_s = max(1e-4, self._time(self.fp32, 2)[-1] / 1e3)
+        self.cost_s = max(1e-4, self._time(sess, 2)[-1] / 1e3)
         keep = max(min(8, n), min(n, int(FIDELITY_S / self.cost_s)))  # ≈ 1 s per candidate
         self.rows = {k: v[:keep] for k, v in rows.items()}
         self.n = keep
-        self.ref = self._outputs(self.fp32)
+        self.ref = self._outputs(sess)
 
     def _feed(self, i: int) -> dict[str, np.ndarray]:
         return {**self.extra, **{k: v[i : i + 1] for k, v in self.rows.items()}}
@@ -157,12 +163,15 @@ class Probe:
         if self.ref.shape[1] > 1:
             trial.agreement = float(np.mean(np.argmax(self.ref, 1) == np.argmax(out, 1)))
 
-    def race(self, trials: list[Trial], sessions: list[ort.InferenceSession]) -> int:
-        """ROUNDS interleaved rounds over FP32 and every session; returns the runs per round."""
+    def race(self, trials: list[Trial]) -> int:
+        """ROUNDS interleaved rounds over FP32 and every trial's file (sessions opened here, closed after);
+        returns the runs per round."""
+        fp32 = self._open(self.fp32_path)
+        sessions = [self._open(t.path) for t in trials]
         per_round = self.budget_s / ROUNDS / max(1, len(sessions) + 1)
         runs = runs_within(self.cost_s, per_round, min_runs=3, max_runs=50)
         for _ in range(ROUNDS):
-            self.fp32_times += self._time(self.fp32, runs)
+            self.fp32_times += self._time(fp32, runs)
             for trial, sess in zip(trials, sessions, strict=True):
                 trial.times += self._time(sess, runs)
         return runs
@@ -279,15 +288,12 @@ def search(src: Path, pre: Path, cal: Calibrated | None, rows: dict[str, np.ndar
         cands = [c for c in cands if c.label in only] or cands[:1]
     probe = Probe(src, rows, probe_budget_s, extra)
     trials: list[Trial] = []
-    sessions: list[ort.InferenceSession] = []
 
     def attempt(cand: Candidate) -> Trial:
         trial = Trial(cand)
         try:
             trial.path = build(cand, cal, pre, d / f"cand{len(trials)}.onnx")
-            sess = make_session(trial.path, threads=1, opt_level="all")
-            probe.fidelity(trial, sess)
-            sessions.append(sess)
+            probe.fidelity(trial, make_session(trial.path, threads=1, opt_level="all"))  # closed on return
         except Exception as exc:  # noqa: BLE001 - a candidate that fails to build or open is recorded, not fatal
             trial.error = str(exc) if isinstance(exc, OptimError) else runtime_reason(exc, 160)
         trials.append(trial)
@@ -306,12 +312,16 @@ def search(src: Path, pre: Path, cal: Calibrated | None, rows: dict[str, np.ndar
     rest = [c for c in cands if c not in head]
     for cand in head:  # always: dynamic is the usual winner on MatMul-heavy graphs and needs no calibration
         attempt(cand)
-    slow, ends = _derived(trials[0] if trials else None, pre, probe, only)
+    spent = time.perf_counter() - t0 > budget_s  # the per-layer profiles (2 sessions) only within the budget
+    slow, ends = _derived(trials[0] if trials else None, pre, probe, only, profile=not spent)
+    if spent and slow == [] and trials and trials[0].error is None and not only:
+        skipped.append({"label": f"{trials[0].candidate.label} + slow layers FP32",
+                        "why": f"search time budget ({budget_s:g} s) spent before the per-layer profile"})
     for cand in [*slow, *rest, *ends]:
         if within_budget(cand):
             attempt(cand)
     live = [t for t in trials if t.error is None]
-    runs = probe.race(live, sessions) if live else 0
+    runs = probe.race(live) if live else 0
     judge(trials, probe.n)
     chosen = pick(trials)
     rec = record(trials, skipped, chosen, probe.fp32_ms if probe.fp32_times else 0.0, runs, probe.n, vnni,
@@ -320,9 +330,10 @@ def search(src: Path, pre: Path, cal: Calibrated | None, rows: dict[str, np.ndar
     return (chosen.path if chosen else None), rec
 
 
-def _derived(std: Trial | None, pre: Path, probe: Probe, only: tuple[str, ...]
+def _derived(std: Trial | None, pre: Path, probe: Probe, only: tuple[str, ...], profile: bool = True
              ) -> tuple[list[Candidate], list[Candidate]]:  # fmt: skip
-    """From the standard candidate: (its slow quantised layers kept FP32, its first/last layers kept FP32)."""
+    """From the standard candidate: (its slow quantised layers kept FP32 — found by a per-layer profile, only
+    when ``profile`` —, its first/last layers kept FP32)."""
     if std is None or std.error is not None or only:
         return [], []
     model = onnx.load_model(str(pre), load_external_data=False)
@@ -330,7 +341,8 @@ def _derived(std: Trial | None, pre: Path, probe: Probe, only: tuple[str, ...]
     del model
     names = {r.node for r in refs}
     try:
-        slow = slow_layers(pre, std.path, probe.cost_s, names) if std.candidate.quant_format == "qdq" else []
+        qdq = std.candidate.quant_format == "qdq"
+        slow = slow_layers(pre, std.path, probe.cost_s, names) if qdq and profile else []
     except Exception:  # noqa: BLE001 - no per-layer profile: this candidate is simply not built
         slow = []
     base = std.candidate.label
