@@ -53,6 +53,27 @@ def wide_mlp() -> ModelHandle:
     return ModelHandle(model=torch_to_onnx(net, [torch.randn(1, 64)], dynamic_batch=True), name="wide_mlp")
 
 
+class ConvTokens(torch.nn.Module):
+    """A conv stem whose pixels become tokens for two linear layers on 3-D tensors (exported as MatMul): a mixed
+    Conv + MatMul graph, MatMul/Gemm ≈ 0.4 of the MACs (a hybrid CNN/transformer in miniature)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 64, 3, padding=1)
+        self.mix = torch.nn.Linear(64, 16)
+        self.out = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = torch.relu(self.stem(x)).flatten(2).transpose(1, 2)  # (batch, 256, 64)
+        return self.out(torch.relu(self.mix(tokens)).mean(1))
+
+
+def conv_tokens() -> ModelHandle:
+    torch.manual_seed(5)
+    proto = torch_to_onnx(ConvTokens().eval(), [torch.randn(1, 3, 16, 16)], dynamic_batch=True)
+    return ModelHandle(model=proto, name="conv_tokens")
+
+
 def dataset(x: np.ndarray) -> Dataset:
     return Dataset(x=x.astype(np.float32), y=None, name="calib")
 

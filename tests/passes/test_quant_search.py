@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from quant_helpers import dataset, run_model, wide_cnn, wide_mlp
+from quant_helpers import conv_tokens, dataset, run_model, wide_cnn, wide_mlp
 
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
@@ -106,6 +106,37 @@ def test_base_candidates_include_dynamic_only_for_matmul_heavy_graphs() -> None:
     assert not any(c.kind == "dynamic" for c in conv) and "10%" in skipped[0]["why"]
     mm, skipped = base_candidates(vnni=True, matmul_share=0.9, static=True)
     assert any(c.kind == "dynamic" for c in mm) and not skipped and not mm[0].reduce_range
+
+
+def test_base_candidates_offer_matmul_only_dynamic_on_mixed_conv_matmul_graphs() -> None:
+    mixed, skipped = base_candidates(vnni=False, matmul_share=0.4, static=True, has_conv=True)
+    dyn = [c for c in mixed if c.kind == "dynamic"]
+    assert [c.label for c in dyn] == ["INT8 dynamic U8S8 per-channel MatMul-only"] and dyn[0].op_types == ("MatMul", "Gemm")
+    assert any(s["label"] == "INT8 dynamic U8S8 per-channel" and "ConvInteger" in s["why"] for s in skipped)
+    vit_like, _ = base_candidates(vnni=False, matmul_share=0.99, static=True, has_conv=True)
+    assert {c.label for c in vit_like if c.kind == "dynamic"} == {"INT8 dynamic U8S8 per-channel",
+                                                                  "INT8 dynamic U8S8 per-channel MatMul-only"}
+    cnn, skipped = base_candidates(vnni=False, matmul_share=0.01, static=True, has_conv=True)
+    assert not any(c.kind == "dynamic" for c in cnn) and any("MatMul-only" in s["label"] for s in skipped)
+
+
+@pytest.mark.slow
+def test_int8_auto_builds_matmul_only_dynamic_with_convolutions_left_fp32() -> None:
+    handle = conv_tokens()
+    x = np.random.default_rng(2).standard_normal((32, 3, 16, 16)).astype(np.float32)
+    label = "INT8 dynamic U8S8 per-channel MatMul-only"
+    full = run(handle, QuantizeConfig(mode="int8_auto", search_budget_s=0.0, probe_budget_s=0.2),
+               PassContext(calib=dataset(x))).meta["int8_search"]  # fmt: skip
+    assert label in [r["label"] for r in full["tried"] if r["error"] is None]
+    assert any(s["label"] == "INT8 dynamic U8S8 per-channel" for s in full["skipped"])
+    out = run(handle, QuantizeConfig(mode="int8_auto", search_only=(label,), probe_budget_s=0.2),
+              PassContext(calib=dataset(x)))  # fmt: skip
+    ops = [n.op_type for n in out.model.graph.node]
+    assert out.meta["int8_search"]["chosen"] == label and out.meta["quant_format"] == "qoperator"
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    assert "Conv" in ops and "ConvInteger" not in ops  # the convolution stays FP32
+    a, b = run_model(handle, x), run_model(out, x)
+    assert float(np.linalg.norm(a - b) / np.linalg.norm(a)) < 0.1
 
 
 def _trial(label: str, rel: float, agree: float, ms: float) -> Trial:

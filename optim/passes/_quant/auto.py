@@ -52,6 +52,7 @@ def int8_auto(
     model, per_channel, conv_note = quantizable(handle.model, True)
     summary = summarize(handle)
     share = matmul_share(summary.layers)
+    has_conv = bool((summary.layers["op_type"].isin(["Conv", "ConvTranspose"]) & (summary.layers["params"] > 0)).any())
     cost = (int(summary.layers["act_out_elems"].fillna(0).sum()) * 4, int(summary.macs))
     rows, rest, used = _probe_inputs(model, calib, n_samples, cost)
     with scratch_dir() as d:
@@ -70,7 +71,7 @@ def int8_auto(
             pre = preprocess(src, d, {n.op_type for n in model.graph.node})
         del model
         path, rec = search(src, pre, cal, rows, d, share=share, budget_s=budget_s, probe_budget_s=probe_budget_s,
-                           only=only, per_channel=per_channel, extra=rest, tick=tick)  # fmt: skip
+                           only=only, per_channel=per_channel, extra=rest, has_conv=has_conv, tick=tick)  # fmt: skip
         if path is None:
             raise PassUnavailableError(note(rec) + " Try an explicit INT8 mode (int8_static / int8_dynamic).")
         opens(Path(path))  # from the file: no serialised copy, the probe's sessions are gone by now

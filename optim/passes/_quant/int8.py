@@ -153,9 +153,12 @@ def int8_dynamic(model: onnx.ModelProto, weight_type: str, per_channel: bool, re
 
 
 def build_dynamic(pre: Path, out: Path, weight_type: str, per_channel: bool, reduce_range: bool,
-                  exclude: Sequence[str] = ()) -> Path:  # fmt: skip
+                  exclude: Sequence[str] = (), op_types: Sequence[str] = ()) -> Path:  # fmt: skip
+    """Dynamic INT8 of the file ``pre`` into ``out``; ``op_types``: only these op types (e.g. MatMul/Gemm, so
+    convolutions stay FP32); empty: every op type ORT quantises dynamically."""
     quantize_dynamic(str(pre), str(out), weight_type=QUANT_TYPES[weight_type], per_channel=per_channel,
-                     reduce_range=reduce_range, nodes_to_exclude=list(exclude))  # fmt: skip
+                     reduce_range=reduce_range, nodes_to_exclude=list(exclude),
+                     op_types_to_quantize=list(op_types) or None)  # fmt: skip
     return out
 
 

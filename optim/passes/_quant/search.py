@@ -46,6 +46,8 @@ from optim.passes._quant.int8 import Calibrated, build_dynamic, build_static
 ROUNDS = 3
 PROBE_SAMPLES = 16
 MATMUL_SHARE = 0.5  # dynamic INT8 is tried when MatMul/Gemm carry at least this share of the MACs
+MIXED_SHARE = 0.2  # graphs with convolutions: MatMul-only dynamic INT8 is tried from this MatMul/Gemm share
+MATMUL_OPS = ("MatMul", "Gemm")
 FIDELITY_S = 1.0  # fidelity samples per candidate: as many as run in this time (at least 8, at most PROBE_SAMPLES)
 MARGIN = 0.05  # another candidate replaces the standard one only when at least this much faster
 
@@ -60,6 +62,7 @@ class Candidate:
     per_channel: bool = True
     reduce_range: bool = True
     exclude: tuple[str, ...] = ()
+    op_types: tuple[str, ...] = ()  # dynamic only: the op types quantised (empty = every one ORT quantises)
     why: str = ""
 
 
@@ -78,12 +81,17 @@ class Trial:
         return float(np.median(self.times)) if self.times else None
 
 
-def base_candidates(vnni: bool | None, matmul_share: float, static: bool) -> tuple[list[Candidate], list[dict[str, str]]]:
-    """(candidates to try in order, skipped ones with the reason)."""
+def base_candidates(vnni: bool | None, matmul_share: float, static: bool,
+                    has_conv: bool = False) -> tuple[list[Candidate], list[dict[str, str]]]:  # fmt: skip
+    """(candidates to try in order, skipped ones with the reason). ``has_conv``: the graph has Conv weights; then
+    a MatMul-only dynamic candidate (Conv stays FP32) is tried too when MatMul/Gemm carry ≥ ``MIXED_SHARE``."""
     rr = vnni is not True
     rr_why = "reduce_range: 7-bit weights avoid U8S8 saturation without VNNI" if rr else "VNNI: full 8-bit weights"
     dyn = Candidate("INT8 dynamic U8S8 per-channel", kind="dynamic", reduce_range=rr,
                     why="MatMul-heavy graph: activations quantised on the fly (no calibration error)")
+    mm_only = Candidate("INT8 dynamic U8S8 per-channel MatMul-only", kind="dynamic", reduce_range=rr,
+                        op_types=MATMUL_OPS, why="mixed Conv + MatMul graph: MatMul/Gemm quantised on the fly, "
+                        "convolutions kept FP32 (ConvInteger is the slow dynamic kernel)")  # fmt: skip
     skipped: list[dict[str, str]] = []
     out: list[Candidate] = []
     if static:
@@ -93,6 +101,11 @@ def base_candidates(vnni: bool | None, matmul_share: float, static: bool) -> tup
     else:
         skipped.append({"label": dyn.label, "why": f"MatMul/Gemm carry {matmul_share:.0%} of the MACs: convolutions "
                         "would run as ConvInteger, 6–16× slower than FP32 on CNNs"})
+    if has_conv and matmul_share >= MIXED_SHARE:
+        out.append(mm_only)
+    elif has_conv and matmul_share > 0:
+        skipped.append({"label": mm_only.label, "why": f"MatMul/Gemm carry {matmul_share:.0%} of the MACs: too "
+                        "little to gain from quantising them alone"})
     if static:
         out += [
             Candidate("INT8 static QDQ S8S8 per-channel", activation_type="int8", reduce_range=rr,
@@ -264,7 +277,8 @@ def note(rec: dict[str, Any]) -> str:
 
 def build(cand: Candidate, cal: Calibrated | None, pre: Path, out: Path) -> Path:
     if cand.kind == "dynamic":
-        return build_dynamic(pre, out, cand.weight_type, cand.per_channel, cand.reduce_range, cand.exclude)
+        return build_dynamic(pre, out, cand.weight_type, cand.per_channel, cand.reduce_range, cand.exclude,
+                             cand.op_types)  # fmt: skip
     assert cal is not None
     return build_static(cal, out, quant_format=cand.quant_format, activation_type=cand.activation_type,
                         weight_type=cand.weight_type, per_channel=cand.per_channel, reduce_range=cand.reduce_range,
@@ -273,14 +287,14 @@ def build(cand: Candidate, cal: Calibrated | None, pre: Path, out: Path) -> Path
 
 def search(src: Path, pre: Path, cal: Calibrated | None, rows: dict[str, np.ndarray], d: Path, *,
            share: float, budget_s: float, probe_budget_s: float, only: tuple[str, ...] = (), per_channel: bool = True,
-           extra: dict[str, np.ndarray] | None = None,
+           extra: dict[str, np.ndarray] | None = None, has_conv: bool = False,
            tick: Callable[[float, str], None] = lambda f, m: None) -> tuple[Path | None, dict[str, Any]]:  # fmt: skip
     """Build, probe and judge the candidates against the FP32 file ``src`` (``pre``: its pre-processed form,
     which the candidates quantise; ``rows``: probe samples by input name, ``extra``: the other inputs at batch 1);
     (path of the chosen file or None, record)."""
     t0 = time.perf_counter()
     vnni = cpu_has_vnni()
-    cands, skipped = base_candidates(vnni, share, cal is not None)
+    cands, skipped = base_candidates(vnni, share, cal is not None, has_conv)
     if not per_channel:  # opset 10-12 that onnx could not convert: per-tensor only
         cands = list({c.label.replace("per-channel", "per-tensor"): replace(
             c, per_channel=False, label=c.label.replace("per-channel", "per-tensor")) for c in cands}.values())
