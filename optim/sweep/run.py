@@ -34,11 +34,11 @@ from optim.measure.model import measure_model
 from optim.measure.session import OPT_LEVELS as SESSION_LEVELS
 from optim.sweep.executors import (
     Executor,
-    LocalExecutor,
     Variant,
     VariantBuilder,
     engine_fingerprint,
     error_text,
+    fitted,
     is_cancel,
 )
 from optim.sweep.node import node_columns
@@ -206,7 +206,7 @@ def run_sweep(
     distill = {"epochs": config.distill_epochs, "budget_s": config.distill_budget_s}
     builder = VariantBuilder(handle, calib, config.importance, config.quant_format, should_cancel=cancel,
                              train=train, distill=distill)  # fmt: skip
-    executor = executor or LocalExecutor()
+    executor = fitted(executor, handle.size_bytes)  # big models: build and measure one variant at a time
     seq = {v.key: i for i, v in enumerate(grid)}
     if hasattr(executor, "run_variants"):  # builds and measures elsewhere (optim.sweep.ray_executor)
         results = executor.run_variants(SweepWork(handle, calib, train, eval_set, ref, config), todo, cancel)

@@ -20,7 +20,14 @@ from optim.handle import ModelHandle
 from optim.io.data import Dataset
 from optim.passes import base
 from optim.sweep import executors as sweep_exec
-from optim.sweep.executors import LocalExecutor, SerialExecutor, Variant, quant_settings
+from optim.sweep.executors import (
+    BUILD_AHEAD_MAX_BYTES,
+    LocalExecutor,
+    SerialExecutor,
+    Variant,
+    fitted,
+    quant_settings,
+)
 from optim.sweep.run import SweepConfig, SweepProgress, run_sweep, sweep_id_for
 from optim.sweep.store import Store
 
@@ -226,6 +233,24 @@ def test_local_executor_yields_in_order_with_errors_as_values() -> None:
     assert [r for _, r in out if not isinstance(r, BaseException)] == [0, 10, 30, 40]
     assert isinstance(out[2][1], ValueError)
     assert [r for _, r in SerialExecutor().map_builds(lambda i: i + 1, [1, 2])] == [2, 3]
+
+
+def test_fitted_builds_big_models_one_variant_at_a_time() -> None:
+    big = fitted(LocalExecutor(workers=2, lookahead=2), BUILD_AHEAD_MAX_BYTES + 1)
+    assert isinstance(big, LocalExecutor) and (big.workers, big.lookahead) == (2, 1)
+    small, serial = LocalExecutor(), SerialExecutor()
+    assert fitted(small, BUILD_AHEAD_MAX_BYTES) is small and fitted(serial, 10 * BUILD_AHEAD_MAX_BYTES) is serial
+    assert isinstance(fitted(None, 1), LocalExecutor)
+    events: list[tuple[str, int]] = []
+
+    def build(i: int) -> int:
+        events.append(("build", i))
+        return i
+
+    for i, _ in big.map_builds(build, range(3)):  # nothing is built while a variant is being measured
+        events.append(("measure", i))
+        time.sleep(0.02)
+    assert events == [(kind, i) for i in range(3) for kind in ("build", "measure")]
 
 
 def test_local_executor_quiet_holds_builds_until_released() -> None:
