@@ -212,14 +212,23 @@ class Evaluation:
 
 
 def evaluate(
-    handle: ModelLike, dataset: Any, reference_logits: np.ndarray | Feeds | None = None, opt_level: str = "all"
+    handle: ModelLike, dataset: Any, reference_logits: np.ndarray | Feeds | None = None, opt_level: str = "all",
+    known: Feeds | None = None,
 ) -> Evaluation:
     """Predict ``dataset.x`` (and its further named inputs, ``dataset.feeds``); accuracy of the first output
     when the dataset has labels; fidelity when a reference is given: of the first output for an array, of
-    every output (:func:`optim.measure.fidelity.output_fidelity`) for the original's outputs by name."""
+    every output (:func:`optim.measure.fidelity.output_fidelity`) for the original's outputs by name.
+    ``known``: this model's outputs on ``dataset`` by name, already computed at ``opt_level`` (a sweep's baseline
+    is its own reference): used instead of predicting them again."""
     feeds, consts = getattr(dataset, "feeds", None), getattr(dataset, "constants", None)
     outputs = None
-    if isinstance(reference_logits, Mapping):
+    first_out = model_proto(handle).graph.output[0].name if known else None
+    if isinstance(reference_logits, Mapping) and known and first_out in known:
+        outputs = dict(known)
+        logits = outputs[first_out]
+        kinds = getattr(reference_logits, "kinds", None) or output_kinds(model_proto(handle))
+        fid = output_fidelity(reference_logits, outputs, kinds)
+    elif isinstance(reference_logits, Mapping):
         sess = make_session(handle, threads=2, opt_level=opt_level)
         outputs = predict_outputs(handle, dataset.x, session=sess, feeds=feeds, constants=consts)
         first = sess.get_outputs()[0].name

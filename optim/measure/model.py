@@ -31,13 +31,14 @@ class Measured:
 def measure_model(handle: ModelLike, data: Any = None, reference_logits: np.ndarray | None = None, *,
                   threads: int = 1, opt_level: str = "all", budget_s: float = 1.0, warmup: int = 3,
                   min_runs: int = 10, profile_runs: int = 0,
-                  quiet: AbstractContextManager[Any] | None = None) -> Measured:
+                  quiet: AbstractContextManager[Any] | None = None, known: Any = None) -> Measured:
     """Evaluate on ``data`` (accuracy ± Wilson interval with labels, fidelity against ``reference_logits``;
     batched, 2 threads), then, inside ``quiet`` (a context during which nothing else runs on the machine), time
     batch-1 latency with ``threads`` intra-op threads at ``opt_level`` and, when ``profile_runs`` > 0, profile
     the runtime kernels mapped back to ONNX nodes at the same level (at most ``profile_runs`` runs; fewer when
-    they would not fit twice ``budget_s`` at the measured latency)."""
-    ev = evaluate(handle, data, reference_logits=reference_logits) if data is not None else None
+    they would not fit twice ``budget_s`` at the measured latency). ``known``: the model's outputs on ``data``,
+    already computed (:func:`optim.measure.core.evaluate`)."""
+    ev = evaluate(handle, data, reference_logits=reference_logits, known=known) if data is not None else None
     with quiet if quiet is not None else nullcontext():
         lat = latency(handle, threads=threads, opt_level=opt_level, budget_s=budget_s, warmup=warmup,
                       min_runs=min_runs)

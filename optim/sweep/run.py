@@ -304,7 +304,8 @@ def variant_row(
     handle, row["build_s"] = built
     t0 = time.perf_counter()
     try:
-        measured, layers = measure_variant(handle, eval_set, ref, config, v.opt_level, executor)
+        base = (v.ratio, v.bits, v.distilled) == (0, 32, False)  # the baseline: its outputs are the reference
+        measured, layers = measure_variant(handle, eval_set, ref, config, v.opt_level, executor, ref if base else None)
     except Exception as err:  # noqa: BLE001 - failures are data in a sweep
         row.update(status="failed", error=f"measure: {error_text(err)}", measure_s=time.perf_counter() - t0)
         return row, None, None
@@ -314,7 +315,7 @@ def variant_row(
 
 def measure_variant(
     handle: ModelHandle, eval_set: Any, ref: Any, config: SweepConfig, opt_level: str,
-    executor: Any = None,
+    executor: Any = None, known: Any = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
     """Accuracy/fidelity (2 threads, batched), latency and per-layer profile (quiet machine), size, MACs.
 
@@ -323,7 +324,7 @@ def measure_variant(
     """
     m = measure_model(handle, eval_set, ref, threads=config.latency_threads, opt_level=opt_level,
                       budget_s=config.latency_budget_s, warmup=2, min_runs=5, profile_runs=config.profile_runs,
-                      quiet=executor.quiet() if executor is not None else None)
+                      quiet=executor.quiet() if executor is not None else None, known=known)
     ev, lat, prof = m.evaluation, m.latency, m.profile
     params, macs, layers = _summary_columns(handle, prof.table)
     meta = handle.meta

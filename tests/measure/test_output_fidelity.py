@@ -243,3 +243,36 @@ def test_sensitivity_of_a_detector_is_measured_in_output_cosine() -> None:
     assert df["agreement"].isna().all() and (df["drop"] >= 0).all()
     by = df.groupby("kind")["drop"].max()
     assert by["prune"] > by["quant"] > 0  # zeroing 75 % of a layer's channels hurts more than 8-bit weights
+
+
+def test_evaluate_uses_known_outputs_instead_of_predicting_them() -> None:
+    h = _detector()
+    ds = synthetic_dataset(h, 8)
+    ref = Reference(predict_outputs(h, ds.x), output_kinds(h.model))
+    fresh, reused = evaluate(h, ds, reference_logits=ref), evaluate(h, ds, reference_logits=ref, known=ref)
+    assert reused.fidelity == fresh.fidelity and np.array_equal(reused.logits, ref["boxes"])
+    shifted = {k: v + 1.0 for k, v in ref.items()}  # outputs that differ from what the model computes
+    ev = evaluate(h, ds, reference_logits=ref, known=shifted)
+    assert np.array_equal(ev.logits, shifted["boxes"]) and ev.fidelity.cosine < fresh.fidelity.cosine
+    partial = evaluate(h, ds, reference_logits=ref, known={"scores": ref["scores"]})  # no first output: predicted
+    assert np.allclose(partial.logits, ref["boxes"])
+
+
+def test_sweep_baseline_row_is_measured_from_the_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from optim.measure import model as measure_model_mod
+
+    h = _detector()
+    ds = synthetic_dataset(h, 8)
+    seen: list[bool] = []
+    real = measure_model_mod.evaluate
+
+    def spy(handle, data, reference_logits=None, known=None):  # noqa: ANN001, ANN202
+        seen.append(known is not None)
+        return real(handle, data, reference_logits=reference_logits, known=known)
+
+    monkeypatch.setattr(measure_model_mod, "evaluate", spy)
+    cfg = SweepConfig(ratios=(0.0,), bits=(32, 16), prune_kinds=("structured",), latency_budget_s=0.02, profile_runs=2)
+    store = Store(tmp_path)
+    df = store.variants(run_sweep(h, ds, None, cfg, store))
+    assert sorted(seen) == [False, True]  # FP32 baseline reuses the reference; FP16 is evaluated
+    assert df.set_index("bits").loc[32, "cosine"] == pytest.approx(1.0)
