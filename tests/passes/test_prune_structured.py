@@ -15,7 +15,7 @@ from optim.errors import ConfigError
 from optim.handle import ModelHandle
 from optim.passes._prune.onnx2torch import UnsupportedOpsError, example_inputs
 from optim.passes.base import PassContext, get_pass
-from optim.passes.prune_structured import StructuredPruneConfig, run
+from optim.passes.prune_structured import RECAL_MACS, RECAL_MIN, StructuredPruneConfig, recal_samples, run
 
 
 def _ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -274,3 +274,10 @@ def test_prune_structured_keeps_original_weight_layer_names(tiny_cnn) -> None:
     names = {n.name for n in tiny_cnn.model.graph.node if n.op_type in ("Conv", "Gemm")}
     assert names <= {n.name for n in out.model.graph.node}
     assert len({n.name for n in out.model.graph.node}) == len(out.model.graph.node)
+
+
+def test_recal_samples_fit_the_recalibration_compute_budget() -> None:
+    x = [torch.zeros(40, 3, 8, 8), torch.ones(40, 2)]
+    assert [t.shape[0] for t in recal_samples(x, int(RECAL_MACS // 10))] == [10, 10]
+    assert recal_samples(x, int(RECAL_MACS))[0].shape[0] == RECAL_MIN  # a huge model still gets a few samples
+    assert recal_samples(x, 1000)[0].shape[0] == 40  # a small one keeps every sample it was given
