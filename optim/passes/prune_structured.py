@@ -40,7 +40,7 @@ from optim.io.shapes import input_specs
 from optim.measure.budget import per_sample_cost
 from optim.passes._prune.heads import prune_heads
 from optim.passes._prune.onnx2torch import OnnxModule, example_inputs, to_torch
-from optim.passes._prune.recalibrate import recalibrate
+from optim.passes._prune.recalibrate import recal_samples, recalibrate
 from optim.passes._prune.recurrent import Recurrent
 from optim.passes.base import PassContext, check_literals, check_range, register
 
@@ -116,19 +116,6 @@ def _calib_inputs(handle: ModelHandle, ctx: PassContext, n: int, seed: int
                                                    np.int64)) if k in given else synth[k] for k in names]
         return x, y, f"calibration data ({len(sub)})"
     return example_inputs(handle.model, batch=n, seed=seed), None, f"synthetic N(0,1) inputs ({n})"
-
-
-RECAL_MACS = 64e9  # recalibration compute (teacher + student forward): a 224² ResNet-50 gets 15 samples
-RECAL_MIN = 8
-
-
-def recal_samples(x: list[torch.Tensor], macs: int) -> list[torch.Tensor]:
-    """The first samples of ``x`` recalibration runs on: as many as fit :data:`RECAL_MACS` at ``macs`` per sample
-    (at least :data:`RECAL_MIN`). Per-channel means and deviations need few samples — each holds H×W positions
-    or tokens per channel — and the two torch forwards of all 33 capped ResNet-50 samples were a third of its
-    sweep."""
-    keep = int(max(RECAL_MIN, RECAL_MACS // max(macs, 1)))
-    return [t[:keep] for t in x]
 
 
 def _cap_samples(x: list[torch.Tensor], budget: int = 5_000_000) -> list[torch.Tensor]:

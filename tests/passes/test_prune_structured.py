@@ -14,8 +14,9 @@ from test_onnx2torch import tiny_vit_proto
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
 from optim.passes._prune.onnx2torch import UnsupportedOpsError, example_inputs
+from optim.passes._prune.recalibrate import RECAL_MACS, RECAL_MIN, recal_samples
 from optim.passes.base import PassContext, get_pass
-from optim.passes.prune_structured import RECAL_MACS, RECAL_MIN, StructuredPruneConfig, recal_samples, run
+from optim.passes.prune_structured import StructuredPruneConfig, run
 
 
 def _ort(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
