@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from optim.errors import OptimError, runtime_reason
+from optim.errors import OptimError, PassUnavailableError, runtime_reason
 from optim.measure.budget import runs_within
 from optim.measure.layer_profile import profile_layers
 from optim.measure.session import make_session
@@ -219,6 +219,16 @@ def pick(trials: list[Trial]) -> Trial | None:
     return best
 
 
+INT8_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QuantizeLinear",
+            "DequantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulIntegerToFloat", "DynamicQuantizeLSTM",
+            "QAttention"}
+
+
+def quantised_any(path: Path) -> bool:
+    """Whether the file ORT's quantiser wrote runs any layer in INT8 (a Gemm-only graph's dynamic INT8 is FP32)."""
+    return any(n.op_type in INT8_OPS for n in onnx.load_model(str(path), load_external_data=False).graph.node)
+
+
 def slow_layers(fp32: Path, best: Path, cost_s: float, names: set[str]) -> list[str]:
     """Weight layers whose time in the INT8 file's per-layer profile exceeds their FP32 time."""
     runs = runs_within(cost_s, 0.5, min_runs=2, max_runs=20)
@@ -307,6 +317,8 @@ def search(src: Path, pre: Path, cal: Calibrated | None, rows: dict[str, np.ndar
         trial = Trial(cand)
         try:
             trial.path = build(cand, cal, pre, d / f"cand{len(trials)}.onnx")
+            if cand.kind == "dynamic" and not quantised_any(trial.path):
+                raise PassUnavailableError("quantised no layer (ONNX Runtime's dynamic INT8 covers MatMul, not Gemm)")
             probe.fidelity(trial, make_session(trial.path, threads=1, opt_level="all"))  # closed on return
         except Exception as exc:  # noqa: BLE001 - a candidate that fails to build or open is recorded, not fatal
             trial.error = str(exc) if isinstance(exc, OptimError) else runtime_reason(exc, 160)
