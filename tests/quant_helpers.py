@@ -89,3 +89,17 @@ def run_model(handle: ModelHandle, x: np.ndarray) -> np.ndarray:
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+def damaged(handle: ModelHandle, scale: float, seed: int = 0) -> ModelHandle:
+    """The same graph with multiplicative noise on every weight tensor (a student to distil)."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(seed)
+    model = handle.copy_model()
+    for i, init in enumerate(model.graph.initializer):
+        w = numpy_helper.to_array(init)
+        if w.dtype == np.float32 and w.ndim >= 2:
+            noisy = w * (1 + scale * rng.standard_normal(w.shape)).astype(np.float32)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(noisy, init.name))
+    return handle.derive(model, "damage")

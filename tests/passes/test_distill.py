@@ -7,6 +7,7 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+from quant_helpers import damaged
 
 from optim.errors import ConfigError
 from optim.handle import ModelHandle
@@ -14,18 +15,6 @@ from optim.io.data import Dataset
 from optim.measure.core import fidelity, predict
 from optim.passes import PassContext, get_pass
 from optim.passes.distill import DistillConfig, FakeQuantSTE, distill_loss
-
-
-def _damaged(handle: ModelHandle, scale: float, seed: int = 0) -> ModelHandle:
-    """The same graph with multiplicative noise on every weight tensor."""
-    rng = np.random.default_rng(seed)
-    model = handle.copy_model()
-    for i, init in enumerate(model.graph.initializer):
-        w = numpy_helper.to_array(init)
-        if w.dtype == np.float32 and w.ndim >= 2:
-            noisy = w * (1 + scale * rng.standard_normal(w.shape)).astype(np.float32)
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(noisy, init.name))
-    return handle.derive(model, "damage")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +33,7 @@ def test_distill_improves_damaged_student_without_labels(tiny_cnn: ModelHandle, 
     data, _ = teacher_data
     unlabelled = Dataset(x=data.x[:400], y=None, name="unlabelled")
     held_x, held_ref = data.x[400:], predict(tiny_cnn, data.x[400:])
-    student = _damaged(tiny_cnn, 0.6)
+    student = damaged(tiny_cnn, 0.6)
     before = _rel_error(student, held_x, held_ref)
     cfg = DistillConfig(epochs=8, lr=3e-3, batch_size=32, patience=8)
     out = get_pass("distill").run(student, cfg, PassContext(train=unlabelled, teacher=tiny_cnn))
@@ -56,7 +45,7 @@ def test_distill_improves_damaged_student_without_labels(tiny_cnn: ModelHandle, 
 
 def test_distill_uses_labels_when_present(tiny_cnn: ModelHandle, teacher_data) -> None:
     data, _ = teacher_data
-    out = get_pass("distill").run(_damaged(tiny_cnn, 0.3), DistillConfig(epochs=1),
+    out = get_pass("distill").run(damaged(tiny_cnn, 0.3), DistillConfig(epochs=1),
                                   PassContext(train=data, teacher=tiny_cnn))
     assert out.meta["distillation"]["labels_used"] is True
     assert out.meta["distillation"]["epochs_run"] == 1
@@ -64,7 +53,7 @@ def test_distill_uses_labels_when_present(tiny_cnn: ModelHandle, teacher_data) -
 
 def test_distill_does_not_mutate_input(tiny_cnn: ModelHandle, teacher_data) -> None:
     data, _ = teacher_data
-    student = _damaged(tiny_cnn, 0.3)
+    student = damaged(tiny_cnn, 0.3)
     before = student.content_hash
     bytes_before = student.model.SerializeToString()
     get_pass("distill").run(student, DistillConfig(epochs=1), PassContext(train=data, teacher=tiny_cnn))
@@ -101,7 +90,7 @@ def test_fake_quant_ste_passes_gradient_and_uses_few_levels() -> None:
 
 def test_qat_exports_weights_on_the_quantisation_grid(tiny_cnn: ModelHandle, teacher_data) -> None:
     data, _ = teacher_data
-    out = get_pass("distill").run(_damaged(tiny_cnn, 0.1), DistillConfig(epochs=1, qat_bits=4),
+    out = get_pass("distill").run(damaged(tiny_cnn, 0.1), DistillConfig(epochs=1, qat_bits=4),
                                   PassContext(train=data, teacher=tiny_cnn))
     conv_weights = [numpy_helper.to_array(i) for i in out.model.graph.initializer
                     if numpy_helper.to_array(i).ndim == 4 and numpy_helper.to_array(i).shape[1] > 1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import numpy_helper
+from quant_helpers import damaged
 
 from optim.handle import ModelHandle
 from optim.io.data import Dataset
@@ -15,17 +15,6 @@ from optim.passes.base import PassContext
 from optim.passes.distill import DistillConfig
 
 CFG = DistillConfig(epochs=6, lr=3e-3, batch_size=32, patience=6)
-
-
-def _damaged(handle: ModelHandle, scale: float = 0.6) -> ModelHandle:
-    rng = np.random.default_rng(0)
-    model = handle.copy_model()
-    for i, init in enumerate(model.graph.initializer):
-        w = numpy_helper.to_array(init)
-        if w.dtype == np.float32 and w.ndim >= 2:
-            noisy = w * (1 + scale * rng.standard_normal(w.shape)).astype(np.float32)
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(noisy, init.name))
-    return handle.derive(model, "damage")
 
 
 def _named(tokens: dict[str, np.ndarray]) -> Dataset:
@@ -41,14 +30,15 @@ def _rel_error(model: ModelHandle, teacher: ModelHandle, tokens: dict[str, np.nd
 
 @pytest.fixture(scope="module")
 def student(tiny_text: ModelHandle) -> ModelHandle:
-    return _damaged(tiny_text)
+    return damaged(tiny_text, 0.6)
 
 
-def test_distill_feeds_the_given_masks_to_the_student(tiny_text, student, text_tokens, monkeypatch) -> None:
+def _student_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """The inputs of the student's every forward call while it learns (not the export's examples)."""
     seen: list[tuple] = []
     real = distill.train_student
 
-    def spying(module, *args, **kwargs):  # the student's every call while it learns (not the export's examples)
+    def spying(module, *args, **kwargs):
         hook = module.register_forward_pre_hook(lambda m, inputs: seen.append(inputs))
         try:
             return real(module, *args, **kwargs)
@@ -56,6 +46,11 @@ def test_distill_feeds_the_given_masks_to_the_student(tiny_text, student, text_t
             hook.remove()
 
     monkeypatch.setattr(distill, "train_student", spying)
+    return seen
+
+
+def test_distill_feeds_the_given_masks_to_the_student(tiny_text, student, text_tokens, monkeypatch) -> None:
+    seen = _student_calls(monkeypatch)
     padded = text_tokens(200, seed=3, pad_from=2)
     out = distill.run(student, DistillConfig(epochs=1), PassContext(train=_named(padded), teacher=tiny_text))
     assert out.meta["distillation"]["inputs_from_data"] == ["input_ids", "attention_mask"]
@@ -81,17 +76,7 @@ def test_distill_on_padded_masks_recovers_the_teacher_on_padded_inputs(tiny_text
 
 
 def test_distill_feeds_the_files_scalar_to_teacher_and_student(tiny_scalar: ModelHandle, monkeypatch) -> None:
-    seen: list[tuple] = []
-    real = distill.train_student
-
-    def spying(module, *args, **kwargs):
-        hook = module.register_forward_pre_hook(lambda m, inputs: seen.append(inputs))
-        try:
-            return real(module, *args, **kwargs)
-        finally:
-            hook.remove()
-
-    monkeypatch.setattr(distill, "train_student", spying)
+    seen = _student_calls(monkeypatch)
     x = np.random.default_rng(6).standard_normal((100, 4)).astype(np.float32)
     data = Dataset(x=x, y=None, name="audio", x_name="x", constants={"sr": np.array(8000, np.int64)})
     out = distill.run(tiny_scalar, DistillConfig(epochs=1), PassContext(train=data, teacher=tiny_scalar))

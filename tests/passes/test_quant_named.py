@@ -30,9 +30,8 @@ def _scales(model: onnx.ModelProto) -> dict[str, float]:
             if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
 
 
-def test_calibration_reader_yields_every_named_array(tiny_text: ModelHandle, text_tokens, monkeypatch) -> None:
-    quant_calib.clear_cache()
-    tokens = text_tokens(64, seed=1, pad_from=2)
+def _fed_batches(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, np.ndarray]]:
+    """Every batch the calibration reader hands ORT's calibrator, as it is handed."""
     fed: list[dict[str, np.ndarray]] = []
     real = quant_calib.ArrayReader.get_next
 
@@ -43,6 +42,13 @@ def test_calibration_reader_yields_every_named_array(tiny_text: ModelHandle, tex
         return out
 
     monkeypatch.setattr(quant_calib.ArrayReader, "get_next", spy)
+    return fed
+
+
+def test_calibration_reader_yields_every_named_array(tiny_text: ModelHandle, text_tokens, monkeypatch) -> None:
+    quant_calib.clear_cache()
+    tokens = text_tokens(64, seed=1, pad_from=2)
+    fed = _fed_batches(monkeypatch)
     run(tiny_text, STATIC, PassContext(calib=_named(tokens)))
     assert fed and all(set(f) == {"input_ids", "attention_mask"} for f in fed)
     got = {k: np.concatenate([f[k] for f in fed]) for k in ("input_ids", "attention_mask")}
@@ -87,16 +93,7 @@ def _with_rate(sr: int) -> Dataset:
 
 def test_calibration_feeds_the_files_scalar_with_every_batch(tiny_scalar: ModelHandle, monkeypatch) -> None:
     quant_calib.clear_cache()
-    fed: list[dict[str, np.ndarray]] = []
-    real = quant_calib.ArrayReader.get_next
-
-    def spy(self):
-        out = real(self)
-        if out is not None:
-            fed.append(out)
-        return out
-
-    monkeypatch.setattr(quant_calib.ArrayReader, "get_next", spy)
+    fed = _fed_batches(monkeypatch)
     low = _scales(run(tiny_scalar, STATIC, PassContext(calib=_with_rate(8000))).model)
     assert fed and all(f["sr"].shape == () and int(f["sr"]) == 8000 for f in fed)
     high = _scales(run(tiny_scalar, STATIC, PassContext(calib=_with_rate(16000))).model)
