@@ -25,7 +25,7 @@ UNITS: dict[str, float] = {
 REQUIRED_SPECS = ("bandwidth", "memory", "onchip", "power", "eff_compute", "eff_memory", "overhead_us")
 OPTIONAL_SPECS = ("offchip_bandwidth",)
 FLAGS = ("fuses_activations", "activations_onchip", "sparsity_2_4", "weights_onchip_cache", "measured",
-         "ort_cpu_fusion", "live_plan", "additive_cost")
+         "ort_cpu_fusion", "live_plan", "additive_cost", "dram_weights")
 OP_CLASSES = ("conv", "conv_in", "conv1x1", "conv_nchw", "conv1x1_nchw", "dwconv", "dwconv_nchw", "gemm", "conv_int8", "dwconv_int8",
               "gemm_int8", "conv_int8_odd", "dwconv_int8_odd", "conv_integer", "dwconv_integer",
               "conv_integer_odd", "dwconv_integer_odd", "gemm_integer", "gemv", "gemv_int8", "gemv_integer",

@@ -135,3 +135,27 @@ def test_resolve_precision_raises_when_nothing_native() -> None:
     patched = type(dev)(dev.id, dev.name, dev.kind, dev.runtime, dev.specs, none, dev.flags)
     with pytest.raises(HardwareError):
         resolve_precision(patched, "fp32")
+
+
+def test_weights_stream_from_dram_only_when_a_run_outgrows_the_last_level_cache() -> None:
+    import dataclasses
+
+    from optim.hardware.device import Spec
+    from optim.hardware.model.roofline import dram_share
+
+    rpi = get_device("rpi4")  # a host-like device whose small kernels run from cache faster than a DRAM copy
+    base = dataclasses.replace(rpi, specs={**rpi.specs, "eff_memory": Spec(3.0, "fraction", "assumed", "test")})
+    cached = dataclasses.replace(base, flags={**base.flags, "dram_weights": True})
+    path = resolve_precision(base, "fp32")
+    llc, bw = base.spec("onchip"), base.spec("bandwidth")
+    assert dram_share(0.4 * llc, llc) == 0.0 and dram_share(2 * llc, llc) == 1.0
+    assert dram_share(llc, llc) == pytest.approx(0.5)
+    small = pd.DataFrame([_layer("fc", "gemm", 1000, 2000, 1000, 10, 100, op_type="Gemm")])
+    assert layer_times(small, cached, path).iloc[0]["ms"] == layer_times(small, base, path).iloc[0]["ms"]
+    params = 2 * llc / 4  # FP32 weights of twice the cache: every run reads them from DRAM
+    big = pd.DataFrame([_layer("fc", "gemm", params, 2 * params, params, 1000, 1000, op_type="Gemm")])
+    row, plain = layer_times(big, cached, path).iloc[0], layer_times(big, base, path).iloc[0]
+    eff = base.factors("gemm").eff_memory
+    assert row["dram_bytes"] == row["weight_bytes"] == 4 * params
+    assert row["memory_ms"] == pytest.approx((4 * params / (bw * min(eff, 1.0)) + row["act_bytes"] / (bw * eff)) * 1e3)
+    assert eff == 3.0 and row["memory_ms"] > 2 * plain["memory_ms"]

@@ -90,7 +90,8 @@ def table_from_rows(handle: ModelHandle, measured: dict[str, float], plan: list[
     """:func:`node_table` from already measured rows (see there); ``profiler_cost_ms`` (what ORT's profiler
     adds to every kernel it times, :func:`.fit.profiler_cost`) is taken off each row first."""
     layers, _path, _ = priced_layers(handle, host_device(device_profile), plan=plan)
-    df = layers[["node", "op_type", "op_class", "ops", "bytes", "out_elems", "macs", "calls", "out_rows", "bcast_ops"]].copy()
+    df = layers[["node", "op_type", "op_class", "ops", "bytes", "out_elems", "macs", "calls", "out_rows", "bcast_ops",
+                 "dram_bytes"]].copy()
     df["ms"] = df["node"].map({k: debias(v, profiler_cost_ms) for k, v in measured.items()})
     df = df[df["ms"].notna() & (df["ms"] > 0)].reset_index(drop=True)
     unmapped = float(sum(debias(v, profiler_cost_ms) for k, v in measured.items() if k not in set(layers["node"])))

@@ -14,7 +14,7 @@ from typing import Any
 from optim.hardware import host
 from optim.hardware.device import ClassFactors, Device, PrecisionSupport, Spec
 
-HOST_FLAGS = {"fuses_activations": True, "ort_cpu_fusion": True, "live_plan": True}
+HOST_FLAGS = {"fuses_activations": True, "ort_cpu_fusion": True, "live_plan": True, "dram_weights": True}
 INT8_CLASSES = ("conv_int8", "dwconv_int8", "gemm_int8", "conv_integer", "gemm_integer")
 
 

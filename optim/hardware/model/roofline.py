@@ -23,7 +23,18 @@ COMPUTE_CLASSES = ("conv", "conv_in", "conv1x1", "conv_nchw", "conv1x1_nchw", "d
                    "conv_integer_odd", "dwconv_integer_odd", "gemm_integer", "gemv", "gemv_int8", "gemv_integer")
 LAYER_COLUMNS = ["node", "op_type", "op_class", "macs", "ops", "weight_bytes", "act_bytes", "bytes", "out_elems",
                  "intensity", "compute_ms", "memory_ms", "overhead_ms", "ms", "bound", "precision_path", "calls",
-                 "out_rows", "bcast_ops"]
+                 "out_rows", "bcast_ops", "dram_bytes"]
+DRAM_RAMP = (0.5, 1.5)  # a run's bytes / last-level cache at which its weights start / finish streaming from DRAM
+
+
+def dram_share(run_bytes: float, llc_bytes: float) -> float:
+    """Share of a layer's weight bytes read from DRAM: each weight is read once per run, so it is still in the
+    last-level cache from the previous run only when a whole run's traffic fits there; the share ramps from
+    0 at half the cache to 1 at 1.5x (other tenants use a shared cache too)."""
+    if llc_bytes <= 0:
+        return 0.0
+    lo, hi = DRAM_RAMP
+    return float(np.clip((run_bytes / llc_bytes - lo) / (hi - lo), 0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -108,8 +119,11 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
         t_c = t_c + df["bcast_ops"].astype(float) * batch / peak * df["op_class"].map(lambda c: device.factors(c).bcast)
     if sparse_2_4:
         t_c = np.where(is_compute, t_c / 2, t_c)
-    t_m = total_bytes / (bw * eff_m)
     free = df["fused"].astype(bool) | ((df["op_class"] == "shape") & ("shape" not in device.class_factors))
+    dram = np.zeros(len(df))
+    if device.flag("dram_weights") and "onchip" in device.specs:  # weights beyond the cache come at DRAM speed
+        dram = np.where(free, 0.0, w_bytes * dram_share(float(total_bytes[~free].sum()), device.spec("onchip")))
+    t_m = (total_bytes - dram) / (bw * eff_m) + dram / (bw * np.minimum(eff_m, 1.0))
     busy = t_c + t_m if device.flag("additive_cost") else np.maximum(t_c, t_m)
     t = np.where(free, 0.0, busy + over)
     out = pd.DataFrame({
@@ -122,6 +136,7 @@ def layer_times(layers: pd.DataFrame, device: Device, path: PrecisionPath, batch
         "bound": np.where(free, np.where(df["fused"], "fused", "free"), np.where(t_c >= t_m, "compute", "memory")),
         "precision_path": path.text, "calls": calls.to_numpy(), "out_rows": rows.to_numpy(),
         "bcast_ops": (df["bcast_ops"].astype(float) * batch).to_numpy() if "bcast_ops" in df else np.zeros(len(df)),
+        "dram_bytes": dram,
     })
     return out[LAYER_COLUMNS].reset_index(drop=True)
 
