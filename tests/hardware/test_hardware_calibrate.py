@@ -129,3 +129,29 @@ def test_kernel_minima_takes_each_kernels_fastest_run() -> None:
     nodes += [{"cat": "Node", "name": "relu_kernel_time", "ts": t + 70, "dur": 5} for t in (0, 200, 400)]
     got = kernel_minima(runs + nodes, skip_runs=1)  # the first run is the warm-up
     assert got == {"conv": pytest.approx(0.030), "relu": pytest.approx(0.005)}
+
+
+def test_a_thread_clock_reading_of_zero_is_not_taken_as_a_latency(monkeypatch) -> None:
+    handle = reference_model("fc_autoencoder", 0.5)
+    real = micro.timed_runs
+
+    def stalled_clock(run_once, **kw):  # the CPU clock did not advance over some runs
+        times = real(run_once, **kw)
+        return np.where(np.arange(len(times)) % 2 == 0, 0.0, times) if kw.get("clock") == "cpu" else times
+
+    monkeypatch.setattr(micro, "timed_runs", stalled_clock)
+    assert micro.measured_latency_ms(handle, budget_s=0.02, stat="min") > 0
+    monkeypatch.setattr(micro, "timed_runs", lambda run_once, **kw: np.zeros(5) if kw.get("clock") == "cpu"
+                        else real(run_once, **kw))
+    assert micro.measured_latency_ms(handle, budget_s=0.02, stat="min") > 0  # all zero: wall clock instead
+
+
+def test_fit_class_takes_weights_read_from_dram_at_copy_bandwidth_off_before_fitting() -> None:
+    rows = _rows(60)
+    dram = np.where(np.arange(len(rows)) % 2 == 0, 0.5 * rows["bytes"], 0.0)
+    rows["dram_bytes"] = dram
+    # the in-cache part of the bytes moves at bw x 1.5 (what is fitted), the DRAM part at the copy bandwidth
+    rows["ms"] = rows["ms"] - dram / (20e9 * 1.5) * 1e3 + dram / 20e9 * 1e3
+    got = fit.fit_class(rows, 100e9, 20e9, prior_weight=0.0)
+    assert got["eff_memory"] == pytest.approx(1.5, rel=0.02)
+    assert got["eff_compute"] == pytest.approx(0.6, rel=0.02)

@@ -77,3 +77,16 @@ def test_host_cost_form_pays_overhead_per_call_and_kernel_cost_once() -> None:
     conv = next(n.name for n in handle.model.graph.node if n.op_type == "Conv")
     expected_us = 6 * 1.0 + 5.0 + 6 * 12 * 0.1  # 6 calls, one kernel, 72 output rows
     assert layers.loc[conv, "ms"] * 1e3 == pytest.approx(expected_us, rel=1e-6)
+
+
+def test_integer_convs_loop_over_output_pixels_not_channel_rows() -> None:
+    from optim.hardware.calibration.models import quantized
+
+    handle = quantized(_depthwise(16), "int8")  # QLinearConv: MLAS computes it channels-last
+    plan = ort_plan(handle.model)
+    assert plan is not None
+    base = graphinfo.annotate(summarize(handle).layers, handle.model, False, 0, "ort_cpu")
+    rows = apply_plan(base, handle.model, plan, block=8).set_index("node")
+    conv = next(n.name for n in handle.model.graph.node if n.op_type == "Conv")
+    assert rows.loc[conv, "op_class"].startswith("dwconv_int8")
+    assert rows.loc[conv, "out_rows"] == 12 * 10  # the 12 x 10 output pixels, not 16 channels x 12 rows

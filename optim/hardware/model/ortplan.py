@@ -286,14 +286,19 @@ def _panel_pad(df: pd.DataFrame, model: onnx.ModelProto) -> list[float]:
     return out
 
 
+CHANNELS_LAST = ("conv_int8", "dwconv_int8", "conv_int8_odd", "dwconv_int8_odd", "conv_integer", "dwconv_integer",
+                 "conv_integer_odd", "dwconv_integer_odd")  # MLAS computes integer convs on NHWC pixels
+
+
 def _calls_and_rows(df: pd.DataFrame, convs: dict[str, tuple[int, bool, bool, bool]]) -> tuple[list, list]:
     """Kernel calls per row (a depthwise conv off the blocked layout runs one small conv per channel; 1 for
-    every other row) and output rows (elements / last dimension of a >= 3-d output; kernels loop over them)."""
+    every other row) and output rows the kernel loops over: elements / last dimension of a >= 3-d output,
+    and for the integer convs, which run channels-last, their output pixels (elements / channels)."""
     calls, rows = [], []
     for node, cls, elems, shape in zip(df["node"], df["op_class"], df["act_out_elems"], df["out_shape"], strict=True):
         calls.append(float(convs.get(node, NOT_CONV)[0]) if cls == "dwconv_nchw" else 1.0)
         dims = _dims(shape)
-        width = int(dims[-1]) if len(dims) >= 3 and dims[-1] else 0
+        width = int(dims[1 if cls in CHANNELS_LAST else -1]) if len(dims) >= 3 and dims[1] and dims[-1] else 0
         rows.append(float(elems) / width if width else 0.0)
     return calls, rows
 
