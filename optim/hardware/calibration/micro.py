@@ -44,11 +44,13 @@ def measure_bandwidth_gbs(mbytes: int = 64, repeats: int = 5) -> float:
     return 2 * src.nbytes / (float(times.min()) * 1e-3) / 1e9
 
 
-def measure_run_overhead_ms(runs: int = 300) -> float:
+def measure_run_overhead_ms(runs: int = 300, sessions: int = 6) -> float:
     """Fastest thread-CPU time of one ``session.run`` of a one-element Identity graph: the fixed cost
     of a call (binding inputs, executor start, output allocation) that every model pays once. The minimum,
     like every whole-model latency it is subtracted from: under load the median read ~2x the quiet cost and
-    put +70 % on a 13 us model."""
+    put +70 % on a 13 us model. Over ``sessions`` fresh sessions, as whole-model latency is over rounds: the
+    same graph costs ~9 us in some sessions and ~13 us in others on this project's machines (4 us is a
+    quarter of a small MLP's latency)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -57,10 +59,17 @@ def measure_run_overhead_ms(runs: int = 300) -> float:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feed = {"x": np.zeros(1, np.float32)}
-    times = timed_runs(lambda: sess.run(None, feed), budget_s=0.0, warmup=0, min_runs=runs, max_runs=runs, clock="cpu")
-    return float(np.min(times))
+    best = np.inf
+    per = max(1, runs // max(1, sessions))
+    for _ in range(max(1, sessions)):
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        times = timed_runs(lambda s=sess: s.run(None, feed), budget_s=0.0, warmup=0, min_runs=per, max_runs=per,
+                           clock="cpu")
+        positive = times[times > 0]
+        if positive.size:
+            best = min(best, float(np.min(positive)))
+    return best if np.isfinite(best) else 0.0
 
 
 def measured_latency_ms(handle: ModelHandle, budget_s: float = 0.3, min_runs: int = 10,
