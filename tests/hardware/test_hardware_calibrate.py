@@ -56,9 +56,21 @@ def test_fit_group_scales_recovers_family_scales_and_kernel_cost() -> None:
     counts = rng.integers(5, 80, 14).astype(float)
     truth = np.array([1.2, 0.8, 1.1, 1.0, 1.5, 1.0, 0.9])[: len(fit.GROUPS)]
     measured = 0.01 + parts @ truth + counts * 0.001
-    scales, delta = fit.fit_group_scales(parts, counts, measured, 0.01, ridge=0.0)
+    scales, delta, _ = fit.fit_group_scales(parts, counts, measured, 0.01, ridge=0.0)
     assert scales == pytest.approx(truth, rel=1e-3)
     assert delta == pytest.approx(0.001, rel=1e-3)
+
+
+def test_fit_group_scales_fits_the_run_overhead_within_its_range() -> None:
+    rng = np.random.default_rng(5)
+    parts = rng.uniform(0.005, 0.5, (16, len(fit.GROUPS)))
+    counts = rng.integers(3, 60, 16).astype(float)
+    measured = 0.009 + parts.sum(axis=1) + counts * 0.0005  # runs cost 9 us; the empty graph read 13 us
+    scales, delta, over = fit.fit_group_scales(parts, counts, measured, 0.013, ridge=0.0, overhead_range=(0.5, 1.25))
+    assert over == pytest.approx(0.009, rel=1e-3) and delta == pytest.approx(0.0005, rel=1e-2)
+    assert scales == pytest.approx(np.ones(len(fit.GROUPS)), rel=1e-3)
+    _, _, pinned = fit.fit_group_scales(parts, counts, measured, 0.013, ridge=0.0)
+    assert pinned == pytest.approx(0.013)
 
 
 def test_profiler_cost_recovers_per_kernel_inflation() -> None:

@@ -57,6 +57,7 @@ from optim.hardware.model.host_device import host_device
 from optim.hardware.model.ortplan import Kernel
 
 Progress = Callable[[float, str], None]
+OVERHEAD_RANGE = (0.5, 1.25)  # the fitted per-run overhead, as a multiple of the measured one
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def profile_from_tables(handles: Sequence[ModelHandle], tables: Sequence[pd.Data
     kernels = [estimate_with_device(h, host_device(profile), plan=p).layers for h, p in zip(handles, plans, strict=True)]
     parts = np.array([[k.loc[k["op_class"].map(group_of) == g, "ms"].sum() for g in GROUPS] for k in kernels])
     counts = np.array([float((k["ms"] > 0).sum()) for k in kernels])
-    scales, delta = fit_group_scales(parts, counts, measured, run_over)
+    scales, delta, run_over = fit_group_scales(parts, counts, measured, run_over, overhead_range=OVERHEAD_RANGE)
     for name, c in profile["classes"].items():
         s = float(scales[GROUPS.index(group_of(name))])
         c["eff_compute"], c["eff_memory"] = c["eff_compute"] / s, c["eff_memory"] / s

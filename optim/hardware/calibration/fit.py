@@ -182,25 +182,33 @@ def group_of(op_class: str) -> str:
 
 
 def fit_group_scales(parts: np.ndarray, counts: np.ndarray, measured: np.ndarray, run_overhead_ms: float,
-                     ridge: float = 0.15, max_delta_ms: float = 0.003) -> tuple[np.ndarray, float]:
-    """(scale per kernel family, cost per kernel in ms) so that ``R + Σ_g s_g·parts[:, g] + δ·counts``
-    matches the measured whole-model latencies in relative error; scales are pulled towards 1 (``ridge``)
-    and bounded to 0.3-3, |δ| ≤ ``max_delta_ms``. ``parts[m, g]`` is model m's predicted time in family g.
+                     ridge: float = 0.15, max_delta_ms: float = 0.003,
+                     overhead_range: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, float, float]:
+    """(scale per kernel family, cost per kernel in ms, per-run overhead in ms) so that
+    ``R + Σ_g s_g·parts[:, g] + δ·counts`` matches the measured whole-model latencies in relative error;
+    scales are pulled towards 1 (``ridge``) and bounded to 0.3-3, |δ| ≤ ``max_delta_ms``, and ``R`` stays
+    within ``overhead_range`` x the measured ``run_overhead_ms`` (pulled gently towards it; (1, 1) pins it).
+    ``parts[m, g]`` is model m's predicted time in family g.
 
     Kernels timed one by one by the profiler run warmer or colder than inside a whole run, and by a
     different amount per family (a conv's weights stay in cache between profiled runs, a transpose's
-    input does not); the calibration models' whole latencies pin each family's factor down."""
+    input does not); the calibration models' whole latencies pin each family's factor down. The run
+    overhead is fitted with them because the empty graph it is measured on reads ~9 us in some sessions
+    and ~13 us in others, while the small calibration models (an MLP of ~20 us) pin what a run really costs."""
     from scipy.optimize import lsq_linear
 
     g = parts.shape[1]
-    a = np.concatenate([parts, counts[:, None]], axis=1) / measured[:, None]
-    b = (measured - run_overhead_ms) / measured
+    r0 = max(float(run_overhead_ms), 1e-6)
+    a = np.concatenate([parts, counts[:, None], np.full((len(measured), 1), r0)], axis=1) / measured[:, None]
+    b = np.ones(len(measured))
     used = parts.sum(axis=0) > 0
-    reg = np.zeros((g, g + 1))
+    reg = np.zeros((g + 1, g + 2))
     reg[np.arange(g), np.arange(g)] = ridge * used
+    reg[g, g + 1] = ridge / 3  # the overhead, as a multiple of the measured one, pulled towards 1
     a = np.vstack([a, reg])
-    b = np.concatenate([b, ridge * used.astype(float)])
-    lo = np.concatenate([np.where(used, 0.3, 1.0 - 1e-9), [-max_delta_ms]])
-    hi = np.concatenate([np.where(used, 3.0, 1.0 + 1e-9), [max_delta_ms]])
+    b = np.concatenate([b, ridge * used.astype(float), [ridge / 3]])
+    lo_r, hi_r = overhead_range
+    lo = np.concatenate([np.where(used, 0.3, 1.0 - 1e-9), [-max_delta_ms], [min(lo_r, 1.0 - 1e-9)]])
+    hi = np.concatenate([np.where(used, 3.0, 1.0 + 1e-9), [max_delta_ms], [max(hi_r, 1.0 + 1e-9)]])
     sol = lsq_linear(a, b, bounds=(lo, hi))
-    return sol.x[:g], float(sol.x[g])
+    return sol.x[:g], float(sol.x[g]), float(sol.x[g + 1] * r0)
