@@ -22,7 +22,7 @@ from onnx import numpy_helper
 
 from optim.errors import PassUnavailableError
 from optim.handle import ModelHandle
-from optim.passes._quant.core import WEIGHT_OPS, replace_initializers, weight_refs
+from optim.passes._quant.core import QUANTISED_OPS, WEIGHT_OPS, replace_initializers, weight_refs
 from optim.passes.base import PassContext, check_literals, check_range, register
 
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
@@ -80,17 +80,13 @@ def _float_2d(t: onnx.TensorProto) -> bool:
     return t.data_type in FLOAT_TYPES and len(t.dims) >= 2
 
 
-_QUANTISED = ("ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "MatMulNBits", "DequantizeLinear",
-              "DynamicQuantizeLSTM", "QGemm")
-
-
 def why_no_weights(model: onnx.ModelProto) -> str:
     """Why a graph has no FP32 Conv/Gemm/MatMul weight initializers, in words (for a one-sentence refusal)."""
     ops = {n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in model.graph.node}
     if subgraph_weights(model):
         return ("its layers sit inside If/Loop/Scan bodies, which ONNX Runtime's quantiser does not reach "
                 "(unstructured pruning does)")
-    quantised = sorted(o for o in ops if o.split(".")[-1] in _QUANTISED)
+    quantised = sorted(o for o in ops if o.split(".")[-1] in QUANTISED_OPS)
     if quantised:
         return f"it is already quantised ({', '.join(quantised[:4])}): start from the FP32 model"
     ml = sorted(o for o in ops if o.startswith("ai.onnx.ml."))

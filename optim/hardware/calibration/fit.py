@@ -52,8 +52,8 @@ def _terms(rows: pd.DataFrame, peak: float, bw: float, compute: bool) -> tuple[n
     """(time s, design matrix [calls, ops/peak, bytes/bw, out elems x 1e-9, out rows x 1e-9, bcast ops/peak],
     weights)."""
     dram = _col(rows, "dram_bytes", 0.0)  # weights read from DRAM: priced at the measured copy bandwidth, not fitted
-    t = np.maximum(rows["ms"].to_numpy(float) * 1e-3 - dram / bw, 0.1 * rows["ms"].to_numpy(float) * 1e-3)
-    t = np.maximum(t, 1e-9)
+    raw = rows["ms"].to_numpy(float) * 1e-3
+    t = np.maximum(np.maximum(raw - dram / bw, 0.1 * raw), 1e-9)
     ops = rows["ops"].to_numpy(float) / peak if compute else np.zeros(len(t))
     design = np.stack([_col(rows, "calls", 1.0), ops, (rows["bytes"].to_numpy(float) - dram) / bw,
                        _col(rows, "out_elems", 0.0, compute) * 1e-9, _col(rows, "out_rows", 0.0, compute) * 1e-9,

@@ -44,6 +44,11 @@ def measure_bandwidth_gbs(mbytes: int = 64, repeats: int = 5) -> float:
     return 2 * src.nbytes / (float(times.min()) * 1e-3) / 1e9
 
 
+def _readings(times: np.ndarray) -> np.ndarray:
+    """The runs that are latencies: a thread-CPU clock that did not advance over a ~15 us run reads 0."""
+    return times[times > 0]
+
+
 def measure_run_overhead_ms(runs: int = 300, sessions: int = 6) -> float:
     """Fastest thread-CPU time of one ``session.run`` of a one-element Identity graph: the fixed cost
     of a call (binding inputs, executor start, output allocation) that every model pays once. The minimum,
@@ -66,7 +71,7 @@ def measure_run_overhead_ms(runs: int = 300, sessions: int = 6) -> float:
         sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         times = timed_runs(lambda s=sess: s.run(None, feed), budget_s=0.0, warmup=0, min_runs=per, max_runs=per,
                            clock="cpu")
-        positive = times[times > 0]
+        positive = _readings(times)
         if positive.size:
             best = min(best, float(np.min(positive)))
     return best if np.isfinite(best) else 0.0
@@ -89,7 +94,7 @@ def measured_latency_ms(handle: ModelHandle, budget_s: float = 0.3, min_runs: in
     sess = measure.make_session(handle, threads=1, opt_level="all")
     feeds = synthesize_inputs(handle.model, batch=1)
     times = timed_runs(lambda: sess.run(None, feeds), budget_s=budget_s, warmup=3, min_runs=min_runs, clock=clock)
-    valid = times[times > 0]  # a thread-CPU clock that did not advance over a ~15 us run reads 0: not a latency
+    valid = _readings(times)
     if valid.size == 0:
         valid = timed_runs(lambda: sess.run(None, feeds), budget_s=budget_s, warmup=0, min_runs=min_runs, clock="wall")
     return float(np.min(valid) if stat == "min" else np.median(valid))

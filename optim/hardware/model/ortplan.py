@@ -298,7 +298,8 @@ def _calls_and_rows(df: pd.DataFrame, convs: dict[str, tuple[int, bool, bool, bo
     for node, cls, elems, shape in zip(df["node"], df["op_class"], df["act_out_elems"], df["out_shape"], strict=True):
         calls.append(float(convs.get(node, NOT_CONV)[0]) if cls == "dwconv_nchw" else 1.0)
         dims = _dims(shape)
-        width = int(dims[1 if cls in CHANNELS_LAST else -1]) if len(dims) >= 3 and dims[1] and dims[-1] else 0
+        axis = 1 if cls in CHANNELS_LAST else -1
+        width = int(dims[axis]) if len(dims) >= 3 and dims[axis] else 0
         rows.append(float(elems) / width if width else 0.0)
     return calls, rows
 

@@ -24,6 +24,10 @@ from optim.hardware import host
 
 # Ops whose input #1 is a weight matrix/kernel, and the axis of its *output* channels.
 WEIGHT_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops whose presence means a graph runs layers quantised: ORT's INT8 (QOperator, QDQ, dynamic) and INT4 forms.
+QUANTISED_OPS = frozenset({"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm", "MatMulNBits",
+                           "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "DynamicQuantizeMatMul",
+                           "MatMulIntegerToFloat", "DynamicQuantizeLSTM", "QAttention"})
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from optim.errors import OptimError, PassUnavailableError, runtime_reason
 from optim.measure.budget import runs_within
 from optim.measure.layer_profile import profile_layers
 from optim.measure.session import make_session
-from optim.passes._quant.core import cpu_has_vnni, weight_refs
+from optim.passes._quant.core import QUANTISED_OPS, cpu_has_vnni, weight_refs
 from optim.passes._quant.int8 import Calibrated, build_dynamic, build_static
 
 ROUNDS = 3
@@ -219,14 +219,9 @@ def pick(trials: list[Trial]) -> Trial | None:
     return best
 
 
-INT8_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QuantizeLinear",
-            "DequantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulIntegerToFloat", "DynamicQuantizeLSTM",
-            "QAttention"}
-
-
 def quantised_any(path: Path) -> bool:
     """Whether the file ORT's quantiser wrote runs any layer in INT8 (a Gemm-only graph's dynamic INT8 is FP32)."""
-    return any(n.op_type in INT8_OPS for n in onnx.load_model(str(path), load_external_data=False).graph.node)
+    return any(n.op_type in QUANTISED_OPS for n in onnx.load_model(str(path), load_external_data=False).graph.node)
 
 
 def slow_layers(fp32: Path, best: Path, cost_s: float, names: set[str]) -> list[str]:
