@@ -1,7 +1,8 @@
 """ModelHandle: the one object that travels between loading, passes, measurement and the store.
 
 The ONNX graph is the canonical artifact: every variant is an ONNX model with its weights embedded
-that ONNX Runtime can open. A handle is treated as immutable: passes build a new handle with
+that ONNX Runtime can open. Every node of a handle's main graph has a name (unnamed ones are named
+on construction, :func:`optim.graph.names.name_nodes`). A handle is treated as immutable: passes build a new handle with
 :meth:`ModelHandle.derive` and never change ``handle.model`` in place.
 """
 
@@ -14,6 +15,8 @@ from functools import cached_property
 from typing import Any
 
 import onnx
+
+from optim.graph.names import name_nodes
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +37,10 @@ class ModelHandle:
     name: str
     source_format: str = "onnx"
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # kernels are traced back to nodes by name (optim.graph.names): an unnamed node gets its key once, here
+        name_nodes(self.model)
 
     @cached_property
     def model_bytes(self) -> bytes:

@@ -29,6 +29,7 @@ import onnx
 import pandas as pd
 from onnx import helper
 
+from optim.graph.names import node_key
 from optim.handle import ModelHandle
 
 Shape = tuple[int, ...]
@@ -265,14 +266,14 @@ def summarize(handle: ModelHandle) -> ModelSummary:
     inits = set(weights.inits)
     rows: list[dict[str, object]] = []
     deferred = []
-    for node in graph.node:  # compute nodes claim weights first, then pass-through nodes take the rest
+    for i, node in enumerate(graph.node):  # compute nodes claim weights first, then pass-through nodes take the rest
         if node.op_type in _PASS_THROUGH:
-            deferred.append(len(rows))
+            deferred.append(i)
             rows.append({"_node": node})
         else:
-            rows.append(_row(node, shapes, weights, inits))
+            rows.append(_row(node, node_key(node, i), shapes, weights, inits))
     for i in deferred:
-        rows[i] = _row(rows[i]["_node"], shapes, weights, inits)  # type: ignore[arg-type]
+        rows[i] = _row(rows[i]["_node"], node_key(graph.node[i], i), shapes, weights, inits)  # type: ignore[arg-type]
     layers = pd.DataFrame(rows, columns=COLUMNS)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     return ModelSummary(
@@ -288,12 +289,13 @@ def summarize(handle: ModelHandle) -> ModelSummary:
     )
 
 
-def _row(node: onnx.NodeProto, shapes: dict[str, Shape], weights: _Weights, inits: set[str]) -> dict[str, object]:
+def _row(node: onnx.NodeProto, key: str, shapes: dict[str, Shape], weights: _Weights, inits: set[str]
+         ) -> dict[str, object]:
     macs = _macs(node, shapes)
     params, nbytes, dtype = _node_weights(node, weights)
     out_shape = shapes.get(node.output[0]) if node.output else None
     return {
-        "node": node.name or f"{node.op_type}:{node.output[0] if node.output else ''}",
+        "node": key,
         "op_type": node.op_type,
         "macs": macs,
         "flops": _flops(node, macs, shapes),

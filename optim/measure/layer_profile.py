@@ -42,6 +42,7 @@ import onnxruntime as ort
 import pandas as pd
 
 from optim.errors import ConfigError
+from optim.graph.names import node_keys
 from optim.measure.session import ModelLike, make_session, model_proto
 from optim.measure.timing import NodeProfile, parse_profile, profile_nodes, run_profiled
 
@@ -76,7 +77,7 @@ class _Graph:
     """Name/tensor indexes of the ONNX graph the user sees."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
-        self.nodes = {(n.name or f"{n.op_type}_{i}"): n for i, n in enumerate(model.graph.node)}
+        self.nodes = dict(zip(node_keys(model.graph), model.graph.node, strict=True))
         self.producer = {t: name for name, n in self.nodes.items() for t in n.output if t}
         self.consumers: dict[str, list[str]] = {}
         for name, n in self.nodes.items():
@@ -260,7 +261,7 @@ def _kernel_list(ops: pd.Series) -> str:
 
 def group_profile(model: onnx.ModelProto, kernels: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
     """Kernel rows (node, op_type, ms, provider) summed per ONNX node; ``kernels`` names what ran."""
-    ops = {(n.name or f"{n.op_type}_{i}"): n.op_type for i, n in enumerate(model.graph.node)}
+    ops = {k: n.op_type for k, n in zip(node_keys(model.graph), model.graph.node, strict=True)}
     df = kernels.assign(layer=kernels["node"].map(lambda k: mapping.get(k, k if k in ops else OTHER_ROW)))
     rows = []
     for layer, grp in df.groupby("layer", sort=False):

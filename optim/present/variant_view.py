@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from optim.analysis.targets import artifact_handle
+from optim.graph.names import node_keys
 from optim.handle import ModelHandle
 from optim.present.views import graph_diff
 
@@ -28,7 +29,8 @@ def handle_of(artifact: str) -> ModelHandle:
 
 
 def graph_ops(artifact: str) -> list[tuple[str, str]]:
-    return [(n.name or f"{n.op_type}_{i}", n.op_type) for i, n in enumerate(handle_of(artifact).model.graph.node)]
+    graph = handle_of(artifact).model.graph
+    return [(k, n.op_type) for k, n in zip(node_keys(graph), graph.node, strict=True)]
 
 
 def graph_changes(base_artifact: str, var_artifact: str) -> dict[str, Any]:

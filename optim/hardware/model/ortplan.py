@@ -23,6 +23,7 @@ from pathlib import Path
 import onnx
 import pandas as pd
 
+from optim.graph.names import node_keys
 from optim.hardware.model.ortcpu import nchwc_plan, tensor_elems
 from optim.measure.layer_profile import LAYOUT_OPS, ORT_PREFIXES, map_kernels
 from optim.measure.session import make_session
@@ -70,7 +71,7 @@ def _plain(tensor: str) -> str:
 def plan_from_optimized(model: onnx.ModelProto, optimized: onnx.ModelProto) -> list[Kernel]:
     """Kernels of ``optimized`` (ORT's graph of ``model``), each mapped to the ONNX node it computes; a layout
     kernel (reorder / inserted transpose) gets ``node=None`` and the ONNX tensor it moves."""
-    names = {n.name for n in model.graph.node}
+    names = set(node_keys(model.graph))
     tensors = {t for n in model.graph.node for t in n.output} | {i.name for i in model.graph.input}
     mapping = map_kernels(model, optimized)
     out = []
