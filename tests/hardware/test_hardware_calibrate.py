@@ -158,6 +158,22 @@ def test_a_thread_clock_reading_of_zero_is_not_taken_as_a_latency(monkeypatch) -
     assert micro.measured_latency_ms(handle, budget_s=0.02, stat="min") > 0  # all zero: wall clock instead
 
 
+def test_a_thread_clock_that_advanced_only_partly_is_not_the_minimum(monkeypatch) -> None:
+    # seen here: a 150 us model read 18 us once, a 24 us MLP 4 us; the fastest run must not be such a reading
+    handle = reference_model("fc_autoencoder", 0.5)
+    real = micro.timed_runs
+    quiet = micro.measured_latency_ms(handle, budget_s=0.05, stat="min")
+
+    def partly_stalled(run_once, **kw):
+        times = real(run_once, **kw)
+        if kw.get("clock") == "cpu":
+            times[len(times) // 2] *= 0.1
+        return times
+
+    monkeypatch.setattr(micro, "timed_runs", partly_stalled)
+    assert micro.measured_latency_ms(handle, budget_s=0.05, stat="min") > 0.4 * quiet
+
+
 def test_fit_class_takes_weights_read_from_dram_at_copy_bandwidth_off_before_fitting() -> None:
     rows = _rows(60)
     dram = np.where(np.arange(len(rows)) % 2 == 0, 0.5 * rows["bytes"], 0.0)
@@ -167,3 +183,19 @@ def test_fit_class_takes_weights_read_from_dram_at_copy_bandwidth_off_before_fit
     got = fit.fit_class(rows, 100e9, 20e9, prior_weight=0.0)
     assert got["eff_memory"] == pytest.approx(1.5, rel=0.02)
     assert got["eff_compute"] == pytest.approx(0.6, rel=0.02)
+
+
+def test_fit_factors_weighs_every_calibration_model_alike_not_by_its_time() -> None:
+    # rows are weighted by their share of their own model's time: two 0.1 ms models agreeing on a class's
+    # cost outweigh one 3 ms model that disagrees (weighted by absolute time, the 3 ms model set it alone)
+    def model(name: str, seed: int, scale: float, e_c: float) -> pd.DataFrame:
+        rows = _rows(12, seed, e_c=e_c, over_us=0.0, out_ns=0.0).assign(op_class="gemm", model=name)
+        rows["ops"] *= scale
+        rows["bytes"] *= 1e-3
+        rows["ms"] = rows["ops"] / (100e9 * e_c) * 1e3
+        return rows
+
+    table = pd.concat([model("big", 1, 100.0, 0.5), model("small", 2, 0.01, 1.0), model("small2", 3, 0.01, 1.0)],
+                      ignore_index=True)
+    got = fit.fit_factors(table, 100e9, 20e9)["gemm"]
+    assert got["eff_compute"] == pytest.approx(1.0, rel=0.1)  # the big model alone would give 0.5
