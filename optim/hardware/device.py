@@ -38,15 +38,21 @@ CLASS_PARENT = {"conv1x1": "conv", "conv_in": "conv", "conv_nchw": "conv", "conv
                 "dwconv_int8_odd": "dwconv_int8", "conv_integer_odd": "conv_integer",
                 "dwconv_integer_odd": "dwconv_integer", "gemv": "gemm", "gemv_int8": "gemm_int8",
                 "gemv_integer": "gemm_integer", "norm": "elementwise", "pool": "elementwise", "move": "elementwise",
-                "quant": "elementwise", "cast": "elementwise", "reorder": "move"}
+                "quant": "elementwise", "cast": "elementwise", "reorder": "move",
+                # piecewise-linear unary activations run like Relu (one pass over an in-cache tensor), not like
+                # the elementwise family's average over binary, broadcasting and transcendental ops: a
+                # standalone Clip (ReLU6 of an FP16 MobileNetV2, where ORT does not fuse it) was priced 7x
+                **{f"elementwise:{op}": "elementwise:Relu" for op in ("Clip", "LeakyRelu", "HardSigmoid", "Neg", "Abs")}}
 
 
 def parent_class(op_class: str) -> str | None:
-    """The class an uncalibrated ``op_class`` borrows from: ``elementwise:Mul`` → ``elementwise`` →
-    none (:data:`CLASS_PARENT`)."""
+    """The class an uncalibrated ``op_class`` borrows from: ``elementwise:Mul`` → ``elementwise`` → none,
+    ``elementwise:Clip`` → ``elementwise:Relu`` → ``elementwise`` (:data:`CLASS_PARENT` first)."""
+    if op_class in CLASS_PARENT:
+        return CLASS_PARENT[op_class]
     if ":" in op_class:
         return op_class.split(":", 1)[0]
-    return CLASS_PARENT.get(op_class)
+    return None
 
 
 class CatalogError(HardwareError):

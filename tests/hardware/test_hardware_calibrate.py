@@ -199,3 +199,16 @@ def test_fit_factors_weighs_every_calibration_model_alike_not_by_its_time() -> N
                       ignore_index=True)
     got = fit.fit_factors(table, 100e9, 20e9)["gemm"]
     assert got["eff_compute"] == pytest.approx(1.0, rel=0.1)  # the big model alone would give 0.5
+
+
+def test_a_standalone_clip_borrows_relus_cost_not_the_elementwise_average() -> None:
+    from optim.hardware.device import parent_class
+
+    assert parent_class("elementwise:Clip") == "elementwise:Relu"
+    assert parent_class("elementwise:Relu") == "elementwise" and parent_class("elementwise:Mul") == "elementwise"
+    relu = _rows(12, 4, e_c=1e9, e_m=4.0, over_us=0.3, out_ns=0.0).assign(op_class="elementwise:Relu")
+    mul = _rows(12, 5, e_c=1e9, e_m=0.8, over_us=1.0, out_ns=0.0).assign(op_class="elementwise:Mul")
+    clip = _rows(3, 6, e_c=1e9, e_m=4.0, over_us=0.3, out_ns=0.0).assign(op_class="elementwise:Clip")
+    got = fit.fit_factors(pd.concat([relu, mul, clip], ignore_index=True), 100e9, 20e9)
+    assert got["elementwise:Clip"]["fit"] == "scaled parent"
+    assert got["elementwise:Clip"]["eff_memory"] == pytest.approx(4.0, rel=0.15)  # Relu's, not the family's
