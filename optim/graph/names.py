@@ -3,9 +3,9 @@ keys its rows by.
 
 ONNX does not require node names and many exported graphs (old zoo models, hand-built graphs) leave
 them empty; ONNX Runtime's kernels then carry names of their own, so a node must have a stable name
-before its kernels can be traced back to it. :func:`name_nodes` gives every unnamed node of an uploaded
-model its key once, at load; :func:`node_key` is the same key for graphs that did not come through
-the loader (a pass's output, a test's hand-built graph).
+before its kernels can be traced back to it. :func:`name_nodes` gives every unnamed node its key once,
+when a :class:`optim.handle.ModelHandle` is made; :func:`node_key` is the same key for a bare graph that
+no handle wraps (a proto handed straight to the per-layer profiler).
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ def name_nodes(model: onnx.ModelProto) -> int:
     for i, n in enumerate(model.graph.node):
         if n.name:
             continue
-        key, k = node_key(n, i), 1
+        base = key = node_key(n, i)
+        k = 1
         while key in taken:
-            key, k = f"{node_key(n, i)}#{k}", k + 1
+            key, k = f"{base}#{k}", k + 1
         n.name = key
         taken.add(key)
         named += 1

@@ -269,11 +269,11 @@ def summarize(handle: ModelHandle) -> ModelSummary:
     for i, node in enumerate(graph.node):  # compute nodes claim weights first, then pass-through nodes take the rest
         if node.op_type in _PASS_THROUGH:
             deferred.append(i)
-            rows.append({"_node": node})
+            rows.append({})
         else:
             rows.append(_row(node, node_key(node, i), shapes, weights, inits))
     for i in deferred:
-        rows[i] = _row(rows[i]["_node"], node_key(graph.node[i], i), shapes, weights, inits)  # type: ignore[arg-type]
+        rows[i] = _row(graph.node[i], node_key(graph.node[i], i), shapes, weights, inits)
     layers = pd.DataFrame(rows, columns=COLUMNS)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     return ModelSummary(

@@ -62,8 +62,8 @@ def _terms(rows: pd.DataFrame, peak: float, bw: float, compute: bool) -> tuple[n
                        _col(rows, "out_elems", 0.0, compute) * 1e-9, _col(rows, "out_rows", 0.0, compute) * 1e-9,
                        _col(rows, "bcast_ops", 0.0, compute) / peak],
                       axis=1)
-    share = _col(rows, "share", 0.0, "share" in rows)
-    if "share" not in rows or not (share > 0).all():  # rows without their model's total: weighted by time
+    share = rows["share"].to_numpy(float) if "share" in rows else t
+    if not (share > 0).all():  # rows without their model's total: weighted by time
         share = t
     return t, design, np.sqrt(share / share.mean())
 

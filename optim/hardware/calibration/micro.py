@@ -67,8 +67,8 @@ def _readings(times: np.ndarray, walls: list[float]) -> np.ndarray:
     over a run, wholly (a ~15 us run reads 0) or partly (a 150 us model read 18 us once in ~500 sessions,
     a 24 us MLP 4 us): a run's CPU time can be below its own wall time but not far below the fastest wall
     time of the whole loop (the quiet latency), so readings under :data:`STALL` x that are dropped."""
-    timed = np.asarray(walls[-len(times):] if len(times) else [], float)
-    floor = STALL * float(timed.min()) if timed.size == len(times) and timed.size else 0.0
+    timed = walls[-len(times):] if len(times) else []
+    floor = STALL * min(timed) if timed and len(timed) == len(times) else 0.0  # no wall per run: zeros only
     return times[(times > 0) & (times >= floor)]
 
 
